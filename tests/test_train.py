@@ -1,0 +1,113 @@
+"""The one training loop: learns, keeps the best epoch, stops on request, resumes exactly, refuses NaN."""
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from asc_search.distill import DistillConfig
+from asc_search.errors import ConfigError
+from asc_search.train import DivergedError, FitResult, TensorData, TrainConfig, fit
+
+
+class Tiny(nn.Module):
+    """A small CNN with the student interface: forward and forward_with_embedding."""
+
+    def __init__(self, k=3):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d((2, 2)))
+        self.fc = nn.Linear(32, k)
+
+    def forward_with_embedding(self, x):
+        f = self.conv(x)
+        return self.fc(f.flatten(1)), f
+
+    def forward(self, x):
+        return self.forward_with_embedding(x)[0]
+
+
+def _data(n=240, k=3, seed=0):
+    """Class c has extra energy in frequency band c: learnable quickly."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % k
+    x = torch.randn(n, 1, 12, 10, generator=g)
+    for c in range(k):
+        x[y == c, :, 4 * c : 4 * c + 4, :] += 1.5
+    return TensorData(x.half(), y)
+
+
+CFG = TrainConfig(epochs=4, lr=3e-3, batch_size=32, warmup_epochs=0.5, seed=1, device="cpu", num_threads=1)
+
+
+def test_fit_learns_and_keeps_best_epoch():
+    train, val = _data(), _data(90, seed=1)
+    torch.manual_seed(0)
+    res = fit(Tiny(), train, val, CFG)
+    assert isinstance(res, FitResult) and len(res.history) == 4
+    accs = [h["val_macro_accuracy"] for h in res.history]
+    assert max(accs) > 0.9  # chance is 1/3
+    assert res.best_metrics["val_macro_accuracy"] == max(accs)
+    assert res.history[res.best_epoch - 1]["val_macro_accuracy"] == max(accs)
+    assert {"train_loss", "train_ce", "val_log_loss", "lr", "epoch_time_s"} <= set(res.history[0])
+    # best_state is a detached copy that loads into a fresh model
+    m = Tiny()
+    m.load_state_dict(res.best_state)
+
+
+def test_augmentations_and_distillation_run_with_head():
+    train = _data()
+    k = 3
+    train.teacher_logits = torch.randn(len(train), k)
+    train.teacher_emb = torch.randn(len(train), 6, 1, 1)
+    head = nn.Sequential(nn.Conv2d(8, 6, 1), nn.AdaptiveAvgPool2d((1, 1)))
+    cfg = CFG.replace(epochs=2, mixup_alpha=0.3, freq_mixstyle_p=1.0, freq_mask=3, time_mask=3, time_roll=2)
+    head_before = [p.detach().clone() for p in head.parameters()]
+    res = fit(Tiny(), train, _data(60, seed=2), cfg, DistillConfig(kd_weight=0.5, emb_weight=1.0), head=head)
+    h = res.history[-1]
+    assert all(math.isfinite(h[k]) for k in ("train_ce", "train_kd", "train_emb", "train_loss"))
+    assert any(not torch.equal(a, b) for a, b in zip(head_before, head.parameters()))  # head trained
+    assert res.head_state is not None and not any(k.startswith("0.") for k in res.best_state)  # head not in model
+
+
+def test_on_epoch_true_stops_and_resume_is_exact():
+    train, val = _data(), _data(60, seed=1)
+    saved = {}
+
+    def stop_after_2(epoch, metrics, state):
+        assert metrics["epoch"] == epoch
+        saved["state"] = copy.deepcopy(state)  # the state holds live references: copy it, as a checkpoint would
+        return epoch == 2
+
+    torch.manual_seed(0)
+    part = fit(Tiny(), train, val, CFG, on_epoch=stop_after_2)
+    assert part.epochs_run == 2 and part.stopped_early and len(part.history) == 2
+
+    torch.manual_seed(0)
+    full = fit(Tiny(), train, val, CFG)
+    resumed = fit(Tiny(), train, val, CFG, start_state=saved["state"])
+    assert len(resumed.history) == 4 and resumed.epochs_run == 4
+    assert resumed.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"], rel=1e-6)
+    for k, v in full.best_state.items():
+        assert torch.allclose(v.float(), resumed.best_state[k].float(), atol=1e-6), k
+
+
+def test_nan_loss_raises_diverged():
+    train = _data(64)
+    train.x[5, 0, 0, 0] = float("nan")
+    with pytest.raises(DivergedError, match="diverged: the loss became nan at epoch 1"):
+        fit(Tiny(), train, None, CFG.replace(batch_size=64))
+
+
+def test_bad_config_and_missing_targets():
+    with pytest.raises(ConfigError, match="train.device must be one of auto, cpu, cuda"):
+        TrainConfig(device="tpu")
+    with pytest.raises(ConfigError, match="train.epochs must be an integer >= 1"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ConfigError, match="unknown key"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(ConfigError, match="no teacher logits"):
+        fit(Tiny(), _data(32), None, CFG, DistillConfig(kd_weight=0.5))
+    with pytest.raises(ConfigError, match="freq_mask"):
+        fit(Tiny(), _data(32), None, CFG.replace(freq_mask=12))
