@@ -76,3 +76,57 @@ def ray_multinode(_ray_session_guard):
     finally:
         _shutdown_ray()
         cluster.shutdown()
+
+
+@pytest.fixture()
+def fake_run(tmp_path):
+    """Factory for a hand-made search run folder (trials.parquet + search.yaml, and an Optuna study.db when
+    ``study=True``) under ``tmp_path/results``: ``fake_run(name="r", n=40, completed=True, seed=0) -> Path``.
+    Proposal costs are random; those over the DCASE budget are ``rejected_budget``; trained ones get an accuracy
+    that grows with size. ``completed=False`` makes every trained trial early-stopped or failed."""
+    import numpy as np
+    import pandas as pd
+    import yaml
+
+    def make(name: str = "run1", n: int = 40, completed: bool = True, seed: int = 0, study: bool = False):
+        rng = np.random.default_rng(seed)
+        run = tmp_path / "results" / name
+        run.mkdir(parents=True)
+        rows = []
+        for i in range(n):
+            base = int(rng.choice([16, 24, 32, 48, 64]))
+            pb = int(base * base * rng.uniform(30, 110))
+            macs = int(pb * rng.uniform(80, 400))
+            if pb > 128_000 or macs > 30_000_000:
+                status = "rejected_budget"
+            else:
+                status = str(rng.choice(["completed", "completed", "early_stopped", "failed"]))
+                if not completed and status == "completed":
+                    status = "early_stopped"
+            trained = status in ("completed", "early_stopped")
+            acc = float(0.3 + 0.4 * (1 - np.exp(-pb / 50_000)) + rng.normal(0, 0.03)) if trained else np.nan
+            rows.append(dict(
+                trial_id=f"t{i:03d}", number=i, status=status, p_base_channels=base,
+                p_kd_weight=float(rng.uniform(0, 1)), p_temperature=float(rng.choice([1.0, 2.0, 4.0])),
+                p_emb_weight=float(rng.uniform(0, 1)), p_emb_loss=str(rng.choice(["mse", "cosine"])),
+                params=pb, param_bytes=pb, macs=macs, val_macro_accuracy=acc,
+                val_log_loss=float(2.3 - 2 * acc) if trained else np.nan,
+                epochs=3 if trained else 0, duration_s=float(rng.uniform(3, 9)) if trained else 0.01,
+            ))
+        table = pd.DataFrame(rows)
+        table.to_parquet(run / "trials.parquet")
+        budget = {"max_param_bytes": 128_000, "param_dtype": "int8", "max_macs": 30_000_000}
+        (run / "search.yaml").write_text(yaml.safe_dump({"budget": budget}))
+        if study:
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            s = optuna.create_study(study_name=name, storage=f"sqlite:///{run / 'study.db'}", direction="maximize")
+            for row in rows:
+                if row["status"] == "completed":
+                    s.enqueue_trial({"base_channels": row["p_base_channels"]})
+                    t = s.ask({"base_channels": optuna.distributions.CategoricalDistribution([16, 24, 32, 48, 64])})
+                    s.tell(t, row["val_macro_accuracy"])
+        return run
+
+    return make

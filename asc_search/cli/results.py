@@ -1,9 +1,260 @@
-"""CLI commands of this area (registered by :mod:`asc_search.cli`)."""
+"""``asc-search results | dashboard | export | predict``: look at a search run and use its best student."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import ConfigError
+
+_RUN_HELP = "a run name under --results-dir (default ./results) or the path of a run folder"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this area's subcommands to ``sub``."""
+    """Add ``results``, ``dashboard``, ``export`` and ``predict``."""
+    p = sub.add_parser(
+        "results",
+        help="leaderboard, Pareto front and plots of a search run",
+        description="Leaderboard of the completed trials, the Pareto front over validation macro accuracy (max), "
+        "MACs and parameter bytes (min), and PNG plots written to RUN/plots (or --plots-dir).",
+    )
+    p.add_argument("run", metavar="NAME|PATH", help=_RUN_HELP)
+    p.add_argument("--results-dir", default=None, help="folder holding named runs (default: ./results)")
+    p.add_argument("--top", type=_positive_int, default=10, help="leaderboard rows to show (default 10)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--plots-dir", default=None, help="where to write the PNG plots (default: RUN/plots)")
+    p.add_argument("--no-plots", action="store_true", help="do not write plots")
+    p.set_defaults(func=_cmd_results)
+
+    p = sub.add_parser(
+        "dashboard",
+        help="serve optuna-dashboard on a run's study at 127.0.0.1",
+        description="Serve optuna-dashboard on the run's Optuna study (RUN/study.db) until Ctrl-C.",
+    )
+    p.add_argument("run", metavar="NAME|PATH", help=_RUN_HELP)
+    p.add_argument("--results-dir", default=None, help="folder holding named runs (default: ./results)")
+    p.add_argument("--port", type=_port, default=8080, help="port to listen on (default 8080; 0 = any free port)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.set_defaults(func=_cmd_dashboard)
+
+    p = sub.add_parser(
+        "export",
+        help="export the best feasible student of a run (config, weights, ONNX, test scores, report)",
+        description="Take the best completed trial on validation within the run's budget (or --trial ID), "
+        "optionally retrain it from scratch on all of train, score it once on the test split, re-check the "
+        "budget and write student.yaml, student.safetensors, student.onnx (checked with onnxruntime) and "
+        "report.md to --out.",
+    )
+    p.add_argument("run", metavar="NAME|PATH", help=_RUN_HELP)
+    p.add_argument("--out", required=True, help="export folder to create")
+    p.add_argument("--results-dir", default=None, help="folder holding named runs (default: ./results)")
+    p.add_argument("--trial", default=None, help="export this trial id instead of the best one")
+    p.add_argument("--retrain", action="store_true", help="retrain from scratch on train + validation")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--cache", default=None, help="feature cache to score on (default: the one the run used)")
+    p.add_argument("--teacher-cache", default=None, help="teacher cache for --retrain (default: the run's)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device for retraining/scoring")
+    p.add_argument("--json", action="store_true", help="print the export summary as JSON")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "predict",
+        help="classify WAV files with an exported student",
+        description="Run an exported student on WAV files (any sample rate, mono or stereo: stereo is averaged "
+        "to mono; audio is resampled to the export's feature profile). A file longer than the clip length is "
+        "cut into clip-length windows whose probabilities are averaged; a shorter one is zero-padded.",
+    )
+    p.add_argument("export_dir", metavar="EXPORT_DIR", help="a folder written by `asc-search export`")
+    p.add_argument("inputs", metavar="AUDIO_OR_DIR", nargs="+", help="WAV files or folders (searched for *.wav)")
+    p.add_argument("--csv", default=None, metavar="FILE", help="write the predictions to FILE as CSV")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device to run on")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
+    return value
+
+
+def _console() -> Console:
+    """stdout console; when piped or captured, wide enough that the leaderboard's columns are not cut."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def _fmt(value: Any, kind: str = "") -> str:
+    import math
+
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "acc":
+        return f"{float(value):.4f}"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+
+def _cmd_results(args: argparse.Namespace) -> int:
+    from .. import results as R
+
+    res = R.analyse_run(
+        args.run, results_dir=args.results_dir, top=args.top, plots_dir=args.plots_dir, plots=not args.no_plots
+    )
+    if args.json:
+        json.dump(res.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    console = _console()
+    counts = res.counts
+    console.print(f"[bold]Run[/bold] {res.name}  ({res.run_dir})")
+    console.print(
+        "proposals: "
+        + ", ".join(f"{k}={v}" for k, v in counts.items() if k != "total")
+        + f"  (total {counts['total']})"
+    )
+    if res.budget:
+        b = res.budget
+        console.print(f"budget: {b.max_param_bytes:,} bytes at {b.param_dtype}, {b.max_macs:,} MACs")
+
+    board = Table(title=f"Leaderboard: top {len(res.board)} of {counts.get('completed', 0)} completed trials "
+                  "(validation split)")
+    for col, just in (("rank", "right"), ("trial", "left"), ("params", "right"), ("bytes", "right"),
+                      ("MACs", "right"), ("val macro acc", "right"), ("val log loss", "right"), ("epochs", "right")):
+        board.add_column(col, justify=just)
+    for col in res.distill:
+        board.add_column(R.strip_prefix(col), justify="right")
+    for _, row in res.board.iterrows():
+        board.add_row(
+            str(row["rank"]), str(row["trial_id"]), _fmt(row["params"], "int"), _fmt(row["param_bytes"], "int"),
+            _fmt(row["macs"], "int"), _fmt(row["val_macro_accuracy"], "acc"), _fmt(row["val_log_loss"], "acc"),
+            _fmt(row["epochs"], "int"), *[_fmt(row[c]) for c in res.distill],
+        )
+    console.print(board)
+
+    front = Table(title=f"Pareto front: {len(res.front)} trials (accuracy max; MACs, bytes min)")
+    for col in ("trial", "val macro acc", "MACs", "bytes", "params"):
+        front.add_column(col, justify="left" if col == "trial" else "right")
+    for _, row in res.front.iterrows():
+        front.add_row(str(row["trial_id"]), _fmt(row["val_macro_accuracy"], "acc"), _fmt(row["macs"], "int"),
+                      _fmt(row["param_bytes"], "int"), _fmt(row["params"], "int"))
+    console.print(front)
+    for name, path in res.plots.items():
+        console.print(f"plot {name}: {path}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ dashboard
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from .. import results as R
+
+    server, url, names = R.dashboard_server(args.run, results_dir=args.results_dir, host=args.host, port=args.port)
+    console = _console()
+    console.print(f"optuna-dashboard for study {', '.join(names)} at [bold]{url}[/bold]  (Ctrl-C stops it)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        console.print("dashboard stopped")
+    finally:
+        server.server_close()
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .. import export as E
+    from .._progress import console as progress_console
+
+    summary = E.export_run(
+        args.run,
+        args.out,
+        results_dir=args.results_dir,
+        trial_id=args.trial,
+        retrain=args.retrain,
+        force=args.force,
+        cache_dir=args.cache,
+        teacher_cache_dir=args.teacher_cache,
+        device=args.device,
+        log=lambda msg: progress_console.print(f"[dim]{msg}[/dim]"),
+    )
+    if args.json:
+        json.dump(summary.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    console = _console()
+    m = summary.metrics
+    table = Table(title=f"Exported trial {summary.trial_id} of run {summary.run_name}")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("limit", justify="right")
+    table.add_column("ok")
+    for fig, value, limit, ok in summary.budget_rows:
+        table.add_row(str(fig), _fmt(value, "int"), _fmt(limit, "int"), "yes" if ok else "NO")
+    table.add_row("test macro accuracy", _fmt(m.get("macro_accuracy"), "acc"), "", "")
+    table.add_row("test log loss", _fmt(m.get("log_loss"), "acc"), "", "")
+    for kind in ("seen", "unseen"):
+        key = f"{kind}_macro_accuracy"
+        if key in summary.extra:
+            table.add_row(f"test accuracy, {kind} devices", _fmt(summary.extra[key], "acc"), "", "")
+    table.add_row("ONNX max |diff| vs torch", f"{summary.onnx_max_abs_diff:.2e}", "", "")
+    console.print(table)
+    console.print(f"files in {summary.out_dir}: " + ", ".join(p.name for p in summary.files))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ predict
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .. import predict as P
+
+    if args.csv and Path(args.csv).is_dir():
+        raise ConfigError(f"--csv {args.csv} is a folder; expected a file name")
+    result = P.predict_files(args.export_dir, args.inputs, device=args.device)
+    if args.csv:
+        P.write_csv(result, args.csv)
+    console = _console()
+    table = Table(title=f"Predictions of {result.model_name} ({len(result.rows)} files)")
+    table.add_column("file")
+    table.add_column("scene")
+    table.add_column("p(scene)", justify="right")
+    table.add_column("windows", justify="right")
+    for label in result.labels:
+        table.add_column(label, justify="right")
+    for row in result.rows:
+        table.add_row(
+            str(row.path), row.scene, f"{row.probabilities[row.scene]:.3f}", str(row.windows),
+            *[f"{row.probabilities[label]:.3f}" for label in result.labels],
+        )
+    console.print(table)
+    if args.csv:
+        console.print(f"wrote {args.csv}")
+    return 0

@@ -1,0 +1,49 @@
+"""`asc-search dashboard`: optuna-dashboard served over HTTP on a run's real Optuna SQLite study."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+
+import pytest
+
+from asc_search import results as R
+from asc_search.cli import main
+from asc_search.errors import NotFoundError
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=20) as resp:  # noqa: S310 - 127.0.0.1 only
+        assert resp.status == 200
+        return resp.read()
+
+
+def test_dashboard_serves_the_runs_study(fake_run):
+    run = fake_run(name="dash", n=30, study=True)
+    n_completed = int((R.load_trials(run)["status"] == "completed").sum())
+    server, url, names = R.dashboard_server("dash", results_dir=run.parent, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert url.startswith("http://127.0.0.1:") and names == ["dash"]
+        base = url.rsplit("/dashboard/", 1)[0]
+        studies = json.loads(_get(base + "/api/studies"))["study_summaries"]
+        assert [s["study_name"] for s in studies] == ["dash"]
+        detail = json.loads(_get(f"{base}/api/studies/{studies[0]['study_id']}"))
+        assert len(detail["trials"]) == n_completed
+        assert {t["state"] for t in detail["trials"]} == {"Complete"}
+        assert b"<html" in _get(url).lower()  # the single-page app itself
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_dashboard_needs_a_study(fake_run, capsys):
+    run = fake_run(name="nostudy", n=5)  # trials.parquet but no study.db
+    with pytest.raises(NotFoundError, match="study.db does not exist"):
+        R.dashboard_server(run, port=0)
+    assert main(["dashboard", "missing", "--results-dir", str(run.parent), "--port", "0"]) == 2
+    assert "no search run named 'missing'" in capsys.readouterr().err
