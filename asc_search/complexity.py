@@ -1,0 +1,238 @@
+"""Complexity accounting by the DCASE Task 1 organisers' convention, and the budget check.
+
+The counter is torchinfo's ``summary(model, input_size=...)`` (what the organisers use): ``total_params`` and
+``total_mult_adds`` on the model in full precision with the real front-end output shape (batch 1) as input. Per layer
+that means: a convolution costs ``(in/groups) * out * kh * kw * out_h * out_w`` MACs (plus ``out * out_h * out_w``
+for a bias); a linear layer ``in * out (+ out)``; a batch norm ``2 * channels`` (its parameter count, not per
+element); activations, pooling and residual additions nothing. All parameters count, batch-norm weight and bias too.
+The mel front end is not counted, nor are train-only parts such as the distillation projection head.
+
+``param_bytes`` = params x bytes per parameter of the storage dtype (int8 1, float16 2, float32 4).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import DTYPE_BYTES, Budget
+from .errors import ConfigError
+
+__all__ = [
+    "Complexity",
+    "BudgetReport",
+    "measure",
+    "check_budget",
+    "cost_student",
+    "parse_input_shape",
+    "TRAIN_ONLY_NOTE",
+]
+
+#: Said by every report: what the figures leave out.
+TRAIN_ONLY_NOTE = (
+    "Train-only parts (the distillation projection head, auxiliary classifiers) and the mel front end are "
+    "excluded: they are not part of the deployed model."
+)
+
+
+@dataclass(frozen=True)
+class Complexity:
+    """A model's cost for one input shape (batch 1)."""
+
+    params: int  # all parameters, batch-norm weight and bias included
+    param_bytes: int  # params * bytes of param_dtype
+    macs: int  # multiply-accumulates for one input of input_shape
+    param_dtype: str  # storage dtype the bytes are computed for
+    input_shape: tuple[int, ...] = ()  # (1, C, F, T)
+    layers: tuple[tuple[str, str, int, int], ...] = field(default=(), compare=False, repr=False)
+    # per leaf layer: (name, class name, params, macs) for layers with params or MACs
+
+    def with_dtype(self, dtype: str) -> Complexity:
+        """The same figures for another storage dtype."""
+        _check_dtype(dtype)
+        return Complexity(
+            params=self.params,
+            param_bytes=self.params * DTYPE_BYTES[dtype],
+            macs=self.macs,
+            param_dtype=dtype,
+            input_shape=self.input_shape,
+            layers=self.layers,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "params": self.params,
+            "param_bytes": self.param_bytes,
+            "macs": self.macs,
+            "param_dtype": self.param_dtype,
+            "input_shape": list(self.input_shape),
+        }
+
+
+@dataclass(frozen=True)
+class BudgetReport:
+    """A model's figures against a budget: one row per figure (figure, value, limit, ok)."""
+
+    complexity: Complexity
+    budget: Budget
+    rows: tuple[tuple[str, int, int, bool], ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(ok for _, _, _, ok in self.rows)
+
+    @property
+    def failures(self) -> tuple[str, ...]:
+        """Human-readable reasons, empty when passed (e.g. ``"macs 31,000,000 > 30,000,000"``)."""
+        return tuple(f"{name} {value:,} > {limit:,}" for name, value, limit, ok in self.rows if not ok)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.complexity.to_dict(),
+            "limits": {
+                "max_params": self.budget.max_params,
+                "max_param_bytes": self.budget.max_param_bytes,
+                "max_macs": self.budget.max_macs,
+                "param_dtype": self.budget.param_dtype,
+            },
+            "rows": [{"figure": n, "value": v, "limit": lim, "ok": ok} for n, v, lim, ok in self.rows],
+            "passed": self.passed,
+            "note": TRAIN_ONLY_NOTE,
+        }
+
+
+def _check_dtype(dtype: str) -> None:
+    if dtype not in DTYPE_BYTES:
+        raise ConfigError(f"unknown parameter dtype {dtype!r}; valid dtypes: {', '.join(DTYPE_BYTES)}")
+
+
+def parse_input_shape(shape: str | Sequence[int]) -> tuple[int, ...]:
+    """``"1,1,256,65"`` or a sequence -> a tuple of 4 positive ints (batch, channels, freq, time)."""
+    text = shape if isinstance(shape, str) else ",".join(str(s) for s in shape)
+    try:
+        values = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        raise ConfigError(
+            f"input shape {text!r} is not a list of integers; expected 4 positive integers B,C,F,T such as 1,1,256,65"
+        ) from None
+    if len(values) != 4 or any(v <= 0 for v in values):
+        raise ConfigError(
+            f"input shape {text!r}: expected 4 positive integers B,C,F,T (batch, channels, mel bands, frames) "
+            "such as 1,1,256,65"
+        )
+    return values
+
+
+def measure(model: nn.Module, input_shape: Sequence[int], dtype: str = "int8", layers: bool = False) -> Complexity:
+    """Count ``model``'s parameters, parameter bytes at ``dtype`` and MACs for ``input_shape`` with torchinfo.
+
+    The model is run once in eval mode without gradients on zeros of ``input_shape`` (on its own device) and left in
+    the training mode it had. ``layers=True`` also keeps the per-layer figures (``Complexity.layers``).
+    An input shape the network cannot take raises :class:`ConfigError` naming the shape.
+    """
+    from torchinfo import summary
+
+    _check_dtype(dtype)
+    shape = parse_input_shape(input_shape)
+    if shape[0] != 1:
+        raise ConfigError(f"input shape {list(shape)}: the complexity convention counts one clip, so batch must be 1")
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    was_training = model.training
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stats = summary(
+                model,
+                input_size=shape,
+                verbose=0,
+                depth=1,
+                device=device,
+                mode="eval",
+                col_names=("num_params", "mult_adds"),
+                cache_forward_pass=False,
+            )
+    except (RuntimeError, ValueError) as exc:
+        cause = exc.__cause__ or exc
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise ConfigError(
+            f"{type(model).__name__} cannot take input shape {list(shape)} (batch, channels, mel bands, frames): "
+            f"{reason}"
+        ) from None
+    finally:
+        model.train(was_training)
+    layer_rows: tuple[tuple[str, str, int, int], ...] = ()
+    if layers:
+        rows = []
+        for info in stats.summary_list:
+            if info.is_leaf_layer and (info.num_params > 0 or info.macs > 0):
+                name = _layer_path(info)
+                rows.append((name, info.class_name, int(max(info.num_params, 0)), int(info.macs)))
+        layer_rows = tuple(rows)
+    params = int(stats.total_params)
+    return Complexity(
+        params=params,
+        param_bytes=params * DTYPE_BYTES[dtype],
+        macs=int(stats.total_mult_adds),
+        param_dtype=dtype,
+        input_shape=shape,
+        layers=layer_rows,
+    )
+
+
+def _layer_path(info: Any) -> str:
+    parts = []
+    node = info
+    while node is not None and getattr(node, "parent_info", None) is not None:
+        parts.append(str(node.var_name))
+        node = node.parent_info
+    return ".".join(reversed(parts)) or str(info.var_name)
+
+
+def check_budget(complexity: Complexity, budget: Budget | None = None) -> BudgetReport:
+    """Compare ``complexity`` with ``budget`` (default: the DCASE limits, 128,000 B at int8 and 30 M MACs).
+
+    Parameter bytes are taken at the budget's ``param_dtype``. Rows: params (limit = what fits in the byte limit),
+    param_bytes, macs.
+    """
+    budget = budget if budget is not None else Budget()
+    if complexity.param_dtype != budget.param_dtype:
+        complexity = complexity.with_dtype(budget.param_dtype)
+    rows = (
+        ("params", complexity.params, budget.max_params, complexity.params <= budget.max_params),
+        ("param_bytes", complexity.param_bytes, budget.max_param_bytes, complexity.param_bytes <= budget.max_param_bytes),
+        ("macs", complexity.macs, budget.max_macs, complexity.macs <= budget.max_macs),
+    )
+    return BudgetReport(complexity=complexity, budget=budget, rows=rows)
+
+
+def cost_student(
+    config: Any,
+    input_shape: Sequence[int] = (1, 1, 256, 65),
+    budget: Budget | None = None,
+) -> BudgetReport:
+    """Cost a student from its config alone (no training): build it, count it with torchinfo, check the budget.
+
+    ``config`` is a :class:`asc_search.models.student.StudentConfig` or its dict. Takes a few milliseconds.
+    """
+    from .models.student import StudentConfig, build_student
+
+    if not isinstance(config, StudentConfig):
+        config = StudentConfig.from_dict(config)
+    budget = budget if budget is not None else Budget()
+    shape = parse_input_shape(input_shape)
+    if shape[1] != config.in_channels:
+        raise ConfigError(
+            f"input shape {list(shape)} has {shape[1]} channel(s) but the student config expects "
+            f"in_channels={config.in_channels}"
+        )
+    with torch.device("cpu"):
+        model = build_student(config)
+    return check_budget(measure(model, shape, dtype=budget.param_dtype), budget)
