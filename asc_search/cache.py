@@ -1,0 +1,399 @@
+"""Parquet caches: shared helpers (atomic folder writes, fingerprints, tensor <-> fixed-size-list columns) and the
+feature-cache reader :func:`load_features`.
+
+A feature cache is a folder::
+
+    CACHE_DIR/manifest.json          what produced it: profile, labels, shape, fingerprints, package version, files
+    CACHE_DIR/features-00000.parquet one row per clip: the read_tau columns + ``x`` (fixed-size list, n_mels*n_frames)
+    CACHE_DIR/features-00001.parquet ...
+    CACHE_DIR/teacher/               (the teacher cache, written later by Phase I)
+
+Every Parquet file carries the same JSON record in its schema metadata under the key ``asc_search``.
+Tensors travel through Parquet as one fixed-size list column per tensor (row i = tensor i flattened, C order); the
+shape lives in the metadata. Reading converts whole chunks (never one row at a time) into one preallocated numpy
+array that torch then wraps without a copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .config import FeatureProfile, SplitConfig
+from .errors import CacheError
+
+__all__ = [
+    "META_KEY",
+    "MANIFEST",
+    "FEATURE_KIND",
+    "FORMAT_VERSION",
+    "fingerprint_bytes",
+    "fingerprint_file",
+    "fingerprint_json",
+    "array_to_list_array",
+    "list_column_to_numpy",
+    "list_column_to_tensor",
+    "atomic_output_dir",
+    "replace_dir",
+    "write_parquet",
+    "read_parquet_metadata",
+    "write_json_atomic",
+    "read_manifest",
+    "is_feature_cache",
+    "FeatureSet",
+    "load_features",
+]
+
+#: Schema-metadata key under which every asc-search Parquet file stores its JSON provenance record.
+META_KEY = b"asc_search"
+#: Name of the JSON manifest in a cache folder.
+MANIFEST = "manifest.json"
+#: ``kind`` of a feature cache's manifest.
+FEATURE_KIND = "asc_search.features"
+#: Bumped whenever the feature-cache layout changes (a cache of another format is rebuilt, never misread).
+FORMAT_VERSION = 1
+
+_FINGERPRINT_CHARS = 16
+
+
+# ----------------------------------------------------------------------------------------------- fingerprints
+def fingerprint_bytes(data: bytes, length: int = _FINGERPRINT_CHARS) -> str:
+    """sha256 of ``data`` as hex, shortened to ``length`` characters."""
+    return hashlib.sha256(data).hexdigest()[:length]
+
+
+def fingerprint_file(path: str | os.PathLike, length: int = _FINGERPRINT_CHARS) -> str:
+    """sha256 of a file's bytes (streamed, so any size works), shortened to ``length`` hex characters."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]
+
+
+def fingerprint_json(obj: Any, length: int = _FINGERPRINT_CHARS) -> str:
+    """sha256 of the canonical JSON of ``obj`` (sorted keys), shortened: equal content, equal fingerprint."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return fingerprint_bytes(text.encode("utf-8"), length)
+
+
+# ----------------------------------------------------------------------------- tensors <-> fixed-size lists
+def array_to_list_array(array: Any) -> pa.FixedSizeListArray:
+    """``[N, *shape]`` numpy array or torch tensor -> Arrow fixed-size list array of N rows (no per-row loop).
+
+    float16 stays float16 (Parquet FLOAT16), float32 stays float32. The row shape is not stored in the array:
+    record it in the file's metadata.
+    """
+    if hasattr(array, "detach"):  # torch.Tensor
+        array = array.detach().cpu().contiguous().numpy()
+    array = np.ascontiguousarray(array)
+    if array.ndim < 1:
+        raise ValueError("array_to_list_array needs an array with a leading row dimension")
+    n_rows = array.shape[0]
+    width = int(np.prod(array.shape[1:], dtype=np.int64)) if array.ndim > 1 else 1
+    if width == 0:
+        raise ValueError(f"rows of shape {array.shape[1:]} hold no values")
+    values = pa.array(array.reshape(n_rows * width))
+    return pa.FixedSizeListArray.from_arrays(values, width)
+
+
+def list_column_to_numpy(
+    column: pa.ChunkedArray | pa.Array, shape: Sequence[int], out: np.ndarray | None = None
+) -> np.ndarray:
+    """Arrow fixed-size list column -> numpy array ``[N, *shape]``.
+
+    Each chunk's flat value buffer is copied once into ``out`` (allocated when not given); no Python loop per row.
+    Raises :class:`ValueError` when the list width does not match ``shape`` or a value is null.
+    """
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    width = int(np.prod(shape, dtype=np.int64))
+    list_type = column.type
+    if not pa.types.is_fixed_size_list(list_type):
+        raise ValueError(f"expected a fixed-size list column, got {list_type}")
+    if list_type.list_size != width:
+        raise ValueError(f"list width {list_type.list_size} does not match shape {tuple(shape)} ({width} values)")
+    n_rows = sum(len(chunk) for chunk in chunks)
+    dtype = np.dtype(list_type.value_type.to_pandas_dtype())
+    if out is None:
+        out = np.empty((n_rows, *shape), dtype=dtype)
+    elif out.shape != (n_rows, *shape):
+        raise ValueError(f"out has shape {out.shape}, expected {(n_rows, *tuple(shape))}")
+    flat_out = out.reshape(n_rows, width)
+    row = 0
+    for chunk in chunks:
+        if chunk.null_count:
+            raise ValueError("the column holds null rows")
+        values = chunk.flatten()  # respects the chunk's offset, unlike .values
+        if values.null_count:
+            raise ValueError("the column holds null values")
+        flat = values.to_numpy(zero_copy_only=False)
+        flat_out[row : row + len(chunk)] = flat.reshape(len(chunk), width)
+        row += len(chunk)
+    return out
+
+
+def list_column_to_tensor(column: pa.ChunkedArray | pa.Array, shape: Sequence[int]):
+    """Like :func:`list_column_to_numpy`, then wrapped by ``torch.from_numpy`` (no further copy)."""
+    import torch
+
+    return torch.from_numpy(list_column_to_numpy(column, shape))
+
+
+# ------------------------------------------------------------------------------------------- atomic writes
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move the finished folder ``tmp`` to ``final``, replacing whatever ``final`` held.
+
+    ``final`` never holds a partial folder: the old one is moved aside first (rename), the new one renamed in,
+    then the old one deleted.
+    """
+    tmp, final = Path(tmp), Path(final)
+    if final.exists() or final.is_symlink():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(final, old)
+        try:
+            os.rename(tmp, final)
+        except BaseException:
+            os.rename(old, final)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
+
+
+@contextlib.contextmanager
+def atomic_output_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside ``final``; on success it replaces ``final``, on error it is removed.
+
+    Usage::
+
+        with atomic_output_dir(cache_dir) as tmp:
+            write_parquet(table, tmp / "part-00000.parquet", meta)
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON under a temporary name in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(obj, handle, indent=2, sort_keys=True, default=str)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_parquet(table: pa.Table, path: str | os.PathLike, meta: Mapping[str, Any], **kwargs: Any) -> None:
+    """Write ``table`` to ``path`` with ``meta`` (JSON) in its schema metadata, under a temporary name first.
+
+    Keyword arguments go to :func:`pyarrow.parquet.write_table` (default: zstd compression).
+    """
+    path = Path(path)
+    existing = dict(table.schema.metadata or {})
+    existing[META_KEY] = json.dumps(dict(meta), sort_keys=True, default=str).encode("utf-8")
+    table = table.replace_schema_metadata(existing)
+    kwargs.setdefault("compression", "zstd")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        pq.write_table(table, tmp, **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON record stored by :func:`write_parquet` (``{}`` when the file has none)."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise CacheError(f"{path}: not a readable Parquet file ({exc})") from None
+    raw = (schema.metadata or {}).get(META_KEY)
+    if raw is None:
+        return {}
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise CacheError(f"{path}: its asc_search metadata is not valid JSON") from None
+
+
+# ------------------------------------------------------------------------------------------ feature caches
+def read_manifest(cache_dir: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of the feature cache in ``cache_dir``; :class:`CacheError` when there is none or it is broken."""
+    cache_dir = Path(cache_dir)
+    path = cache_dir / MANIFEST
+    if not cache_dir.is_dir():
+        raise CacheError(f"{cache_dir}: no such feature cache folder; build one with `asc-search features`")
+    if not path.is_file():
+        raise CacheError(f"{cache_dir}: not a feature cache (no {MANIFEST}); build one with `asc-search features`")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CacheError(f"{path}: unreadable manifest ({exc}); rebuild the cache") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != FEATURE_KIND:
+        raise CacheError(f"{path}: expected kind {FEATURE_KIND!r}, got {manifest.get('kind')!r}")
+    for key in ("profile", "labels", "shape", "files", "fingerprint", "n_clips", "format_version"):
+        if key not in manifest:
+            raise CacheError(f"{path}: missing key {key!r}; rebuild the cache")
+    return manifest
+
+
+def is_feature_cache(cache_dir: str | os.PathLike) -> bool:
+    """True when ``cache_dir`` holds a feature-cache manifest (valid or not)."""
+    return (Path(cache_dir) / MANIFEST).is_file()
+
+
+@dataclass
+class FeatureSet:
+    """A loaded feature cache: ``x[i]`` is the log-mel spectrogram of ``table.iloc[i]``."""
+
+    table: Any  # pandas.DataFrame, columns as read_tau (split "train"/"test" as stored)
+    x: Any  # torch.Tensor [N, 1, n_mels, n_frames], float16 or float32 as stored
+    labels: tuple[str, ...]
+    profile: FeatureProfile
+    fingerprint: str
+    cache_dir: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def y(self):
+        """Label indices as a torch int64 tensor [N]."""
+        import torch
+
+        return torch.from_numpy(self.table["label"].to_numpy(dtype=np.int64, copy=True))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """Model input shape for one clip, batch 1: (1, 1, n_mels, n_frames)."""
+        return (1, *tuple(self.x.shape[1:]))
+
+    def split(self, split: SplitConfig | None = None) -> dict[str, tuple[Any, Any, Any]]:
+        """``{"train", "val", "test"} -> (x, y, table)``: val carved from train by recording location."""
+        import torch
+
+        from .data.tau import carve_validation
+
+        carved = carve_validation(self.table, split or SplitConfig())
+        out: dict[str, tuple[Any, Any, Any]] = {}
+        for name in ("train", "val", "test"):
+            mask = (carved["split"] == name).to_numpy()
+            index = torch.from_numpy(np.flatnonzero(mask))
+            part = carved.loc[mask].reset_index(drop=True)
+            y = torch.from_numpy(part["label"].to_numpy(dtype=np.int64, copy=True))
+            out[name] = (self.x.index_select(0, index), y, part)
+        return out
+
+
+def load_features(cache_dir: str | os.PathLike, columns_only: bool = False) -> FeatureSet:
+    """Read the feature cache in ``cache_dir`` into tensors (one copy from Arrow into one array, no per-row loop).
+
+    ``columns_only=True`` skips the spectrograms (``x`` is then ``None``): quick access to the table and metadata.
+    """
+    import pandas as pd
+    import torch
+
+    cache_dir = Path(cache_dir)
+    manifest = read_manifest(cache_dir)
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise CacheError(
+            f"{cache_dir / MANIFEST}: cache format {manifest['format_version']}, this version reads "
+            f"{FORMAT_VERSION}; rebuild the cache with `asc-search features`"
+        )
+    try:
+        profile = FeatureProfile.from_dict(manifest["profile"])
+    except Exception as exc:  # noqa: BLE001 - a broken profile record is a cache problem
+        raise CacheError(f"{cache_dir / MANIFEST}: bad profile record ({exc})") from None
+    shape = tuple(int(v) for v in manifest["shape"])
+    n_total = int(manifest["n_clips"])
+    files = manifest["files"]
+    x_np = None
+    if not columns_only:
+        x_np = np.empty((n_total, *shape), dtype=np.dtype(manifest.get("dtype", profile.storage_dtype)))
+    frames = []
+    row = 0
+    for entry in files:
+        path = cache_dir / entry["name"]
+        if not path.is_file():
+            raise CacheError(f"{path}: listed in {MANIFEST} but missing; rebuild the cache")
+        meta = read_parquet_metadata(path)
+        if meta.get("fingerprint") != manifest["fingerprint"]:
+            raise CacheError(
+                f"{path}: fingerprint {meta.get('fingerprint')!r} differs from the manifest's "
+                f"{manifest['fingerprint']!r} (a file from another build); rebuild the cache"
+            )
+        try:
+            table = pq.read_table(path, columns=None if not columns_only else _table_columns(path))
+        except (OSError, pa.ArrowException) as exc:
+            raise CacheError(f"{path}: unreadable Parquet file ({exc}); rebuild the cache") from None
+        n = table.num_rows
+        if n != int(entry["rows"]):
+            raise CacheError(f"{path}: holds {n} rows, the manifest says {entry['rows']}; rebuild the cache")
+        if row + n > n_total:
+            raise CacheError(f"{cache_dir}: files hold more rows than the manifest's n_clips ({n_total})")
+        if x_np is not None:
+            try:
+                list_column_to_numpy(table.column("x"), shape, out=x_np[row : row + n])
+            except (KeyError, ValueError) as exc:
+                raise CacheError(f"{path}: column 'x' does not hold spectrograms of shape {shape} ({exc})") from None
+            table = table.drop_columns(["x"])
+        frames.append(table.to_pandas())
+        row += n
+    if row != n_total:
+        raise CacheError(f"{cache_dir}: files hold {row} rows, the manifest says n_clips={n_total}; rebuild the cache")
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    x = torch.from_numpy(x_np) if x_np is not None else None
+    return FeatureSet(
+        table=frame,
+        x=x,
+        labels=tuple(manifest["labels"]),
+        profile=profile,
+        fingerprint=str(manifest["fingerprint"]),
+        cache_dir=cache_dir,
+        meta=manifest,
+    )
+
+
+def _table_columns(path: Path) -> list[str]:
+    return [name for name in pq.read_schema(path).names if name != "x"]
+
+
+def profile_from_meta(meta: Mapping[str, Any]) -> FeatureProfile:
+    """The :class:`FeatureProfile` recorded in a manifest or Parquet metadata record."""
+    return FeatureProfile.from_dict(dict(meta["profile"]))
+
+
+def dataclass_dict(obj: Any) -> dict[str, Any]:
+    """``dataclasses.asdict`` that also accepts plain mappings (for metadata records)."""
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
