@@ -1,0 +1,252 @@
+"""Complexity accounting: hand-computed counts for small networks, both DCASE presets against an independent
+per-layer count written here (not torchinfo), budget checks and bad inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from asc_search.complexity import Complexity, check_budget, cost_student, measure, parse_input_shape
+from asc_search.config import Budget
+from asc_search.errors import ConfigError
+from asc_search.models.blocks import make_divisible
+from asc_search.models.presets import DCASE2024_BASELINE, build_preset
+from asc_search.models.student import StudentConfig, build_student
+
+
+# --------------------------------------------------------------------------------------------------------------
+# small networks counted by hand
+# --------------------------------------------------------------------------------------------------------------
+def test_plain_conv_counts_weights_times_output_positions():
+    model = nn.Conv2d(3, 8, kernel_size=3, padding=1, bias=False)
+    c = measure(model, (1, 3, 10, 12), dtype="float32")
+    assert c.params == 3 * 8 * 3 * 3 == 216
+    assert c.macs == 216 * 10 * 12
+    assert c.param_bytes == 216 * 4
+
+
+def test_conv_bias_adds_one_mac_per_output_element():
+    model = nn.Conv2d(3, 8, kernel_size=3, padding=0, bias=True)
+    c = measure(model, (1, 3, 10, 12))
+    out_positions = 8 * 10
+    assert c.params == 216 + 8
+    assert c.macs == 216 * out_positions + 8 * out_positions
+
+
+def test_grouped_conv_divides_input_channels_by_groups():
+    model = nn.Conv2d(8, 16, kernel_size=3, padding=1, groups=4, bias=False)
+    c = measure(model, (1, 8, 6, 6))
+    assert c.params == (8 // 4) * 16 * 9 == 288
+    assert c.macs == 288 * 6 * 6
+
+
+def test_depthwise_strided_conv():
+    model = nn.Conv2d(8, 8, kernel_size=3, stride=2, padding=1, groups=8, bias=False)
+    c = measure(model, (1, 8, 7, 9))  # -> 4 x 5
+    assert c.params == 72
+    assert c.macs == 72 * 4 * 5
+
+
+def test_pointwise_conv():
+    model = nn.Conv2d(8, 4, kernel_size=1, bias=False)
+    c = measure(model, (1, 8, 5, 5))
+    assert (c.params, c.macs) == (32, 32 * 25)
+
+
+def test_linear_counts_in_times_out_plus_bias():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(20, 7))
+    c = measure(model, (1, 1, 4, 5))
+    assert c.params == 20 * 7 + 7
+    assert c.macs == 20 * 7 + 7
+
+
+def test_batch_norm_costs_two_per_channel_not_per_element():
+    model = nn.BatchNorm2d(8)
+    c = measure(model, (1, 8, 10, 10))
+    assert c.params == 16
+    assert c.macs == 16
+
+
+class _ResidualPool(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, kernel_size=1, bias=False)
+        self.act = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(2)
+        self.avgpool = nn.AvgPool2d(3, stride=1, padding=1)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        y = self.act(self.conv(x) + x)  # residual add + activation: free
+        return self.gap(self.avgpool(self.maxpool(y)))  # pooling: free
+
+
+def test_residual_adds_activations_and_pooling_cost_nothing():
+    c = measure(_ResidualPool(), (1, 4, 8, 8))
+    assert c.params == 16
+    assert c.macs == 16 * 8 * 8  # only the 1x1 conv
+
+
+@pytest.mark.parametrize("dtype,size", [("int8", 1), ("float16", 2), ("float32", 4)])
+def test_param_bytes_follow_storage_dtype(dtype, size):
+    c = measure(nn.Conv2d(2, 5, 3, bias=False), (1, 2, 5, 5), dtype=dtype)
+    assert c.param_bytes == 90 * size
+    assert c.param_dtype == dtype
+    assert c.with_dtype("float32").param_bytes == 360
+
+
+def test_measure_leaves_model_mode_and_state_alone():
+    model = build_student(StudentConfig(n_blocks=(1,), strides={}))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    measure(model, (1, 1, 32, 32))
+    assert model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key  # BN running stats untouched (eval mode, no grad)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the presets against an independent per-layer count
+# --------------------------------------------------------------------------------------------------------------
+def _out(size, kernel, stride, pad):
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def _conv(cin, cout, k, h, w, groups=1, bias=False):
+    """(params, macs) of a conv whose OUTPUT is h x w."""
+    weights = (cin // groups) * cout * k * k
+    params = weights + (cout if bias else 0)
+    return params, weights * h * w + (cout * h * w if bias else 0)
+
+
+def _bn(c):
+    return 2 * c, 2 * c
+
+
+def _count_cp_mobile(cfg: StudentConfig, f: int, t: int) -> tuple[int, int]:
+    """The simplified CP-Mobile of dcase-task1.md counted layer by layer from its description."""
+    p = m = 0
+
+    def add(pm):
+        nonlocal p, m
+        p += pm[0]
+        m += pm[1]
+
+    base = make_divisible(cfg.base_channels, 8)
+    widths = [base] + [make_divisible(base * cfg.channels_multiplier**i, 8) for i in range(len(cfg.n_blocks))]
+    # stem: two 3x3 stride-2 conv-BN-ReLU, base/4 then base channels
+    f, t = _out(f, 3, 2, 1), _out(t, 3, 2, 1)
+    add(_conv(cfg.in_channels, base // 4, 3, f, t))
+    add(_bn(base // 4))
+    f, t = _out(f, 3, 2, 1), _out(t, 3, 2, 1)
+    add(_conv(base // 4, base, 3, f, t))
+    add(_bn(base))
+    block = 0
+    cin = widths[0]
+    for stage, n in enumerate(cfg.n_blocks):
+        cout = widths[stage + 1]
+        for _ in range(n):
+            block += 1
+            sf, st = cfg.strides.get(f"b{block}", (1, 1))
+            exp = make_divisible(cin * cfg.expansion_rate, 8)
+            add(_conv(cin, exp, 1, f, t))  # 1x1 expand
+            add(_bn(exp))
+            f, t = _out(f, 3, sf, 1), _out(t, 3, st, 1)
+            add(_conv(exp, exp, 3, f, t, groups=exp))  # depthwise
+            add(_bn(exp))
+            add(_conv(exp, cout, 1, f, t))  # 1x1 project
+            add(_bn(cout))
+            cin = cout  # residual add / avg-pool shortcut / ReLU: free
+    add(_conv(cin, cfg.n_classes, 1, f, t))  # head: 1x1 conv, no bias
+    add(_bn(cfg.n_classes))
+    return p, m
+
+
+def test_dcase2024_baseline_matches_independent_count_and_published_figures():
+    model, shape = build_preset("dcase2024_baseline")
+    c = measure(model, shape, dtype="float16")
+    assert (c.params, c.macs) == _count_cp_mobile(DCASE2024_BASELINE, 256, 65)
+    # the organisers' README: 61,148 parameters and 29,419,156 MACs; 122,296 bytes as float16
+    assert (c.params, c.macs, c.param_bytes) == (61_148, 29_419_156, 122_296)
+    assert check_budget(c, Budget(param_dtype="float16")).passed
+
+
+@pytest.mark.parametrize(
+    "cfg,f,t",
+    [
+        (StudentConfig(base_channels=24, channels_multiplier=2.0, expansion_rate=3.0, n_blocks=(1, 2),
+                       strides={"b1": (2, 2), "b3": (1, 2)}), 40, 51),
+        (StudentConfig(n_blocks=(2, 2, 2, 1), strides={"b2": 2, "b5": (2, 1)}, n_classes=7), 128, 44),
+    ],
+)
+def test_other_students_match_independent_count(cfg, f, t):
+    c = measure(build_student(cfg), (1, 1, f, t))
+    assert (c.params, c.macs) == _count_cp_mobile(cfg, f, t)
+
+
+def test_dcase2023_baseline_matches_independent_count():
+    model, shape = build_preset("dcase2023_baseline")
+    assert shape == (1, 1, 40, 51)
+    c = measure(model, shape)
+    p = m = 0
+    for pm in (
+        _conv(1, 16, 7, 40, 51, bias=True), _bn(16),  # padding same
+        _conv(16, 16, 7, 40, 51, bias=True), _bn(16),
+        # MaxPool 5x5 -> 8 x 10
+        _conv(16, 32, 7, 8, 10, bias=True), _bn(32),
+        # MaxPool (4, 10) -> 2 x 1 -> 64 features
+        (64 * 100 + 100, 64 * 100 + 100),
+        (100 * 10 + 10, 100 * 10 + 10),
+    ):
+        p += pm[0]
+        m += pm[1]
+    assert (c.params, c.macs) == (p, m)
+    assert c.params == 46_118
+    assert 29_000_000 < c.macs < 30_000_000  # the organisers quote about 29.2 M MACs
+
+
+# --------------------------------------------------------------------------------------------------------------
+# budget
+# --------------------------------------------------------------------------------------------------------------
+def test_check_budget_pass_and_fail_rows():
+    c = Complexity(params=100_000, param_bytes=100_000, macs=20_000_000, param_dtype="int8")
+    ok = check_budget(c, Budget())
+    assert ok.passed and ok.failures == ()
+    assert [r[0] for r in ok.rows] == ["params", "param_bytes", "macs"]
+    # same model stored as float16: 200,000 bytes > 128,000
+    fp16 = check_budget(c, Budget(param_dtype="float16"))
+    assert not fp16.passed
+    assert fp16.complexity.param_bytes == 200_000
+    assert any("param_bytes 200,000 > 128,000" in f for f in fp16.failures)
+    macs = check_budget(c, Budget(max_macs=10_000_000))
+    assert not macs.passed
+    assert [name for name, _, _, ok_ in macs.rows if not ok_] == ["macs"]
+    d = macs.to_dict()
+    assert d["passed"] is False and d["params"] == 100_000 and d["limits"]["max_macs"] == 10_000_000
+
+
+def test_cost_student_from_config_alone():
+    report = cost_student(DCASE2024_BASELINE, (1, 1, 256, 65), Budget(param_dtype="float16"))
+    assert report.passed
+    assert report.complexity.macs == 29_419_156
+    wide = StudentConfig(base_channels=64, channels_multiplier=2.0, expansion_rate=3.0)
+    over = cost_student(wide.to_dict(), (1, 1, 256, 65), Budget())
+    assert not over.passed
+    assert {name for name, _, _, ok in over.rows if not ok} >= {"macs"}
+
+
+def test_bad_inputs_raise_config_error_listing_valid_choices():
+    with pytest.raises(ConfigError, match="int8, float16, float32"):
+        measure(nn.Conv2d(1, 1, 1), (1, 1, 4, 4), dtype="int4")
+    with pytest.raises(ConfigError, match="batch must be 1"):
+        measure(nn.Conv2d(1, 1, 1), (2, 1, 4, 4))
+    with pytest.raises(ConfigError, match="B,C,F,T"):
+        parse_input_shape("1,1,256")
+    with pytest.raises(ConfigError, match="not a list of integers"):
+        parse_input_shape("1,a,256,65")
+    model, _ = build_preset("dcase2023_baseline")
+    with pytest.raises(ConfigError, match=r"cannot take input shape \[1, 1, 12, 12\]"):
+        measure(model, (1, 1, 12, 12))
+    with pytest.raises(ConfigError, match="in_channels=1"):
+        cost_student(StudentConfig(), (1, 2, 256, 65))
