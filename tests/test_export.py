@@ -1,0 +1,117 @@
+"""asc_search.export: the export folder (yaml, safetensors, ONNX checked by onnxruntime, report), its budget
+re-check, its refusal to overwrite, loading it back; and `asc-search export` on a real tiny search run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from asc_search.config import DCASE_LABELS, Budget, get_profile
+from asc_search.errors import BudgetError, ConfigError, DataError, NotFoundError
+from asc_search.export import (
+    ONNX_FILE,
+    REPORT_FILE,
+    STUDENT_YAML,
+    WEIGHTS_FILE,
+    load_export,
+    write_export,
+)
+from asc_search.models.student import StudentConfig, build_student
+
+
+def _tiny(seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = StudentConfig(base_channels=8, n_blocks=(1, 1, 1), strides={"b2": (1, 1), "b3": (2, 2)})
+    model = build_student(cfg)
+    x = torch.randn(24, 1, 40, 51).half()
+    y = torch.arange(24) % 10
+    table = pd.DataFrame({"device": ["a", "b", "s1", "s4", "s5", "s6"] * 4, "label": y.numpy()})
+    return cfg, model, x, y, table
+
+
+def _write(out, force=False, budget=None, **kw):
+    cfg, model, x, y, table = _tiny()
+    return cfg, model, x, write_export(
+        out, model, student_config=cfg, profile=get_profile("quick"), labels=DCASE_LABELS,
+        budget=budget or Budget(), test_x=x, test_y=y, test_table=table, force=force,
+        provenance={"run": "r", "trial_id": "t7"}, device="cpu", **kw,
+    )
+
+
+def test_export_folder_round_trip(tmp_path):
+    out = tmp_path / "export"
+    cfg, model, x, summary = _write(out)
+    assert sorted(p.name for p in out.iterdir()) == sorted([STUDENT_YAML, WEIGHTS_FILE, ONNX_FILE, REPORT_FILE])
+    record = yaml.safe_load((out / STUDENT_YAML).read_text())
+    assert record["model"]["config"] == cfg.to_dict()
+    assert record["model"]["input_shape"] == [1, 1, 40, 51]
+    assert record["complexity"]["passed"] is True and record["complexity"]["params"] == sum(
+        p.numel() for p in model.parameters()
+    )
+    test = record["metrics"]["test"]
+    # the score written is the model's score on the test clips given (recomputed independently here)
+    with torch.no_grad():
+        pred = model.eval()(x.float()).argmax(1)
+    y = torch.arange(24) % 10
+    per_class = [(pred[y == k] == k).float().mean().item() for k in range(10)]
+    assert test["macro_accuracy"] == pytest.approx(float(np.mean(per_class)))
+    assert test["per_device"]["s4"]["seen"] is False and test["per_device"]["a"]["seen"] is True
+    assert summary.onnx_max_abs_diff < 1e-4
+    assert "trial t7 of run r" in (out / REPORT_FILE).read_text()
+    # loading gives the same function
+    loaded = load_export(out)
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x.float()), model(x.float()), atol=1e-6)
+    assert loaded.labels == DCASE_LABELS and loaded.profile.name == "quick"
+    # the weights load with weights_only semantics (safetensors: tensors only, no pickle)
+    from safetensors.torch import load_file
+
+    assert set(load_file(str(out / WEIGHTS_FILE))) == set(model.state_dict())
+
+
+def test_onnx_matches_torch_on_other_inputs(tmp_path):
+    import onnxruntime as ort
+
+    out = tmp_path / "export"
+    _, model, _, _ = _write(out)
+    session = ort.InferenceSession(str(out / ONNX_FILE), providers=["CPUExecutionProvider"])
+    x = torch.randn(5, 1, 40, 51)  # another batch size than the check used
+    got = session.run(["logits"], {"x": x.numpy()})[0]
+    with torch.no_grad():
+        assert np.allclose(got, model.eval()(x).numpy(), atol=1e-4)
+
+
+def test_refuses_existing_folder_without_force(tmp_path):
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="already exists; pass --force"):
+        _write(out)
+    assert (out / "keep.txt").read_text() == "mine"  # untouched
+    _write(out, force=True)
+    assert not (out / "keep.txt").exists() and (out / STUDENT_YAML).exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left
+
+
+def test_over_budget_model_is_refused_and_nothing_written(tmp_path):
+    out = tmp_path / "export"
+    with pytest.raises(BudgetError, match="over budget.*macs"):
+        _write(out, budget=Budget(max_param_bytes=128_000, param_dtype="int8", max_macs=1000))
+    assert not out.exists()
+    assert not list(tmp_path.iterdir())
+
+
+def test_load_export_bad_folders(tmp_path):
+    with pytest.raises(NotFoundError, match="does not exist"):
+        load_export(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NotFoundError, match="no student.yaml"):
+        load_export(tmp_path / "empty")
+    out = tmp_path / "export"
+    _write(out)
+    (out / WEIGHTS_FILE).write_bytes(b"garbage")
+    with pytest.raises(DataError, match="not a readable safetensors file"):
+        load_export(out)
