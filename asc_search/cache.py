@@ -17,7 +17,6 @@ array that torch then wraps without a copy.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
@@ -68,6 +67,12 @@ FEATURE_KIND = "asc_search.features"
 FORMAT_VERSION = 1
 
 _FINGERPRINT_CHARS = 16
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 # ----------------------------------------------------------------------------------------------- fingerprints
@@ -186,6 +191,7 @@ def atomic_output_dir(final: str | os.PathLike) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield tmp
     except BaseException:
@@ -207,6 +213,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(obj, handle, indent=2, sort_keys=True, default=str)
             handle.write("\n")
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -392,8 +399,3 @@ def _table_columns(path: Path) -> list[str]:
 def profile_from_meta(meta: Mapping[str, Any]) -> FeatureProfile:
     """The :class:`FeatureProfile` recorded in a manifest or Parquet metadata record."""
     return FeatureProfile.from_dict(dict(meta["profile"]))
-
-
-def dataclass_dict(obj: Any) -> dict[str, Any]:
-    """``dataclasses.asdict`` that also accepts plain mappings (for metadata records)."""
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)

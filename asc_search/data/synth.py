@@ -535,6 +535,9 @@ def synthesize(out_dir: str | os.PathLike, n_clips: int = 2000, seed: int = 0, w
     import tempfile
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)
     try:
         audio = tmp / "audio"
         audio.mkdir()

@@ -1,0 +1,410 @@
+"""Audio -> log-mel spectrograms -> the feature cache (Parquet).
+
+``build_feature_cache(dataset_root, cache_dir, profile)`` reads every clip of the fold-1 setup with soundfile,
+resamples it with ``torchaudio.transforms.Resample`` when the file's rate differs from the profile's, computes
+``torchaudio.transforms.MelSpectrogram`` (power 2) and its natural log (``log(mel + 1e-5)``), and writes one row
+per clip (the :func:`asc_search.data.tau.read_tau` columns + the spectrogram ``x`` as a fixed-size list) into
+several Parquet files. See :mod:`asc_search.cache` for the layout and the reader.
+
+Policies:
+
+* audio must be mono; stereo (or more channels) is refused, never down-mixed silently;
+* a clip must last ``profile.clip_seconds`` (1 s) within :data:`LENGTH_TOLERANCE_S` (10 ms); inside that tolerance
+  it is zero-padded or trimmed at the end to exactly 1 s, outside it is refused (a wrong length means a wrong file);
+* missing, empty (0 bytes or 0 samples), unreadable and non-finite audio is refused, naming the file and its
+  meta.csv row;
+* the cache is written under a temporary name beside ``cache_dir`` and renamed when complete; a failure leaves no
+  trace. Re-running with unchanged inputs (same meta/fold files, same audio file sizes and modification times,
+  same profile and labels) reuses the cache; a folder holding a cache of another profile is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from . import __version__
+from .cache import (
+    FEATURE_KIND,
+    FORMAT_VERSION,
+    MANIFEST,
+    array_to_list_array,
+    atomic_output_dir,
+    fingerprint_file,
+    fingerprint_json,
+    is_feature_cache,
+    write_json_atomic,
+    write_parquet,
+)
+from .config import FeatureProfile, get_profile
+from .errors import CacheError, DataError
+
+__all__ = [
+    "LENGTH_TOLERANCE_S",
+    "LOG_FLOOR",
+    "BuildReport",
+    "build_feature_cache",
+    "build_feature_cache_report",
+    "LogMel",
+    "read_clip",
+]
+
+#: Clips whose length differs from the profile's clip length by more than this (seconds) are refused.
+LENGTH_TOLERANCE_S = 0.010
+#: Added to the mel power before the log.
+LOG_FLOOR = 1e-5
+#: Identifies the feature computation; part of the fingerprint (bump when the computation changes).
+FEATURE_CODE = "logmel-v1"
+_BATCH = 64  # clips per decode + mel batch
+_TARGET_FILE_BYTES = 32 * 1024 * 1024  # spectrogram bytes per Parquet file (sets rows per file)
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What :func:`build_feature_cache_report` did."""
+
+    path: Path
+    reused: bool  # True: an up-to-date cache was already there
+    n_clips: int
+    n_files: int
+    seconds: float
+    fingerprint: str
+    profile: str
+
+
+# -------------------------------------------------------------------------------------------- audio reading
+def read_clip(path: str | os.PathLike, clip_seconds: float = 1.0, where: str = "") -> tuple[np.ndarray, int]:
+    """Read one mono clip with soundfile: (float32 samples of exactly ``clip_seconds``, sample rate).
+
+    Refuses (DataError naming the file and ``where``) missing, empty, unreadable, multi-channel, non-finite and
+    wrongly sized audio; pads/trims at the end within :data:`LENGTH_TOLERANCE_S`.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    suffix = f" ({where})" if where else ""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise DataError(f"{path}: audio file missing{suffix}; expected a mono WAV file") from None
+    if size == 0:
+        raise DataError(f"{path}: empty file (0 bytes){suffix}; expected a mono WAV file")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # noqa: BLE001 - libsndfile reports corrupt files with several exception types
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: cannot be decoded as audio{suffix} ({detail}); expected a mono WAV file") from None
+    frames, channels = data.shape
+    if channels != 1:
+        raise DataError(f"{path}: {channels} channels{suffix}; expected mono audio (1 channel)")
+    if frames == 0:
+        raise DataError(f"{path}: holds no samples{suffix}; expected a {clip_seconds:g} s clip")
+    expected = int(round(clip_seconds * rate))
+    tolerance = int(round(LENGTH_TOLERANCE_S * rate))
+    if abs(frames - expected) > tolerance:
+        raise DataError(
+            f"{path}: {frames / rate:.3f} s ({frames} samples at {rate} Hz){suffix}; expected {clip_seconds:g} s "
+            f"clips ({expected} samples, within {LENGTH_TOLERANCE_S * 1000:g} ms)"
+        )
+    samples = data[:, 0]
+    if not np.isfinite(samples).all():
+        raise DataError(f"{path}: holds NaN or infinite samples{suffix}; expected finite audio")
+    if frames > expected:
+        samples = samples[:expected]
+    elif frames < expected:
+        samples = np.pad(samples, (0, expected - frames))
+    return np.ascontiguousarray(samples), int(rate)
+
+
+# --------------------------------------------------------------------------------------------- log-mel
+class LogMel:
+    """Resample (when needed) + MelSpectrogram + log, for batches of equal-rate clips ([B, T] -> [B, n_mels, F])."""
+
+    def __init__(self, profile: FeatureProfile):
+        import torch
+        import torchaudio
+
+        self.profile = profile
+        window = torch.hann_window if profile.window == "hann" else torch.hamming_window
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=profile.sample_rate,
+            n_fft=profile.n_fft,
+            win_length=profile.win_length,
+            hop_length=profile.hop_length,
+            f_min=profile.f_min,
+            f_max=profile.f_max,
+            n_mels=profile.n_mels,
+            window_fn=window,
+            power=2.0,
+            center=True,
+        )
+        self._resamplers: dict[int, Any] = {}
+
+    def _resampler(self, rate: int):
+        import torchaudio
+
+        if rate not in self._resamplers:
+            self._resamplers[rate] = torchaudio.transforms.Resample(orig_freq=rate, new_freq=self.profile.sample_rate)
+        return self._resamplers[rate]
+
+    def __call__(self, audio: np.ndarray, rate: int) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+            if rate != self.profile.sample_rate:
+                x = self._resampler(rate)(x)
+            n = self.profile.n_samples
+            if x.shape[-1] != n:  # resampling rounding: pad / trim to the profile's exact length
+                x = torch.nn.functional.pad(x, (0, n - x.shape[-1])) if x.shape[-1] < n else x[..., :n]
+            spec = torch.log(self.mel(x) + LOG_FLOOR)
+        return spec.numpy()
+
+
+# ------------------------------------------------------------------------------------------- the worker
+def _compute_part(task: dict[str, Any]) -> dict[str, Any]:
+    """Decode + log-mel one part's clips and write its Parquet file. Runs in a worker process or inline."""
+    import pandas as pd
+
+    if task.get("single_thread"):
+        import torch
+
+        torch.set_num_threads(1)
+    profile = FeatureProfile.from_dict(task["profile"])
+    root = Path(task["root"])
+    table: pd.DataFrame = task["table"]
+    rows = task["meta_rows"]
+    logmel = LogMel(profile)
+    dtype = np.dtype(profile.storage_dtype)
+    n = len(table)
+    out = np.empty((n, profile.n_mels, profile.n_frames), dtype=dtype)
+    filenames = table["filename"].tolist()
+    for start in range(0, n, _BATCH):
+        stop = min(n, start + _BATCH)
+        by_rate: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for i in range(start, stop):
+            samples, rate = read_clip(
+                root / filenames[i], profile.clip_seconds, where=f"meta.csv row {rows[i]}"
+            )
+            by_rate.setdefault(rate, []).append((i, samples))
+        for rate, items in by_rate.items():
+            spec = logmel(np.stack([s for _, s in items]), rate)
+            out[[i for i, _ in items]] = spec.astype(dtype)
+        if task.get("progress") is not None:
+            task["progress"](stop - start)
+    # train-split statistics (float64 sums) for normalisation downstream
+    train = (table["split"] == "train").to_numpy()
+    x_train = out[train].astype(np.float64)
+    stats = dict(
+        count=int(train.sum()),
+        band_sum=x_train.sum(axis=(0, 2)).tolist(),
+        band_sumsq=(x_train**2).sum(axis=(0, 2)).tolist(),
+        frames=int(profile.n_frames),
+        finite=bool(np.isfinite(out).all()),
+    )
+    arrow = pa.Table.from_pandas(table.reset_index(drop=True), preserve_index=False)
+    arrow = arrow.append_column("x", array_to_list_array(out[:, None]))
+    write_parquet(arrow, Path(task["out_path"]), task["meta"], row_group_size=1024)
+    return dict(name=Path(task["out_path"]).name, rows=n, stats=stats)
+
+
+# ------------------------------------------------------------------------------------------------ build
+def dataset_fingerprint(root: Path, table, meta_rows: Sequence[int]) -> tuple[str, int]:
+    """Fingerprint of a data set: content of meta.csv, fold and subset files + (name, size, mtime) of every clip.
+
+    Also checks every clip's file exists (DataError naming it and its meta.csv row). Returns (fingerprint, bytes).
+    """
+    listing = []
+    for name in ("meta.csv", "evaluation_setup/fold1_train.csv", "evaluation_setup/fold1_evaluate.csv",
+                 "evaluation_setup/fold1_test.csv"):
+        path = root / name
+        listing.append((name, fingerprint_file(path) if path.is_file() else None))
+    for folder in ("", "split_setup/", "evaluation_setup/"):
+        for pct in (5, 10, 25, 50, 100):
+            path = root / f"{folder}split{pct}.csv"
+            if path.is_file():
+                listing.append((str(path.relative_to(root)), fingerprint_file(path)))
+    stats = []
+    total = 0
+    for filename, row in zip(table["filename"].tolist(), meta_rows):
+        path = root / filename
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise DataError(f"{path}: audio file missing (meta.csv row {row}); expected a mono WAV file") from None
+        stats.append((filename, st.st_size, st.st_mtime_ns))
+        total += st.st_size
+    return fingerprint_json({"files": listing, "audio": stats}), total
+
+
+def _rows_per_file(profile: FeatureProfile) -> int:
+    row_bytes = profile.n_mels * profile.n_frames * np.dtype(profile.storage_dtype).itemsize
+    return int(np.clip(_TARGET_FILE_BYTES // row_bytes, 256, 8192))
+
+
+def build_feature_cache(
+    dataset_root: str | os.PathLike,
+    cache_dir: str | os.PathLike,
+    profile: str | FeatureProfile = "quick",
+    workers: int | None = None,
+    labels: str | Sequence[str] | None = None,
+    rows_per_file: int | None = None,
+) -> Path:
+    """Build (or reuse) the feature cache of ``dataset_root`` at ``cache_dir``; returns ``cache_dir``.
+
+    ``workers``: processes for decoding + log-mel (default: all cores, 1 for small data sets). ``labels``: as
+    :func:`asc_search.data.tau.resolve_labels` (default: the 10 DCASE scenes).
+    """
+    return build_feature_cache_report(dataset_root, cache_dir, profile, workers, labels, rows_per_file).path
+
+
+def build_feature_cache_report(
+    dataset_root: str | os.PathLike,
+    cache_dir: str | os.PathLike,
+    profile: str | FeatureProfile = "quick",
+    workers: int | None = None,
+    labels: str | Sequence[str] | None = None,
+    rows_per_file: int | None = None,
+) -> BuildReport:
+    """Like :func:`build_feature_cache`, but says whether the cache was reused, how many clips and how long."""
+    import torch
+    import torchaudio
+
+    from ._progress import make_progress
+    from .cache import read_manifest
+    from .data.tau import read_meta, read_tau
+
+    started = time.perf_counter()
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    root = Path(dataset_root)
+    cache_dir = Path(cache_dir)
+    table = read_tau(root, labels)
+    label_tuple = tuple(table.attrs["labels"])
+    meta_row = {name: i + 2 for i, name in enumerate(read_meta(root)["filename"].tolist())}
+    rows = [meta_row[name] for name in table["filename"].tolist()]
+    data_fp, data_bytes = dataset_fingerprint(root, table, rows)
+    fingerprint = fingerprint_json(
+        {"dataset": data_fp, "profile": prof.to_dict(), "labels": label_tuple, "format": FORMAT_VERSION,
+         "code": FEATURE_CODE}
+    )
+
+    # ---- what is at cache_dir already?
+    if cache_dir.exists():
+        if not cache_dir.is_dir():
+            raise CacheError(f"{cache_dir}: exists and is not a folder; expected a new or empty folder for the cache")
+        if is_feature_cache(cache_dir):
+            manifest = read_manifest(cache_dir)
+            stored = manifest.get("profile", {})
+            if stored != prof.to_dict():
+                raise CacheError(
+                    f"{cache_dir}: holds a feature cache of profile {stored.get('name')!r} "
+                    f"({stored.get('n_mels')}x{manifest.get('shape', [0, 0, '?'])[-1]}); asked for profile "
+                    f"{prof.name!r}: choose another --out folder (one cache per profile) or delete this one"
+                )
+            if manifest["fingerprint"] == fingerprint and all((cache_dir / f["name"]).is_file() for f in manifest["files"]):
+                return BuildReport(cache_dir, True, int(manifest["n_clips"]), len(manifest["files"]),
+                                   time.perf_counter() - started, fingerprint, prof.name)
+            # same profile, changed inputs (or labels): rebuilt below, replacing it (its teacher cache is stale too)
+        elif any(cache_dir.iterdir()):
+            raise CacheError(
+                f"{cache_dir}: exists, is not empty and holds no feature cache ({MANIFEST} missing); expected a new or "
+                f"empty folder (refusing to replace it)"
+            )
+
+    # ---- plan parts
+    n = len(table)
+    per_file = rows_per_file or _rows_per_file(prof)
+    bounds = [(s, min(n, s + per_file)) for s in range(0, n, per_file)]
+    cpu = os.cpu_count() or 1
+    n_workers = max(1, min(workers or cpu, len(bounds)))
+    if workers is None and n < 1000:
+        n_workers = 1  # process start-up (importing torch) costs more than it saves
+    file_meta = {
+        "kind": FEATURE_KIND,
+        "format_version": FORMAT_VERSION,
+        "fingerprint": fingerprint,
+        "dataset_fingerprint": data_fp,
+        "profile": prof.to_dict(),
+        "labels": list(label_tuple),
+        "shape": [1, prof.n_mels, prof.n_frames],
+        "dtype": prof.storage_dtype,
+        "feature": f"{FEATURE_CODE}: torchaudio MelSpectrogram(power=2) -> log(mel + {LOG_FLOOR})",
+        "package_version": __version__,
+    }
+    columns = [c for c in table.columns]
+    with atomic_output_dir(cache_dir) as tmp:
+        tasks = []
+        for k, (a, b) in enumerate(bounds):
+            tasks.append(dict(
+                root=str(root), table=table.iloc[a:b][columns].reset_index(drop=True), meta_rows=rows[a:b],
+                profile=prof.to_dict(), out_path=str(tmp / f"features-{k:05d}.parquet"), meta=file_meta,
+                single_thread=n_workers > 1,
+            ))
+        results: list[dict[str, Any]] = []
+        with make_progress() as progress:
+            bar = progress.add_task(f"log-mel features ({prof.name})", total=n)
+            if n_workers == 1:
+                for task in tasks:
+                    task["progress"] = lambda k: progress.advance(bar, k)
+                    results.append(_compute_part(task))
+            else:
+                import multiprocessing as mp
+
+                method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+                with ProcessPoolExecutor(max_workers=n_workers, mp_context=mp.get_context(method)) as pool:
+                    for task, result in zip(tasks, pool.map(_compute_part, tasks)):
+                        results.append(result)
+                        progress.advance(bar, result["rows"])
+        if not all(r["stats"]["finite"] for r in results):  # pragma: no cover - log(x + floor) of finite audio
+            raise DataError(f"{root}: non-finite log-mel values; check the audio for NaN/inf samples")
+        stats = _merge_stats(results, prof)
+        manifest = dict(
+            file_meta,
+            n_clips=n,
+            files=[{"name": r["name"], "rows": r["rows"]} for r in results],
+            dataset_root=str(root.resolve()),
+            dataset_bytes=data_bytes,
+            counts={
+                "split": {k: int(v) for k, v in table["split"].value_counts().sort_index().items()},
+                "device": {k: int(v) for k, v in table["device"].value_counts().sort_index().items()},
+                "scene": {k: int(v) for k, v in table["scene_label"].value_counts().sort_index().items()},
+            },
+            stats=stats,
+            length_policy=f"refuse clips off by more than {LENGTH_TOLERANCE_S * 1000:g} ms; pad/trim at the end within",
+            versions={"torch": torch.__version__, "torchaudio": torchaudio.__version__, "numpy": np.__version__,
+                      "pyarrow": pa.__version__},
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            build_seconds=round(time.perf_counter() - started, 3),
+        )
+        write_json_atomic(tmp / MANIFEST, manifest)
+    return BuildReport(cache_dir, False, n, len(results), time.perf_counter() - started, fingerprint, prof.name)
+
+
+def _merge_stats(results: list[dict[str, Any]], profile: FeatureProfile) -> dict[str, Any]:
+    count = sum(r["stats"]["count"] for r in results)
+    if count == 0:
+        return {"count": 0}
+    band_sum = np.sum([r["stats"]["band_sum"] for r in results], axis=0)
+    band_sumsq = np.sum([r["stats"]["band_sumsq"] for r in results], axis=0)
+    per_band = count * profile.n_frames
+    band_mean = band_sum / per_band
+    band_std = np.sqrt(np.maximum(band_sumsq / per_band - band_mean**2, 0.0))
+    mean = band_sum.sum() / (per_band * profile.n_mels)
+    std = float(np.sqrt(max(band_sumsq.sum() / (per_band * profile.n_mels) - mean**2, 0.0)))
+    return {
+        "count": int(count),
+        "split": "train",
+        "mean": float(mean),
+        "std": std,
+        "band_mean": [round(float(v), 6) for v in band_mean],
+        "band_std": [round(float(v), 6) for v in band_std],
+    }
