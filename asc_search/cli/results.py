@@ -233,6 +233,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------ predict
 
 
+def _short_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (shorter table rows)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .. import predict as P
 
@@ -243,7 +251,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         P.write_csv(result, args.csv)
     console = _console()
     table = Table(title=f"Predictions of {result.model_name} ({len(result.rows)} files)")
-    table.add_column("file")
+    table.add_column("file", overflow="fold")
     table.add_column("scene")
     table.add_column("p(scene)", justify="right")
     table.add_column("windows", justify="right")
@@ -251,7 +259,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         table.add_column(label, justify="right")
     for row in result.rows:
         table.add_row(
-            str(row.path), row.scene, f"{row.probabilities[row.scene]:.3f}", str(row.windows),
+            _short_path(row.path), row.scene, f"{row.probabilities[row.scene]:.3f}", str(row.windows),
             *[f"{row.probabilities[label]:.3f}" for label in result.labels],
         )
     console.print(table)

@@ -1,0 +1,260 @@
+"""The whole method end to end on built-in synthetic data, in one call (``asc-search demo``).
+
+    synth -> features (quick profile) -> teacher train -> embed -> search (search_spaces/quick.yaml) -> export
+
+Each step is the public function of its own module (nothing re-implemented here): :func:`asc_search.data.synth.
+synthesize`, :func:`asc_search.features.build_feature_cache`, :func:`asc_search.teacher.train_teacher`,
+:func:`asc_search.teacher.embed_features`, :func:`asc_search.search.run_search` and :func:`asc_search.export.
+export_run`. The output folder holds::
+
+    OUT/data/                 the synthetic TAU-layout data set
+    OUT/cache/                the quick-profile feature cache (OUT/cache/teacher/: the teacher cache)
+    OUT/teacher/              the trained teacher
+    OUT/results/demo/         the search run (trials.parquet, study.db, search.yaml, run.json, Ray experiment)
+    OUT/export/               the exported best student (student.yaml, .safetensors, .onnx, report.md)
+    OUT/demo.json             the summary below, written last (its presence marks a finished demo)
+
+Nothing here prints: ``log(message)`` receives one line per step event (the CLI shows them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["DemoSettings", "DemoSummary", "run_demo", "DEFAULT_SPACE", "SUMMARY_FILE"]
+
+#: The search space the demo runs (shipped in the repository's search_spaces/).
+DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "quick.yaml"
+SUMMARY_FILE = "demo.json"
+RUN_NAME = "demo"
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of the demo. The defaults finish in under 10 minutes on 2 CPU cores."""
+
+    clips: int = 2000  # synthetic clips in all (train + test)
+    seed: int = 0  # seeds the data, the split, the teacher and the search
+    teacher_epochs: int = 12  # teacher training epochs
+    num_samples: int | None = None  # trained search trials (None: the search file's num_samples)
+    student_epochs: int | None = None  # epochs per trial (None: the search file's)
+    space: Path = DEFAULT_SPACE  # the search file
+    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+
+    def __post_init__(self) -> None:
+        for key in ("clips", "teacher_epochs"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"demo {key} must be a positive integer, got {value!r}")
+        for key in ("num_samples", "student_epochs"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ConfigError(f"demo {key} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class DemoSummary:
+    """What the demo produced: the figures and where every file is."""
+
+    out_dir: Path
+    paths: dict[str, Path]
+    teacher: dict[str, Any]  # params, macs, test macro accuracy, ...
+    student: dict[str, Any]  # trial id, params, bytes, MACs, validation + test macro accuracy
+    proposals: dict[str, int]  # status counts of the search
+    budget: dict[str, Any]
+    timings_s: dict[str, float]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out_dir": str(self.out_dir),
+            "paths": {k: str(v) for k, v in self.paths.items()},
+            "teacher": self.teacher,
+            "student": self.student,
+            "proposals": self.proposals,
+            "budget": self.budget,
+            "timings_s": self.timings_s,
+            "settings": self.settings,
+        }
+
+
+def _prepare_out(out: Path, force: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not force:
+            raise ConfigError(f"demo folder {out} already exists and is not empty; pass --force to replace it "
+                              "or choose another --out")
+        if out.is_dir() and not (out / SUMMARY_FILE).exists() and not (out / "data").exists():
+            raise ConfigError(f"{out} does not look like a demo folder (no {SUMMARY_FILE}, no data/); refusing to "
+                              "delete it even with --force")
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _space_for(settings: DemoSettings, out: Path) -> Path:
+    """The search file the demo runs: the given one, with its epochs overridden when asked (written to OUT)."""
+    if settings.student_epochs is None:
+        return settings.space
+    import yaml
+
+    from .space import load_space
+
+    load_space(settings.space)  # validate before rewriting
+    raw = yaml.safe_load(Path(settings.space).read_text(encoding="utf-8"))
+    raw.setdefault("train", {})["epochs"] = settings.student_epochs
+    path = out / "search_space.yaml"
+    path.write_text(
+        f"# {settings.space} with train.epochs = {settings.student_epochs} (asc-search demo)\n"
+        + yaml.safe_dump(raw, sort_keys=False),
+        encoding="utf-8",
+    )
+    return path
+
+
+def run_demo(
+    out_dir: str | os.PathLike[str] = Path("results") / "demo",
+    settings: DemoSettings | None = None,
+    *,
+    force: bool = False,
+    log: Log | None = None,
+) -> DemoSummary:
+    """Run the demo into ``out_dir``; see the module docstring. An existing non-empty folder needs ``force``."""
+    from . import results as R
+    from .data.synth import synthesize
+    from .export import export_run
+    from .features import build_feature_cache
+    from .search import run_search
+    from .teacher import embed_features, train_teacher
+
+    settings = settings or DemoSettings()
+    say = log or (lambda _m: None)
+    out = Path(out_dir).resolve()
+    _prepare_out(out, force)
+    paths = {
+        "data": out / "data",
+        "cache": out / "cache",
+        "teacher": out / "teacher",
+        "results": out / "results",
+        "export": out / "export",
+    }
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    def step(name: str, n: int, text: str):
+        say(f"[{n}/6] {text}")
+        return name, time.perf_counter()
+
+    name, t0 = step("synth", 1, f"synthesising {settings.clips} clips (TAU layout) -> {paths['data']}")
+    synthesize(paths["data"], n_clips=settings.clips, seed=settings.seed)
+    timings[name] = time.perf_counter() - t0
+
+    name, t0 = step("features", 2, f"log-mel features, quick profile -> {paths['cache']}")
+    build_feature_cache(paths["data"], paths["cache"], profile="quick")
+    timings[name] = time.perf_counter() - t0
+
+    name, t0 = step("teacher", 3, f"training the teacher ({settings.teacher_epochs} epochs) -> {paths['teacher']}")
+
+    def teacher_epoch(epoch: int, m: dict[str, Any]) -> None:
+        say(f"    teacher epoch {epoch}/{settings.teacher_epochs}: train loss {m.get('train_loss', float('nan')):.3f}, "
+            f"val macro acc {m.get('val_macro_accuracy', float('nan')):.3f}")
+
+    from .space import load_space
+
+    # The teacher learns on the same train part the search trains on: it never sees the validation locations
+    # the search selects with, so distilled students gain no peek at validation through the teacher.
+    spec = load_space(settings.space)
+    teacher_run = train_teacher(
+        paths["cache"], paths["teacher"], epochs=settings.teacher_epochs, seed=settings.seed,
+        device=settings.device, split=spec.split, on_epoch=teacher_epoch,
+    )
+    timings[name] = time.perf_counter() - t0
+
+    name, t0 = step("embed", 4, "teacher embeddings + logits for every clip -> cache/teacher")
+    teacher_cache = embed_features(paths["cache"], [paths["teacher"]], device=settings.device)
+    paths["teacher_cache"] = Path(teacher_cache)
+    timings[name] = time.perf_counter() - t0
+
+    space = _space_for(settings, out)
+    name, t0 = step("search", 5, f"budgeted search ({Path(settings.space).name}) on local Ray -> {paths['results']}")
+    run_dir = run_search(
+        paths["cache"],
+        space,
+        name=RUN_NAME,
+        results_dir=paths["results"],
+        teacher_cache_dir=paths["teacher_cache"],
+        num_samples=settings.num_samples,
+        on_event=lambda event, info: _search_event(say, event, info),
+    )
+    paths["run"] = Path(run_dir)
+    timings[name] = time.perf_counter() - t0
+
+    name, t0 = step("export", 6, f"exporting the best student -> {paths['export']}")
+    exported = export_run(paths["run"], paths["export"], device=settings.device, log=lambda m: say(f"    {m}"))
+    timings[name] = time.perf_counter() - t0
+
+    res = R.analyse_run(paths["run"], top=5)
+    paths["plots"] = res.run_dir / "plots"
+    timings["total"] = time.perf_counter() - t_all
+
+    tmeta = teacher_run.meta
+    teacher = {
+        "preset": tmeta.get("preset"),
+        "params": tmeta.get("complexity", {}).get("params"),
+        "macs": tmeta.get("complexity", {}).get("macs"),
+        "val_macro_accuracy": tmeta.get("metrics", {}).get("val_macro_accuracy"),
+        "test_macro_accuracy": tmeta.get("metrics", {}).get("test_macro_accuracy"),
+    }
+    comp = exported.complexity
+    student = {
+        "trial_id": exported.trial_id,
+        "params": comp.get("params"),
+        "param_bytes": comp.get("param_bytes"),
+        "param_dtype": comp.get("param_dtype"),
+        "macs": comp.get("macs"),
+        "val_macro_accuracy": exported.record.get("metrics", {}).get("validation", {}).get("val_macro_accuracy"),
+        "test_macro_accuracy": exported.metrics.get("macro_accuracy"),
+        "test_log_loss": exported.metrics.get("log_loss"),
+        "seen_macro_accuracy": exported.extra.get("seen_macro_accuracy"),
+        "unseen_macro_accuracy": exported.extra.get("unseen_macro_accuracy"),
+    }
+    summary = DemoSummary(
+        out_dir=out,
+        paths=paths,
+        teacher=teacher,
+        student=student,
+        proposals=dict(res.counts),
+        budget=res.budget.to_dict() if res.budget else {},
+        timings_s={k: round(v, 2) for k, v in timings.items()},
+        settings={k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(settings).items()},
+    )
+    from .cache import write_json_atomic
+
+    write_json_atomic(out / SUMMARY_FILE, summary.to_dict())
+    return summary
+
+
+def _search_event(say: Log, event: str, info: dict[str, Any]) -> None:
+    """One line per search event worth a newcomer's attention (trial ends, rejections are summarised)."""
+    if event in ("completed", "early_stopped", "failed", "trial_end", "finished"):
+        acc = info.get("val_macro_accuracy")
+        acc_text = f", val macro acc {acc:.3f}" if isinstance(acc, (int, float)) else ""
+        say(f"    trial {info.get('trial', '?')} {info.get('status', event)}{acc_text}")
+    elif event == "progress":
+        say("    " + ", ".join(f"{k} {v}" for k, v in info.items()))
+
+
+def load_summary(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``demo.json`` of a finished demo."""
+    path = Path(out_dir) / SUMMARY_FILE
+    return json.loads(path.read_text(encoding="utf-8"))

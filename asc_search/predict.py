@@ -1,0 +1,167 @@
+"""Run an exported student on audio files (``asc-search predict EXPORT_DIR AUDIO_OR_DIR...``).
+
+Audio of any sample rate, mono or stereo, any length:
+
+* read with soundfile; several channels are averaged to mono (the model was trained on mono clips);
+* cut into windows of the export's clip length (1 s) at the file's own rate: as many whole, non-overlapping
+  windows as fit, plus one window aligned to the file's end when at least half a clip is left over; a file
+  shorter than one clip is zero-padded at the end to one window;
+* each window goes through the same front end as the feature cache (:class:`asc_search.features.LogMel`: resample
+  to the profile's rate, mel spectrogram, log), rounded to the cache's storage dtype as the training data was;
+* the student's class probabilities (softmax of its logits) are averaged over the windows; the scene is the class
+  with the highest mean probability.
+
+A file that soundfile cannot decode (not audio), an empty file, or one with non-finite samples is a DataError
+naming it; a folder is searched recursively for ``*.wav`` files.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataError, NotFoundError
+
+__all__ = ["FilePrediction", "Prediction", "collect_audio", "read_audio", "windows", "predict_files", "write_csv"]
+
+AUDIO_SUFFIXES = (".wav",)
+#: A trailing remainder at least this fraction of a clip gets its own (end-aligned) window.
+MIN_TAIL_FRACTION = 0.5
+
+
+@dataclass
+class FilePrediction:
+    path: Path
+    scene: str
+    probabilities: dict[str, float]  # label -> mean probability over windows
+    windows: int
+    duration_s: float
+    sample_rate: int
+    channels: int
+
+
+@dataclass
+class Prediction:
+    model_name: str
+    labels: tuple[str, ...]
+    rows: list[FilePrediction] = field(default_factory=list)
+
+
+def collect_audio(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The audio files named by ``inputs``: files as given, folders searched recursively for *.wav (sorted)."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                raise NotFoundError(f"{path}: folder holds no .wav files")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise NotFoundError(f"{path}: no such audio file or folder")
+    return files
+
+
+def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int, int]:
+    """(mono float32 samples, sample rate, channels in the file) of ``path``; channels are averaged."""
+    import soundfile as sf
+
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes); expected a WAV audio file")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # libsndfile reports non-audio files with several exception types
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: not an audio file soundfile can decode ({detail}); expected a WAV file") from None
+    if data.shape[0] == 0:
+        raise DataError(f"{path}: holds no samples; expected audio")
+    if not np.isfinite(data).all():
+        raise DataError(f"{path}: holds NaN or infinite samples; expected finite audio")
+    return np.ascontiguousarray(data.mean(axis=1, dtype=np.float32)), int(rate), int(data.shape[1])
+
+
+def windows(samples: np.ndarray, window: int) -> np.ndarray:
+    """[W, window] windows of ``samples`` (see the module docstring for the rule)."""
+    n = samples.shape[0]
+    if n <= window:
+        return np.pad(samples, (0, window - n))[None, :]
+    full = n // window
+    starts = [i * window for i in range(full)]
+    if n - full * window >= MIN_TAIL_FRACTION * window:
+        starts.append(n - window)
+    return np.stack([samples[s : s + window] for s in starts])
+
+
+def predict_files(
+    export_dir: str | os.PathLike[str],
+    inputs: Sequence[str | os.PathLike[str]],
+    device: str = "auto",
+    batch_size: int = 64,
+) -> Prediction:
+    """Scene and class probabilities for every audio file named by ``inputs`` (files or folders)."""
+    from .export import load_export
+    from .features import LogMel
+    from .train import resolve_device
+
+    exported = load_export(export_dir)
+    files = collect_audio(inputs)
+    profile = exported.profile
+    front = LogMel(profile)
+    dev = resolve_device(device)
+    model = exported.model.to(dev).eval()
+    store = np.float16 if profile.storage_dtype == "float16" else np.float32
+    out = Prediction(model_name=str(exported.path), labels=exported.labels)
+    for path in files:
+        samples, rate, channels = read_audio(path)
+        clip = int(round(profile.clip_seconds * rate))
+        wins = windows(samples, clip)
+        spec = front(wins, rate).astype(store).astype(np.float32)  # as the cache stores it
+        x = torch.from_numpy(spec)[:, None]  # [W, 1, n_mels, n_frames]
+        probs = []
+        with torch.no_grad():
+            for start in range(0, x.shape[0], batch_size):
+                probs.append(torch.softmax(model(x[start : start + batch_size].to(dev)).float(), dim=1).cpu())
+        mean = torch.cat(probs).mean(0).numpy()
+        label_probs = {label: float(p) for label, p in zip(exported.labels, mean)}
+        out.rows.append(
+            FilePrediction(
+                path=path,
+                scene=exported.labels[int(mean.argmax())],
+                probabilities=label_probs,
+                windows=int(wins.shape[0]),
+                duration_s=samples.shape[0] / rate,
+                sample_rate=rate,
+                channels=channels,
+            )
+        )
+    return out
+
+
+def write_csv(prediction: Prediction, path: str | os.PathLike[str]) -> Path:
+    """One row per file: file, scene, windows, duration_s, sample_rate, channels, one column per class.
+    Written under a temporary name, then renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", "scene", "windows", "duration_s", "sample_rate", "channels", *prediction.labels])
+            for row in prediction.rows:
+                writer.writerow([str(row.path), row.scene, row.windows, f"{row.duration_s:.3f}", row.sample_rate,
+                                 row.channels, *[f"{row.probabilities[k]:.6f}" for k in prediction.labels]])
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

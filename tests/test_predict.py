@@ -1,0 +1,125 @@
+"""asc_search.predict and `asc-search predict`: any rate, mono/stereo, windows, CSV, bad files."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+from asc_search.cli import main
+from asc_search.config import DCASE_LABELS, Budget, get_profile
+from asc_search.errors import DataError, NotFoundError
+from asc_search.export import write_export
+from asc_search.features import LogMel
+from asc_search.models.student import StudentConfig, build_student
+from asc_search.predict import predict_files, windows
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = StudentConfig(base_channels=8, n_blocks=(1, 1, 1), strides={"b2": (1, 1), "b3": (2, 2)})
+    model = build_student(cfg)
+    x = torch.randn(12, 1, 40, 51)
+    y = torch.arange(12) % 10
+    table = pd.DataFrame({"device": ["a"] * 12})
+    out = tmp_path_factory.mktemp("predict") / "export"
+    write_export(out, model, student_config=cfg, profile=get_profile("quick"), labels=DCASE_LABELS, budget=Budget(),
+                 test_x=x, test_y=y, test_table=table, device="cpu")
+    return out, model.eval()
+
+
+def _tone(rate: int, seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.2 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def _expected(model, audio: np.ndarray, rate: int) -> np.ndarray:
+    """Independent reference: the model on the log-mel of each 1 s window, probabilities averaged."""
+    wins = windows(audio, rate)
+    spec = LogMel(get_profile("quick"))(wins, rate).astype(np.float16).astype(np.float32)
+    with torch.no_grad():
+        return torch.softmax(model(torch.from_numpy(spec)[:, None]), 1).mean(0).numpy()
+
+
+def test_window_rule():
+    a = np.arange(25, dtype=np.float32)
+    assert windows(a[:4], 10).shape == (1, 10) and windows(a[:4], 10)[0, 4:].sum() == 0  # padded
+    assert windows(a[:20], 10).shape == (2, 10)  # exact
+    assert windows(a[:24], 10).shape == (2, 10)  # tail 4 < half a clip: dropped
+    w = windows(a, 10)  # tail 5 >= half: an end-aligned window
+    assert w.shape == (3, 10) and w[-1].tolist() == list(range(15, 25))
+
+
+def test_any_rate_stereo_and_long_files(export_dir, tmp_path):
+    out, model = export_dir
+    mono = _tone(22_050, 2.6)
+    sf.write(tmp_path / "long22k.wav", mono, 22_050)
+    sf.write(tmp_path / "stereo22k.wav", np.stack([mono, mono], axis=1), 22_050)
+    sf.write(tmp_path / "short48k.wav", _tone(48_000, 0.4, seed=1), 48_000, subtype="PCM_24")
+    result = predict_files(out, [tmp_path], device="cpu")
+    rows = {r.path.name: r for r in result.rows}
+    assert sorted(rows) == ["long22k.wav", "short48k.wav", "stereo22k.wav"]
+    assert rows["long22k.wav"].windows == 3 and rows["short48k.wav"].windows == 1
+    assert rows["stereo22k.wav"].channels == 2 and rows["stereo22k.wav"].sample_rate == 22_050
+    for row in result.rows:
+        p = np.array([row.probabilities[k] for k in DCASE_LABELS])
+        assert p.sum() == pytest.approx(1.0, abs=1e-5)
+        assert row.scene == DCASE_LABELS[int(p.argmax())]
+    long = np.array([rows["long22k.wav"].probabilities[k] for k in DCASE_LABELS])
+    assert np.allclose(long, _expected(model, mono, 22_050), atol=1e-5)
+    stereo = np.array([rows["stereo22k.wav"].probabilities[k] for k in DCASE_LABELS])
+    assert np.allclose(stereo, long, atol=1e-6)  # identical channels downmix to the same mono signal
+
+
+def test_same_scores_as_the_feature_cache(export_dir, synth_root, quick_cache):
+    """A clip of the data set predicted from its WAV gets the model's output on its cached spectrogram."""
+    from asc_search.cache import load_features
+
+    out, model = export_dir
+    fs = load_features(quick_cache)
+    row = 3
+    wav = synth_root / fs.table["filename"].iloc[row]
+    result = predict_files(out, [wav], device="cpu")
+    with torch.no_grad():
+        cached = torch.softmax(model(fs.x[row : row + 1].float()), 1)[0].numpy()
+    got = np.array([result.rows[0].probabilities[k] for k in DCASE_LABELS])
+    assert np.allclose(got, cached, atol=1e-4)
+
+
+def test_cli_predict_csv(export_dir, tmp_path, capsys):
+    out, _ = export_dir
+    sf.write(tmp_path / "a.wav", _tone(16_000, 1.0), 16_000)
+    target = tmp_path / "preds" / "p.csv"
+    assert main(["predict", str(out), str(tmp_path / "a.wav"), "--csv", str(target), "--device", "cpu"]) == 0
+    assert "a.wav" in capsys.readouterr().out
+    with open(target, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 1 and rows[0]["scene"] in DCASE_LABELS
+    assert sum(float(rows[0][k]) for k in DCASE_LABELS) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_non_audio_file_is_named(export_dir, tmp_path, capsys):
+    out, _ = export_dir
+    bad = tmp_path / "notes.wav"
+    bad.write_text("this is not audio\n")
+    with pytest.raises(DataError, match=r"notes\.wav: not an audio file"):
+        predict_files(out, [bad], device="cpu")
+    assert main(["predict", str(out), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "asc-search predict: error:" in err and "notes.wav" in err and "Traceback" not in err
+    with pytest.raises(NotFoundError, match="no such audio file"):
+        predict_files(out, [tmp_path / "missing.wav"], device="cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NotFoundError, match="holds no .wav files"):
+        predict_files(out, [tmp_path / "empty"], device="cpu")
+
+
+def test_predict_needs_an_export(tmp_path, capsys):
+    assert main(["predict", str(tmp_path), str(tmp_path)]) == 2
+    assert "is not an export folder" in capsys.readouterr().err
