@@ -146,6 +146,11 @@ def measure(model: nn.Module, input_shape: Sequence[int], dtype: str = "int8", l
     except StopIteration:
         device = torch.device("cpu")
     was_training = model.training
+    # One intra-op thread: the count needs only shapes, and on a busy machine (a search driver beside running
+    # trials) a multi-threaded forward of a small net waits for busy cores: 1 thread is several times faster there.
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and threads > 1:
+        torch.set_num_threads(1)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -168,6 +173,8 @@ def measure(model: nn.Module, input_shape: Sequence[int], dtype: str = "int8", l
         ) from None
     finally:
         model.train(was_training)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
     layer_rows: tuple[tuple[str, str, int, int], ...] = ()
     if layers:
         rows = []
@@ -234,5 +241,5 @@ def cost_student(
             f"in_channels={config.in_channels}"
         )
     with torch.device("cpu"):
-        model = build_student(config)
+        model = build_student(config, init_weights=False)  # weights do not change the count
     return check_budget(measure(model, shape, dtype=budget.param_dtype), budget)

@@ -250,3 +250,13 @@ def test_bad_inputs_raise_config_error_listing_valid_choices():
         measure(model, (1, 1, 12, 12))
     with pytest.raises(ConfigError, match="in_channels=1"):
         cost_student(StudentConfig(), (1, 2, 256, 65))
+
+
+def test_measure_restores_thread_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        measure(nn.Conv2d(1, 2, 3), (1, 1, 8, 8))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -225,7 +225,7 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
 class Student(nn.Module):
     """A simplified CP-Mobile built from a :class:`StudentConfig` (use :func:`build_student`)."""
 
-    def __init__(self, config: StudentConfig) -> None:
+    def __init__(self, config: StudentConfig, init_weights: bool = True) -> None:
         super().__init__()
         self.config = config
         widths = config.stage_channels
@@ -252,7 +252,8 @@ class Student(nn.Module):
         self.block_names: tuple[str, ...] = config.block_names
         self.embed_block: str = config.resolved_embed_block
         self.embedding_channels: int = config.embedding_channels()
-        self.apply(initialize_weights)
+        if init_weights:
+            self.apply(initialize_weights)
 
     def _blocks(self):
         for stage in self.stages:
@@ -275,12 +276,15 @@ class Student(nn.Module):
         return self.feed_forward(x).flatten(1), embedding
 
 
-def build_student(config: StudentConfig | Mapping[str, Any] | None = None) -> Student:
-    """A freshly initialised student for ``config`` (a :class:`StudentConfig` or its dict; None = the defaults)."""
+def build_student(config: StudentConfig | Mapping[str, Any] | None = None, init_weights: bool = True) -> Student:
+    """A freshly initialised student for ``config`` (a :class:`StudentConfig` or its dict; None = the defaults).
+
+    ``init_weights=False`` skips the Kaiming initialisation (PyTorch's default init stays): enough for costing.
+    """
     if config is None:
         config = StudentConfig()
     elif isinstance(config, Mapping):
         config = StudentConfig.from_dict(config)
     elif not isinstance(config, StudentConfig):
         raise ConfigError(f"student config must be a StudentConfig or a mapping, got {type(config).__name__}")
-    return Student(config)
+    return Student(config, init_weights=init_weights)
