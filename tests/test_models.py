@@ -245,3 +245,15 @@ def test_every_preset_builds_and_runs_on_its_input_shape():
 def test_unknown_preset_lists_valid_names():
     with pytest.raises(ConfigError, match="unknown model preset 'cp_mobile'; valid presets: dcase2024_baseline"):
         build_preset("cp_mobile")
+
+
+def test_student_config_accepts_numpy_numbers_from_samplers_as_plain_python():
+    import json
+
+    import numpy as np
+
+    cfg = StudentConfig(base_channels=np.int64(24), n_blocks=(np.int64(2), 1), strides={"b2": np.int64(2)},
+                        expansion_rate=np.float64(2.5))
+    assert type(cfg.base_channels) is int and type(cfg.n_blocks[0]) is int and cfg.strides == {"b2": (2, 2)}
+    assert type(cfg.expansion_rate) is float
+    json.dumps(cfg.to_dict())  # serialisable

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,11 +61,12 @@ class StudentConfig:
     def __post_init__(self) -> None:
         for key in ("n_classes", "in_channels", "base_channels"):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
                 raise ConfigError(f"student config: {key} must be a positive integer, got {value!r}")
+            object.__setattr__(self, key, int(value))  # numpy integers from a sampler become plain ints
         for key in ("channels_multiplier", "expansion_rate"):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise ConfigError(f"student config: {key} must be a number, got {value!r}")
             object.__setattr__(self, key, float(value))
         if self.channels_multiplier <= 0:
@@ -78,7 +80,7 @@ class StudentConfig:
                 f"student config: n_blocks must be a non-empty list of blocks per stage, e.g. [3, 2, 1]; got {n_blocks!r}"
             )
         for i, count in enumerate(n_blocks):
-            if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+            if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count <= 0:
                 raise ConfigError(
                     f"student config: n_blocks[{i}] (stage {i + 1}) must be a positive integer, got {count!r}"
                 )
@@ -204,12 +206,12 @@ class StudentConfig:
 def _parse_stride(name: str, stride: Any) -> tuple[int, int]:
     if isinstance(stride, bool):
         stride = None
-    if isinstance(stride, int):
+    if isinstance(stride, numbers.Integral):
         stride = (stride, stride)
     if (
         not isinstance(stride, (tuple, list))
         or len(stride) != 2
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in stride)
+        or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in stride)
     ):
         raise ConfigError(
             f"student config: strides[{name!r}] must be a positive integer or a (freq, time) pair of positive "
