@@ -24,7 +24,7 @@ import datetime as _dt
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,37 +170,45 @@ class LogMel:
         return spec.numpy()
 
 
-# ------------------------------------------------------------------------------------------- the worker
-def _compute_part(task: dict[str, Any]) -> dict[str, Any]:
-    """Decode + log-mel one part's clips and write its Parquet file. Runs in a worker process or inline."""
-    import pandas as pd
+# ------------------------------------------------------------------------------------------- one part
+def _compute_part(task: dict[str, Any], logmel: LogMel, decoder: ThreadPoolExecutor, advance) -> dict[str, Any]:
+    """Decode + log-mel one part's clips and write its Parquet file.
 
-    if task.get("single_thread"):
-        import torch
-
-        torch.set_num_threads(1)
-    profile = FeatureProfile.from_dict(task["profile"])
+    Decoding runs on ``decoder``'s threads (libsndfile releases the GIL) one batch ahead of the log-mel, which
+    runs on torch's intra-op threads: both cores stay busy without worker processes.
+    """
+    profile = logmel.profile
     root = Path(task["root"])
-    table: pd.DataFrame = task["table"]
+    table = task["table"]
     rows = task["meta_rows"]
-    logmel = LogMel(profile)
     dtype = np.dtype(profile.storage_dtype)
     n = len(table)
     out = np.empty((n, profile.n_mels, profile.n_frames), dtype=dtype)
     filenames = table["filename"].tolist()
-    for start in range(0, n, _BATCH):
+
+    def submit(start: int) -> list:
         stop = min(n, start + _BATCH)
-        by_rate: dict[int, list[tuple[int, np.ndarray]]] = {}
-        for i in range(start, stop):
-            samples, rate = read_clip(
-                root / filenames[i], profile.clip_seconds, where=f"meta.csv row {rows[i]}"
-            )
-            by_rate.setdefault(rate, []).append((i, samples))
-        for rate, items in by_rate.items():
-            spec = logmel(np.stack([s for _, s in items]), rate)
-            out[[i for i, _ in items]] = spec.astype(dtype)
-        if task.get("progress") is not None:
-            task["progress"](stop - start)
+        return [
+            decoder.submit(read_clip, root / filenames[i], profile.clip_seconds, f"meta.csv row {rows[i]}")
+            for i in range(start, stop)
+        ]
+
+    pending = submit(0)
+    try:
+        for start in range(0, n, _BATCH):
+            current = pending
+            pending = submit(start + _BATCH) if start + _BATCH < n else []
+            by_rate: dict[int, list[tuple[int, np.ndarray]]] = {}
+            for offset, future in enumerate(current):
+                samples, rate = future.result()
+                by_rate.setdefault(rate, []).append((start + offset, samples))
+            for rate, items in by_rate.items():
+                spec = logmel(np.stack([s for _, s in items]), rate)
+                out[[i for i, _ in items]] = spec.astype(dtype)
+            advance(len(current))
+    finally:
+        for future in pending:
+            future.cancel()
     # train-split statistics (float64 sums) for normalisation downstream
     train = (table["split"] == "train").to_numpy()
     x_train = out[train].astype(np.float64)
@@ -208,7 +216,6 @@ def _compute_part(task: dict[str, Any]) -> dict[str, Any]:
         count=int(train.sum()),
         band_sum=x_train.sum(axis=(0, 2)).tolist(),
         band_sumsq=(x_train**2).sum(axis=(0, 2)).tolist(),
-        frames=int(profile.n_frames),
         finite=bool(np.isfinite(out).all()),
     )
     arrow = pa.Table.from_pandas(table.reset_index(drop=True), preserve_index=False)
@@ -261,7 +268,7 @@ def build_feature_cache(
 ) -> Path:
     """Build (or reuse) the feature cache of ``dataset_root`` at ``cache_dir``; returns ``cache_dir``.
 
-    ``workers``: processes for decoding + log-mel (default: all cores, 1 for small data sets). ``labels``: as
+    ``workers``: decoding threads and torch intra-op threads (default: the machine's cores, at most 8). ``labels``: as
     :func:`asc_search.data.tau.resolve_labels` (default: the 10 DCASE scenes).
     """
     return build_feature_cache_report(dataset_root, cache_dir, profile, workers, labels, rows_per_file).path
@@ -324,10 +331,7 @@ def build_feature_cache_report(
     n = len(table)
     per_file = rows_per_file or _rows_per_file(prof)
     bounds = [(s, min(n, s + per_file)) for s in range(0, n, per_file)]
-    cpu = os.cpu_count() or 1
-    n_workers = max(1, min(workers or cpu, len(bounds)))
-    if workers is None and n < 1000:
-        n_workers = 1  # process start-up (importing torch) costs more than it saves
+    n_workers = max(1, workers or min(os.cpu_count() or 1, 8))
     file_meta = {
         "kind": FEATURE_KIND,
         "format_version": FORMAT_VERSION,
@@ -342,28 +346,21 @@ def build_feature_cache_report(
     }
     columns = [c for c in table.columns]
     with atomic_output_dir(cache_dir) as tmp:
-        tasks = []
-        for k, (a, b) in enumerate(bounds):
-            tasks.append(dict(
-                root=str(root), table=table.iloc[a:b][columns].reset_index(drop=True), meta_rows=rows[a:b],
-                profile=prof.to_dict(), out_path=str(tmp / f"features-{k:05d}.parquet"), meta=file_meta,
-                single_thread=n_workers > 1,
-            ))
         results: list[dict[str, Any]] = []
-        with make_progress() as progress:
-            bar = progress.add_task(f"log-mel features ({prof.name})", total=n)
-            if n_workers == 1:
-                for task in tasks:
-                    task["progress"] = lambda k: progress.advance(bar, k)
-                    results.append(_compute_part(task))
-            else:
-                import multiprocessing as mp
-
-                method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-                with ProcessPoolExecutor(max_workers=n_workers, mp_context=mp.get_context(method)) as pool:
-                    for task, result in zip(tasks, pool.map(_compute_part, tasks)):
-                        results.append(result)
-                        progress.advance(bar, result["rows"])
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(n_workers)
+        try:
+            with make_progress() as progress, ThreadPoolExecutor(n_workers, thread_name_prefix="decode") as decoder:
+                bar = progress.add_task(f"log-mel features ({prof.name})", total=n)
+                logmel = LogMel(prof)
+                for k, (a, b) in enumerate(bounds):
+                    task = dict(
+                        root=str(root), table=table.iloc[a:b][columns].reset_index(drop=True), meta_rows=rows[a:b],
+                        out_path=str(tmp / f"features-{k:05d}.parquet"), meta=file_meta,
+                    )
+                    results.append(_compute_part(task, logmel, decoder, lambda m: progress.advance(bar, m)))
+        finally:
+            torch.set_num_threads(threads_before)
         if not all(r["stats"]["finite"] for r in results):  # pragma: no cover - log(x + floor) of finite audio
             raise DataError(f"{root}: non-finite log-mel values; check the audio for NaN/inf samples")
         stats = _merge_stats(results, prof)

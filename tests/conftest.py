@@ -25,6 +25,52 @@ def synth_root(tmp_path_factory):
     return synthesize(tmp_path_factory.mktemp("synth") / "tau", n_clips=TINY_CLIPS, seed=0)
 
 
+def write_mini_tau(root, clips=None, rate=44_100):
+    """A minimal TAU-layout data set of short noise clips (fast; for bad-input tests that mutate files).
+
+    ``clips``: [(scene, city-location, device, split)]; default 12 clips of 2 scenes, 2 locations each.
+    Returns the root. Audio is 1 s of seeded noise, mono, 24-bit.
+    """
+    from pathlib import Path
+
+    import numpy as np
+    import soundfile as sf
+
+    root = Path(root)
+    if clips is None:
+        clips = [
+            (scene, f"{city}-{loc}", device, split)
+            for scene, city in (("park", "lisbon"), ("bus", "paris"))
+            for loc, split in (("100", "train"), ("101", "train"), ("102", "test"))
+            for device in ("a", "s4" if split == "test" else "b")
+        ]
+    (root / "audio").mkdir(parents=True)
+    (root / "evaluation_setup").mkdir()
+    rng = np.random.default_rng(0)
+    meta = ["filename\tscene_label\tidentifier\tsource_label"]
+    train = ["filename\tscene_label"]
+    test = ["filename\tscene_label"]
+    test_only = ["filename"]
+    for k, (scene, ident, device, split) in enumerate(clips):
+        name = f"audio/{scene}-{ident}-{k}-0-{device}.wav"
+        sf.write(root / name, (0.1 * rng.standard_normal(rate)).astype("float32"), rate, subtype="PCM_24")
+        meta.append(f"{name}\t{scene}\t{ident}\t{device}")
+        (train if split == "train" else test).append(f"{name}\t{scene}")
+        if split == "test":
+            test_only.append(name)
+    (root / "meta.csv").write_text("\n".join(meta) + "\n")
+    (root / "evaluation_setup" / "fold1_train.csv").write_text("\n".join(train) + "\n")
+    (root / "evaluation_setup" / "fold1_evaluate.csv").write_text("\n".join(test) + "\n")
+    (root / "evaluation_setup" / "fold1_test.csv").write_text("\n".join(test_only) + "\n")
+    return root
+
+
+@pytest.fixture()
+def mini_tau(tmp_path):
+    """A fresh 12-clip TAU-layout data set under tmp_path (writable: tests may break it on purpose)."""
+    return write_mini_tau(tmp_path / "mini")
+
+
 @pytest.fixture(scope="session")
 def quick_cache(synth_root, tmp_path_factory):
     """The ``quick``-profile feature cache of ``synth_root`` (read-only for tests)."""
@@ -150,3 +196,24 @@ def fake_run(tmp_path):
         return run
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_search_run(quick_cache, teacher_cache, tmp_path_factory):
+    """A finished real search (local Ray, search_spaces/quick.yaml cut to 2 trained trials of 2 epochs, no ASHA)
+    on ``quick_cache`` + ``teacher_cache``; returns its run folder (read-only for tests)."""
+    from pathlib import Path
+
+    import yaml
+
+    from asc_search.search import run_search
+
+    root = tmp_path_factory.mktemp("search")
+    raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "search_spaces" / "quick.yaml").read_text())
+    raw["train"]["epochs"] = 2
+    raw["search"]["num_samples"] = 2
+    raw["search"]["asha"] = {"enabled": False}
+    space = root / "tiny.yaml"
+    space.write_text(yaml.safe_dump(raw, sort_keys=False))
+    result = run_search(quick_cache, space, teacher_cache=teacher_cache, name="tiny", results_dir=root / "results")
+    return result.run_dir

@@ -581,7 +581,8 @@ def _run_tasks(tasks: list, n_workers: int) -> None:
         return
     import multiprocessing as mp
 
-    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    # fork: the children only run numpy and soundfile, and fork needs no __main__ guard in the caller's script
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
         for _ in track(pool.map(_render_chunk, tasks), "synthesising clips", total=len(tasks)):
             pass
