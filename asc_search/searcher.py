@@ -1,0 +1,422 @@
+"""A Ray Tune searcher over Optuna's ask/tell that rejects over-budget proposals before they become trials.
+
+Why not ``ray.tune.search.optuna.OptunaSearch``: it cannot reject inside ``suggest`` (every suggestion becomes a Ray
+trial), and it tells trials stopped by ASHA to Optuna as COMPLETE with their low-fidelity value. This searcher:
+
+* loops ``study.ask()`` -> :meth:`SearchSpec.sample` -> :meth:`SearchSpec.cost` until a proposal fits the budget;
+  every proposal gets constraint values (``param_bytes``, ``macs``: relative excess over the limit, > 0 means over
+  budget) via ``trial.set_constraint``, so TPE and NSGA-II learn where the feasible region is;
+* tells an over-budget proposal at once as COMPLETE with a placeholder objective (accuracy 0; the real MACs and
+  bytes) and status ``rejected_budget``. COMPLETE (not PRUNED/FAIL) because NSGA-II only reads COMPLETE trials; the
+  positive constraint makes both TPE and NSGA-II (and ``study.best_trial`` / ``best_trials``) treat it as
+  infeasible, whatever its placeholder value;
+* hands only feasible proposals to Tune; ``num_samples`` therefore counts trained trials;
+* tells a trial that ASHA stopped before its last epoch as PRUNED (status ``early_stopped``), a crashed or diverged
+  one as FAIL (``failed``), a finished one as COMPLETE (``completed``);
+* saves the Ray-trial -> Optuna-trial mapping with Tune's experiment state; on restore it re-issues feasible
+  proposals that Optuna knows but Tune never heard of (asked after Tune's last checkpoint), so that no proposal is
+  lost and none trains twice.
+
+The study lives in SQLite (``optuna.storages.RDBStorage``), readable by optuna-dashboard while the search runs.
+Library code never prints: events go to an optional sink registered with :func:`register_sink`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from .errors import AscSearchError, BudgetError, ConfigError
+from .space import SearchSpec
+
+__all__ = [
+    "BudgetedSearcher",
+    "make_sampler",
+    "make_storage",
+    "open_study",
+    "register_sink",
+    "unregister_sink",
+    "STATUS_COMPLETED",
+    "STATUS_EARLY_STOPPED",
+    "STATUS_FAILED",
+    "STATUS_REJECTED",
+    "STATUS_RUNNING",
+]
+
+STATUS_COMPLETED = "completed"
+STATUS_EARLY_STOPPED = "early_stopped"
+STATUS_FAILED = "failed"
+STATUS_REJECTED = "rejected_budget"
+STATUS_RUNNING = "running"
+#: A proposal interrupted while being costed (driver killed between ask and tell): not a judged proposal.
+STATUS_DISCARDED = "discarded"
+
+#: Event sinks by channel name (driver-side only). The searcher holds a channel name, not the sink, so that it
+#: stays picklable and a restored searcher reports to whatever sink the resuming process registered.
+_SINKS: dict[str, Callable[[str, dict[str, Any]], None]] = {}
+
+
+def register_sink(channel: str, sink: Callable[[str, dict[str, Any]], None]) -> None:
+    """Route the events of searchers on ``channel`` to ``sink(event, info)``."""
+    _SINKS[channel] = sink
+
+
+def unregister_sink(channel: str) -> None:
+    _SINKS.pop(channel, None)
+
+
+def make_sampler(spec: SearchSpec) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler named by ``search.sampler``, seeded by ``search.seed``."""
+    s = spec.search
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if s.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=s.seed)
+        if s.sampler == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=s.population_size)
+        # multivariate + group handle the conditional (define-by-run) space; constant_liar keeps concurrent
+        # workers from being handed the same region while their trials run.
+        return optuna.samplers.TPESampler(
+            seed=s.seed,
+            n_startup_trials=s.n_startup_trials,
+            multivariate=True,
+            group=True,
+            constant_liar=True,
+        )
+
+
+def make_storage(storage_url: str) -> optuna.storages.RDBStorage:
+    """An RDBStorage; for SQLite with write-ahead logging and ``synchronous=NORMAL``.
+
+    A proposal costs ~25 small commits (one per suggested value and attribute); with SQLite's default rollback
+    journal each one waits for an fsync (~10 ms here), which made a rejected proposal cost more than its costing.
+    WAL + NORMAL is still safe when the process is killed (only an OS crash may lose the last commits), and readers
+    (optuna-dashboard) never block the writer.
+    """
+    storage = optuna.storages.RDBStorage(storage_url)
+    if storage_url.startswith("sqlite:"):
+        import sqlalchemy
+
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        sqlalchemy.event.listen(storage.engine, "connect", _pragmas)
+        storage.engine.dispose()  # reconnect with the pragmas
+    return storage
+
+
+def open_study(spec: SearchSpec, storage_url: str, study_name: str, create: bool = True) -> optuna.Study:
+    """Create (or load) the run's study in ``storage_url`` with the spec's directions and sampler."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = make_storage(storage_url)
+    return optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        directions=spec.search.directions,
+        sampler=make_sampler(spec),
+        load_if_exists=create,
+    )
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+class BudgetedSearcher(Searcher):
+    """Ray Tune ``Searcher`` over Optuna ask/tell with budget rejection before training.
+
+    Args:
+        spec: the validated search file.
+        storage_url: SQLAlchemy URL of the Optuna storage (``sqlite:////abs/path/study.db``).
+        study_name: name of the study in that storage.
+        n_classes: classes of the student's head (from the feature cache's labels).
+        channel: event channel (see :func:`register_sink`); None = no events.
+    """
+
+    METRIC = "val_macro_accuracy"
+
+    def __init__(
+        self,
+        spec: SearchSpec,
+        storage_url: str,
+        study_name: str,
+        n_classes: int = 10,
+        channel: str | None = None,
+    ) -> None:
+        super().__init__(metric=self.METRIC, mode="max")
+        self.spec = spec
+        self.storage_url = storage_url
+        self.study_name = study_name
+        self.n_classes = n_classes
+        self.channel = channel
+        self._live: dict[str, int] = {}  # Ray trial id -> Optuna trial number, handed to Tune and not yet told
+        self._handed: dict[str, int] = {}  # every Ray trial id ever handed out -> Optuna trial number
+        self._reissue: list[int] = []  # feasible Optuna trials Tune never heard of (found on restore)
+        self._consecutive_rejections = 0
+        self.exhausted: str | None = None  # why the searcher gave up (too many rejections in a row, broken space)
+        self.exhausted_error: type[AscSearchError] = BudgetError
+        self._study: optuna.Study | None = None
+        self._study_id: int | None = None
+
+    # ------------------------------------------------------------------ plumbing
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_study"] = None
+        state["_study_id"] = None
+        return state
+
+    @property
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            self._study = open_study(self.spec, self.storage_url, self.study_name)
+            self._study_id = self._study._storage.get_study_id_from_name(self.study_name)
+        return self._study
+
+    @property
+    def _storage(self) -> optuna.storages.BaseStorage:
+        return self.study._storage
+
+    def _tid(self, number: int) -> int:
+        self.study  # noqa: B018 - connects
+        return self._storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+
+    def _emit(self, event: str, **info: Any) -> None:
+        sink = _SINKS.get(self.channel) if self.channel else None
+        if sink is not None:
+            try:
+                sink(event, info)
+            except Exception:  # noqa: BLE001 - a display problem must never stop a search
+                pass
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        # The space comes from the search file, not from Tune's param_space; keep our metric and mode.
+        return True
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        return False
+
+    # ------------------------------------------------------------------ proposing
+    def suggest(self, trial_id: str) -> dict | None:
+        if self.exhausted:
+            return Searcher.FINISHED
+        if self._reissue:
+            number = self._reissue.pop(0)
+            frozen = self._storage.get_trial(self._tid(number))
+            self._storage.set_trial_user_attr(self._tid(number), "ray_trial_id", trial_id)
+            self._live[trial_id] = number
+            self._handed[trial_id] = number
+            self._emit("started", trial=number, ray_trial_id=trial_id, reissued=True)
+            return self._trial_config(number, json.loads(frozen.user_attrs["config"]), frozen.user_attrs)
+        study = self.study
+        while True:
+            t0 = time.perf_counter()
+            trial = study.ask()
+            try:
+                proposal = self.spec.sample(trial, n_classes=self.n_classes, trial_seed=self.spec.search.seed + trial.number)
+                cost = self.spec.cost(proposal.student)
+            except Exception as exc:
+                # A proposal the configs refuse (e.g. an architecture the student factory cannot build) is a bug
+                # in the space, not an infeasible point: record it and stop asking.
+                trial.set_user_attr("status", STATUS_FAILED)
+                trial.set_user_attr("error", f"proposal could not be built: {exc}"[:500])
+                study.tell(trial, state=TrialState.FAIL)
+                self.exhausted = f"{self.spec.source}: proposal {trial.number} could not be built: {exc}"
+                self.exhausted_error = ConfigError
+                self._record_stop()
+                self._emit("error", trial=trial.number, message=self.exhausted)
+                return Searcher.FINISHED
+            for name, value in cost.constraints.items():
+                trial.set_constraint(name, value)
+            config = proposal.to_dict()
+            trial.set_user_attr("config", json.dumps(config))
+            trial.set_user_attr("params", cost.params)
+            trial.set_user_attr("param_bytes", cost.param_bytes)
+            trial.set_user_attr("macs", cost.macs)
+            trial.set_user_attr("cost_s", round(time.perf_counter() - t0, 4))
+            if not cost.passed:
+                trial.set_user_attr("status", STATUS_REJECTED)
+                study.tell(trial, values=self._placeholder_values(cost), state=TrialState.COMPLETE)
+                self._consecutive_rejections += 1
+                self._emit(
+                    "rejected",
+                    trial=trial.number,
+                    params=cost.params,
+                    param_bytes=cost.param_bytes,
+                    macs=cost.macs,
+                    consecutive=self._consecutive_rejections,
+                )
+                limit = self.spec.search.max_consecutive_rejections
+                if self._consecutive_rejections >= limit:
+                    self.exhausted = (
+                        f"{limit} proposals in a row were over the budget "
+                        f"({self.spec.budget.max_param_bytes} bytes at {self.spec.budget.param_dtype}, "
+                        f"{self.spec.budget.max_macs} MACs) in {self.spec.source}: narrow the student ranges "
+                        "(base_channels, channels_multiplier, expansion_rate, n_stages, blocks_per_stage) or raise "
+                        "search.max_consecutive_rejections"
+                    )
+                    self._record_stop()
+                    self._emit("exhausted", message=self.exhausted)
+                    return Searcher.FINISHED
+                continue
+            self._consecutive_rejections = 0
+            trial.set_user_attr("status", STATUS_RUNNING)
+            trial.set_user_attr("ray_trial_id", trial_id)
+            trial.set_user_attr("started_at", time.time())
+            self._live[trial_id] = trial.number
+            self._handed[trial_id] = trial.number
+            self._emit("started", trial=trial.number, ray_trial_id=trial_id, params=cost.params, macs=cost.macs)
+            return self._trial_config(trial.number, config, {"params": cost.params, "param_bytes": cost.param_bytes, "macs": cost.macs})
+
+    def _record_stop(self) -> None:
+        """Keep why the search stopped proposing in the study itself (the driver reads it after Tune returns)."""
+        self.study.set_user_attr("stop_reason", self.exhausted)
+        self.study.set_user_attr("stop_error", self.exhausted_error.__name__)
+
+    def _trial_config(self, number: int, config: dict, attrs: dict) -> dict:
+        return {
+            "optuna_trial": number,
+            "proposal": config,
+            "cost": {k: int(attrs[k]) for k in ("params", "param_bytes", "macs")},
+        }
+
+    def _placeholder_values(self, cost: Any) -> list[float]:
+        out = []
+        for obj in self.spec.search.objectives:
+            out.append(0.0 if obj == "val_macro_accuracy" else float(getattr(cost, obj)))
+        return out
+
+    # ------------------------------------------------------------------ results
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        number = self._live.get(trial_id)
+        if number is None:
+            return
+        acc = _finite(result.get(self.METRIC))
+        epoch = result.get("epoch")
+        tid = self._tid(number)
+        if acc is not None and epoch is not None and not self.spec.search.multi_objective:
+            # Intermediate values for the Optuna record (dashboard curves, PRUNED trial scores). Written through
+            # the storage so that a resumed trial may report an epoch again.
+            try:
+                self._storage.set_trial_intermediate_value(tid, int(epoch), acc)
+            except Exception:  # noqa: BLE001 - e.g. the trial was told meanwhile
+                pass
+        self._emit("result", trial=number, epoch=epoch, epochs_planned=result.get("epochs_planned"), val_macro_accuracy=acc)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        number = self._live.pop(trial_id, None)
+        if number is None:
+            return
+        tid = self._tid(number)
+        frozen = self._storage.get_trial(tid)
+        if frozen.state.is_finished():  # told before the driver stopped (a resumed copy finishing again)
+            return
+        result = result or {}
+        acc = _finite(result.get(self.METRIC))
+        loss = _finite(result.get("val_log_loss"))
+        epoch = result.get("epoch")
+        planned = result.get("epochs_planned")
+        started = frozen.user_attrs.get("started_at")
+        duration = _finite(result.get("time_total_s"))
+        if duration is None and started is not None:
+            duration = time.time() - float(started)
+        attrs: dict[str, Any] = {
+            "val_macro_accuracy": acc,
+            "val_log_loss": loss,
+            "epochs": int(epoch) if epoch is not None else 0,
+            "duration_s": duration,
+            "finished_at": time.time(),
+        }
+        if error or result.get("diverged") or acc is None or epoch is None:
+            status, state, values = STATUS_FAILED, TrialState.FAIL, None
+            if error:
+                attrs["error"] = "the trial raised (see the Ray trial's error file)"
+            elif result.get("diverged"):
+                attrs["error"] = f"loss diverged (NaN/inf) in epoch {int(epoch or 0) + 1}"
+            else:
+                attrs["error"] = "the trial ended without reporting a validation score"
+        elif planned is not None and int(epoch) < int(planned):
+            status, state, values = STATUS_EARLY_STOPPED, TrialState.PRUNED, None
+        else:
+            status, state = STATUS_COMPLETED, TrialState.COMPLETE
+            values = []
+            for obj in self.spec.search.objectives:
+                if obj == "val_macro_accuracy":
+                    values.append(acc)
+                else:
+                    values.append(float(frozen.user_attrs[obj]))
+        attrs["status"] = status
+        for key, value in attrs.items():
+            if value is not None:
+                self._storage.set_trial_user_attr(tid, key, value)
+        self.study.tell(number, values=values, state=state)
+        self._emit(
+            status,
+            trial=number,
+            val_macro_accuracy=acc,
+            epochs=attrs["epochs"],
+            params=frozen.user_attrs.get("params"),
+            macs=frozen.user_attrs.get("macs"),
+            error=attrs.get("error"),
+        )
+
+    # ------------------------------------------------------------------ save / restore
+    def get_state(self) -> dict[str, Any]:
+        return {
+            "live": dict(self._live),
+            "handed": dict(self._handed),
+            "reissue": list(self._reissue),
+            "consecutive_rejections": self._consecutive_rejections,
+            "exhausted": self.exhausted,
+            "exhausted_error": self.exhausted_error.__name__,
+            "study_name": self.study_name,
+            "storage_url": self.storage_url,
+            "space_sha256": self.spec.sha256,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if state.get("space_sha256") not in (None, self.spec.sha256):
+            raise BudgetError("the saved searcher state belongs to another search file; resume with the run's own search.yaml")
+        self._live = dict(state["live"])
+        self._handed = dict(state["handed"])
+        self._reissue = list(state.get("reissue", []))
+        self._consecutive_rejections = int(state.get("consecutive_rejections", 0))
+        self.exhausted = state.get("exhausted")
+        self.exhausted_error = ConfigError if state.get("exhausted_error") == "ConfigError" else BudgetError
+        self._reconcile()
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
+
+    def _reconcile(self) -> None:
+        """After a restore: find Optuna trials still RUNNING that Tune does not know about."""
+        known = set(self._live.values()) | set(self._reissue)
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen.number in known:
+                continue
+            if frozen.user_attrs.get("status") == STATUS_RUNNING and "config" in frozen.user_attrs:
+                self._reissue.append(frozen.number)  # feasible, asked after Tune's last checkpoint
+            else:  # interrupted between ask and tell: never judged, never shown
+                self._storage.set_trial_user_attr(self._tid(frozen.number), "status", STATUS_DISCARDED)
+                self.study.tell(frozen.number, state=TrialState.FAIL)
+        self._reissue.sort()

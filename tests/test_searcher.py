@@ -1,0 +1,200 @@
+"""BudgetedSearcher driven directly (no Tune): rejection before training, constraint feedback the samplers really
+read, PRUNED/FAIL/COMPLETE mapping, the consecutive-rejection cap, and save/restore with re-issue of lost proposals."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from asc_search.searcher import BudgetedSearcher, open_study, register_sink, unregister_sink
+from asc_search.space import parse_space
+
+# Only base_channels 8 (with one stage of one block) fits: most proposals are over budget.
+TIGHT = """
+profile: quick
+budget: {max_param_bytes: 1500, param_dtype: int8, max_macs: 400000}
+student:
+  base_channels: {type: int, low: 8, high: 64, step: 8}
+  channels_multiplier: {type: float, low: 1.2, high: 2.4}
+  expansion_rate: 1.5
+  n_stages: {type: int, low: 1, high: 3}
+  blocks_per_stage: {type: int, low: 1, high: 2}
+distill:
+  kd_weight: {type: float, low: 0.0, high: 1.0}
+train:
+  lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
+  epochs: 3
+search:
+  sampler: SAMPLER
+  seed: 0
+  num_samples: 4
+  n_startup_trials: 8
+  max_consecutive_rejections: 400
+  objectives: OBJECTIVES
+"""
+
+
+def _spec(sampler="tpe", objectives="[val_macro_accuracy]", **replace):
+    text = TIGHT.replace("SAMPLER", sampler).replace("OBJECTIVES", objectives)
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    return parse_space(text, source="tight.yaml")
+
+
+def _searcher(tmp_path, spec, name="s"):
+    return BudgetedSearcher(spec, f"sqlite:///{tmp_path / 'study.db'}", name, n_classes=10, channel=name)
+
+
+def test_suggest_returns_only_feasible_and_records_rejections(tmp_path):
+    spec = _spec("random")
+    s = _searcher(tmp_path, spec)
+    events = []
+    register_sink("s", lambda e, i: events.append((e, i)))
+    try:
+        configs = [s.suggest(f"r{i}") for i in range(3)]
+    finally:
+        unregister_sink("s")
+    study = s.study
+    trials = study.get_trials()
+    rejected = [t for t in trials if t.user_attrs["status"] == "rejected_budget"]
+    running = [t for t in trials if t.user_attrs["status"] == "running"]
+    assert len(running) == 3 and len(rejected) > 0
+    for cfg, t in zip(configs, running):
+        assert cfg["optuna_trial"] == t.number
+        assert t.state == TrialState.RUNNING
+        assert t.user_attrs["param_bytes"] <= 1500 and t.user_attrs["macs"] <= 400_000
+        assert all(v <= 0 for v in t.constraints.values())
+        assert cfg["cost"]["param_bytes"] == t.user_attrs["param_bytes"]
+    for t in rejected:
+        assert t.state == TrialState.COMPLETE  # NSGA-II reads COMPLETE only; the constraint marks it infeasible
+        assert max(t.constraints.values()) > 0
+        assert t.user_attrs["param_bytes"] > 1500 or t.user_attrs["macs"] > 400_000
+        assert {"params", "param_bytes", "macs", "config"} <= set(t.user_attrs)
+    # the constrained study never calls a rejected proposal its best
+    kinds = [e for e, _ in events]
+    assert kinds.count("rejected") == len(rejected) and kinds.count("started") == 3
+
+
+def test_tpe_learns_the_feasible_region_from_rejections(tmp_path):
+    """The sampler really consumes the constraints: TPE proposes feasible points far more often than random."""
+
+    def feasible_rate(sampler):
+        s = _searcher(tmp_path / sampler, _spec(sampler))
+        (tmp_path / sampler).mkdir(exist_ok=True)
+        for i in range(6):
+            s.suggest(f"r{i}")
+            s.on_trial_complete(f"r{i}", {"val_macro_accuracy": 0.5, "val_log_loss": 1.0, "epoch": 3, "epochs_planned": 3})
+        proposals = [t for t in s.study.get_trials() if t.user_attrs.get("status") != "running"]
+        tail = proposals[len(proposals) // 2 :]
+        return sum(max(t.constraints.values()) <= 0 for t in tail) / len(tail), s
+
+    tpe, s_tpe = feasible_rate("tpe")
+    rnd, _ = feasible_rate("random")
+    assert tpe > rnd + 0.2, (tpe, rnd)
+    # TPE's split puts every told over-budget trial among the infeasible ones
+    from optuna.samplers._tpe.sampler import _get_infeasible_trial_score
+
+    rejected = [t for t in s_tpe.study.get_trials() if t.user_attrs["status"] == "rejected_budget"]
+    assert rejected and all(_get_infeasible_trial_score(t) > 0 for t in rejected)
+
+
+def test_nsga2_multi_objective_rejections_are_constrained_complete(tmp_path):
+    spec = _spec("nsga2", "[val_macro_accuracy, macs, param_bytes]")
+    s = _searcher(tmp_path, spec)
+    cfg = s.suggest("a")
+    s.on_trial_complete("a", {"val_macro_accuracy": 0.4, "val_log_loss": 1.2, "epoch": 3, "epochs_planned": 3})
+    study = s.study
+    done = study.trials[cfg["optuna_trial"]]
+    assert done.state == TrialState.COMPLETE
+    assert done.values == [0.4, float(done.user_attrs["macs"]), float(done.user_attrs["param_bytes"])]
+    # the Pareto front only ever holds feasible trials
+    assert [t.number for t in study.best_trials] == [done.number]
+
+
+def test_completion_states(tmp_path):
+    s = _searcher(tmp_path, _spec("random"))
+    for rid in "abcde":
+        s.suggest(rid)
+    for epoch in (1, 2):
+        s.on_trial_result("a", {"val_macro_accuracy": 0.3 * epoch, "epoch": epoch, "epochs_planned": 3})
+    s.on_trial_complete("a", {"val_macro_accuracy": 0.6, "val_log_loss": 1.1, "epoch": 2, "epochs_planned": 3})
+    s.on_trial_complete("b", {"val_macro_accuracy": 0.7, "val_log_loss": 0.9, "epoch": 3, "epochs_planned": 3, "time_total_s": 4.5})
+    s.on_trial_complete("c", None, error=True)
+    s.on_trial_complete("d", {"val_macro_accuracy": 0.0, "epoch": 1, "epochs_planned": 3, "diverged": True})
+    s.on_trial_complete("e", {"val_macro_accuracy": float("nan"), "epoch": 3, "epochs_planned": 3})
+    s.on_trial_complete("b", {"val_macro_accuracy": 0.1, "epoch": 3, "epochs_planned": 3})  # twice: ignored
+    by_ray = {t.user_attrs["ray_trial_id"]: t for t in s.study.get_trials() if "ray_trial_id" in t.user_attrs}
+    assert by_ray["a"].state == TrialState.PRUNED and by_ray["a"].user_attrs["status"] == "early_stopped"
+    assert by_ray["a"].intermediate_values == {1: 0.3, 2: 0.6}
+    assert by_ray["a"].user_attrs["epochs"] == 2
+    assert by_ray["b"].state == TrialState.COMPLETE and by_ray["b"].value == 0.7
+    assert by_ray["b"].user_attrs["duration_s"] == 4.5 and by_ray["b"].user_attrs["status"] == "completed"
+    for rid in "cde":
+        assert by_ray[rid].state == TrialState.FAIL and by_ray[rid].user_attrs["status"] == "failed"
+    assert "diverged" in by_ray["d"].user_attrs["error"]
+    assert s.study.best_trial.number == by_ray["b"].number
+
+
+def test_consecutive_rejection_cap_finishes_with_reason(tmp_path):
+    # nothing fits 100 bytes
+    spec = _spec(**{"max_param_bytes: 1500": "max_param_bytes: 100", "max_consecutive_rejections: 400": "max_consecutive_rejections: 5"})
+    s = _searcher(tmp_path, spec)
+    assert s.suggest("a") == Searcher.FINISHED
+    assert s.suggest("b") == Searcher.FINISHED
+    trials = s.study.get_trials()
+    assert len(trials) == 5 and all(t.user_attrs["status"] == "rejected_budget" for t in trials)
+    reason = s.study.user_attrs["stop_reason"]
+    assert "5 proposals in a row were over the budget" in reason and "tight.yaml" in reason
+
+
+def test_save_restore_reissues_proposals_tune_never_saw(tmp_path):
+    spec = _spec()
+    s = _searcher(tmp_path, spec)
+    first = s.suggest("a")
+    s.suggest("b")
+    s.on_trial_complete("a", {"val_macro_accuracy": 0.5, "val_log_loss": 1.0, "epoch": 3, "epochs_planned": 3})
+    s.save(str(tmp_path / "state.pkl"))  # Tune's experiment checkpoint
+    lost = s.suggest("c")  # asked after the checkpoint, then the driver dies
+    half = s.study.ask()  # asked, never costed
+    assert pickle.loads(pickle.dumps(s)).study_name == "s"  # picklable (Tune keeps it in tuner.pkl)
+
+    fresh = _searcher(tmp_path, spec)
+    fresh.restore(str(tmp_path / "state.pkl"))
+    again = fresh.suggest("z")
+    assert again["optuna_trial"] == lost["optuna_trial"] and again["proposal"] == lost["proposal"]
+    assert fresh.study.trials[half.number].state == TrialState.FAIL
+    assert fresh.study.trials[half.number].user_attrs["status"] == "discarded"
+    fresh.on_trial_complete("b", {"val_macro_accuracy": 0.6, "val_log_loss": 1.0, "epoch": 3, "epochs_planned": 3})
+    fresh.on_trial_complete("z", {"val_macro_accuracy": 0.7, "val_log_loss": 1.0, "epoch": 3, "epochs_planned": 3})
+    fresh.on_trial_complete("a", {"val_macro_accuracy": 0.1, "epoch": 3, "epochs_planned": 3})  # already told: ignored
+    study = fresh.study
+    assert study.trials[first["optuna_trial"]].value == 0.5
+    assert study.trials[lost["optuna_trial"]].user_attrs["ray_trial_id"] == "z"
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    # the next proposal is a new one
+    assert fresh.suggest("y")["optuna_trial"] > lost["optuna_trial"]
+
+
+def test_restore_refuses_another_search_file(tmp_path):
+    s = _searcher(tmp_path, _spec())
+    s.suggest("a")
+    s.save(str(tmp_path / "state.pkl"))
+    other = _searcher(tmp_path, _spec(**{"epochs: 3": "epochs: 4"}))
+    with pytest.raises(Exception, match="another search file"):
+        other.restore(str(tmp_path / "state.pkl"))
+
+
+def test_open_study_is_persistent(tmp_path):
+    spec = _spec()
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    s = BudgetedSearcher(spec, url, "p")
+    s.suggest("a")
+    again = optuna.load_study(study_name="p", storage=url)
+    assert len(again.trials) == len(s.study.trials)
+    assert open_study(spec, url, "p").directions == [optuna.study.StudyDirection.MAXIMIZE]
+    assert json.loads(again.trials[-1].user_attrs["config"])["student"]["n_classes"] == 10
