@@ -187,15 +187,17 @@ def run_demo(
 
     space = _space_for(settings, out)
     name, t0 = step("search", 5, f"budgeted search ({Path(settings.space).name}) on local Ray -> {paths['results']}")
-    run_dir = run_search(
+    events = _SearchEvents(say)
+    searched = run_search(
         paths["cache"],
         space,
         name=RUN_NAME,
         results_dir=paths["results"],
-        teacher_cache_dir=paths["teacher_cache"],
+        teacher_cache=paths["teacher_cache"],
         num_samples=settings.num_samples,
-        on_event=lambda event, info: _search_event(say, event, info),
+        on_event=events,
     )
+    run_dir = searched.run_dir
     paths["run"] = Path(run_dir)
     timings[name] = time.perf_counter() - t0
 
@@ -244,14 +246,32 @@ def run_demo(
     return summary
 
 
-def _search_event(say: Log, event: str, info: dict[str, Any]) -> None:
-    """One line per search event worth a newcomer's attention (trial ends, rejections are summarised)."""
-    if event in ("completed", "early_stopped", "failed", "trial_end", "finished"):
-        acc = info.get("val_macro_accuracy")
-        acc_text = f", val macro acc {acc:.3f}" if isinstance(acc, (int, float)) else ""
-        say(f"    trial {info.get('trial', '?')} {info.get('status', event)}{acc_text}")
-    elif event == "progress":
-        say("    " + ", ".join(f"{k} {v}" for k, v in info.items()))
+class _SearchEvents:
+    """Turns the search's events into a few log lines: one per finished trial, rejections summarised."""
+
+    def __init__(self, say: Log) -> None:
+        self.say = say
+        self.rejected = 0
+        self.finished = 0
+        self.best: float | None = None
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "rejected":
+            self.rejected += 1
+        elif event == "started":
+            self.say(f"    trial {info.get('trial')} started ({info.get('params', 0):,} params, "
+                     f"{info.get('macs', 0):,} MACs; {self.rejected} over-budget proposals rejected so far)")
+        elif event in ("completed", "early_stopped", "failed"):
+            self.finished += 1
+            acc = info.get("val_macro_accuracy")
+            if event == "completed" and isinstance(acc, (int, float)) and (self.best is None or acc > self.best):
+                self.best = float(acc)
+            acc_text = f", val macro acc {acc:.3f}" if isinstance(acc, (int, float)) else ""
+            best_text = f", best so far {self.best:.3f}" if self.best is not None else ""
+            self.say(f"    trial {info.get('trial')} {event.replace('_', ' ')} after {info.get('epochs', '?')} "
+                     f"epoch(s){acc_text}{best_text}")
+        elif event in ("exhausted", "error"):
+            self.say(f"    search: {info.get('message')}")
 
 
 def load_summary(out_dir: str | os.PathLike[str]) -> dict[str, Any]:

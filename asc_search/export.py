@@ -512,9 +512,9 @@ def export_run(
     search_file = run_dir / R.SEARCH_FILE
     if not search_file.is_file():
         raise NotFoundError(f"{search_file} does not exist: cannot tell the run's budget, profile and split")
+    row = R.best_trial(table, budget=R.load_budget(run_dir), trial_id=trial_id).to_dict()
     spec = load_space(search_file)
     budget = spec.budget
-    row = R.best_trial(table, budget=budget, trial_id=trial_id).to_dict()
     log(f"trial {row['trial_id']}: validation macro accuracy {row['val_macro_accuracy']:.4f}, "
         f"{int(row['param_bytes']):,} bytes, {int(row['macs']):,} MACs")
     proposal = trial_proposal(row)

@@ -41,9 +41,15 @@ def _write(out, force=False, budget=None, **kw):
     )
 
 
-def test_export_folder_round_trip(tmp_path):
-    out = tmp_path / "export"
-    cfg, model, x, summary = _write(out)
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """One export folder shared by the read-only tests of this module."""
+    out = tmp_path_factory.mktemp("export") / "export"
+    return (out, *_write(out))
+
+
+def test_export_folder_round_trip(written):
+    out, cfg, model, x, summary = written
     assert sorted(p.name for p in out.iterdir()) == sorted([STUDENT_YAML, WEIGHTS_FILE, ONNX_FILE, REPORT_FILE])
     record = yaml.safe_load((out / STUDENT_YAML).read_text())
     assert record["model"]["config"] == cfg.to_dict()
@@ -72,11 +78,10 @@ def test_export_folder_round_trip(tmp_path):
     assert set(load_file(str(out / WEIGHTS_FILE))) == set(model.state_dict())
 
 
-def test_onnx_matches_torch_on_other_inputs(tmp_path):
+def test_onnx_matches_torch_on_other_inputs(written):
     import onnxruntime as ort
 
-    out = tmp_path / "export"
-    _, model, _, _ = _write(out)
+    out, _, model, _, _ = written
     session = ort.InferenceSession(str(out / ONNX_FILE), providers=["CPUExecutionProvider"])
     x = torch.randn(5, 1, 40, 51)  # another batch size than the check used
     got = session.run(["logits"], {"x": x.numpy()})[0]
@@ -104,14 +109,94 @@ def test_over_budget_model_is_refused_and_nothing_written(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_load_export_bad_folders(tmp_path):
+def test_load_export_bad_folders(written, tmp_path):
+    import shutil
+
     with pytest.raises(NotFoundError, match="does not exist"):
         load_export(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(NotFoundError, match="no student.yaml"):
         load_export(tmp_path / "empty")
     out = tmp_path / "export"
-    _write(out)
+    shutil.copytree(written[0], out)
     (out / WEIGHTS_FILE).write_bytes(b"garbage")
     with pytest.raises(DataError, match="not a readable safetensors file"):
         load_export(out)
+
+
+# ------------------------------------------------------------------------------------------------ a real run
+
+
+@pytest.mark.slow
+def test_export_run_best_trial(tiny_search_run, tmp_path):
+    import hashlib
+    import json
+
+    from asc_search import results as R
+    from asc_search.export import export_run
+
+    table = R.load_trials(tiny_search_run)
+    best = R.leaderboard(table).iloc[0]
+    out = tmp_path / "best"
+    summary = export_run(tiny_search_run, out, device="cpu")
+    assert summary.trial_id == str(best["trial_id"]) and not summary.retrained
+    record = yaml.safe_load((out / STUDENT_YAML).read_text())
+    # the exported weights are the trial's best checkpoint
+    ckpt = torch.load(tiny_search_run / best["checkpoint_path"] / "best.pt", weights_only=True)
+    loaded = load_export(out)
+    for key, value in ckpt["best_state"].items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key
+    # its cost is the one the search recorded, within the run's budget
+    assert record["complexity"]["macs"] == int(best["macs"]) and record["complexity"]["passed"]
+    assert record["complexity"]["limits"]["max_macs"] == 2_000_000
+    # provenance ties it to the run's inputs
+    info = json.loads((tiny_search_run / "run.json").read_text())
+    prov = record["provenance"]
+    assert prov["feature_fingerprint"] == info["feature_fingerprint"]
+    assert prov["teacher_fingerprints"] == info["teacher_fingerprint"]
+    assert prov["search_file_sha256"] == hashlib.sha256((tiny_search_run / "search.yaml").read_bytes()).hexdigest()
+    # scored on the test split only: clip count = the cache's test rows
+    from asc_search.cache import load_features
+
+    fs = load_features(info["cache_dir"], columns_only=True)
+    assert record["metrics"]["test"]["n"] == int((fs.table["split"] == "test").sum())
+    assert record["metrics"]["validation"]["val_macro_accuracy"] == pytest.approx(float(best["val_macro_accuracy"]))
+    assert set(record["metrics"]["test"]["per_device"]) >= {"s4", "s5", "s6"}
+
+
+@pytest.mark.slow
+def test_cli_export_named_trial_retrain_and_refusals(tiny_search_run, tmp_path, capsys):
+    from asc_search import results as R
+    from asc_search.cli import main
+
+    table = R.load_trials(tiny_search_run)
+    other = R.leaderboard(table).iloc[-1]["trial_id"]
+    out = tmp_path / "named"
+    assert main(["export", str(tiny_search_run), "--out", str(out), "--trial", str(other), "--retrain",
+                 "--device", "cpu"]) == 0
+    record = yaml.safe_load((out / STUDENT_YAML).read_text())
+    assert record["provenance"]["trial_id"] == str(other) and record["provenance"]["retrained"] is True
+    assert "test macro accuracy" in capsys.readouterr().out
+    # an existing folder is refused, naming it, and left as it was
+    before = (out / STUDENT_YAML).read_bytes()
+    assert main(["export", str(tiny_search_run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"export folder {out} already exists; pass --force" in err and "Traceback" not in err
+    assert (out / STUDENT_YAML).read_bytes() == before
+    # a trial that does not exist
+    assert main(["export", str(tiny_search_run), "--out", str(tmp_path / "x"), "--trial", "999"]) == 2
+    assert "no trial '999'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_export_bad_runs(fake_run, tmp_path, capsys):
+    from asc_search.cli import main
+
+    run = fake_run(name="stopped", n=20, completed=False)
+    assert main(["export", "stopped", "--results-dir", str(run.parent), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "no completed trial" in err and "Traceback" not in err
+    assert main(["export", "nope", "--results-dir", str(run.parent), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "no search run named 'nope'" in err and "runs there: stopped" in err
+    assert not (tmp_path / "e").exists()
