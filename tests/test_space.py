@@ -1,0 +1,168 @@
+"""Search files: the shipped spaces load; broken files fail with a message naming the file, the key and what is
+allowed; define-by-run sampling honours conditions; costing matches the complexity module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from asc_search.complexity import cost_student
+from asc_search.errors import ConfigError
+from asc_search.space import Proposal, load_space, parse_space
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = (ROOT / "search_spaces" / "quick.yaml").read_text()
+
+
+def test_shipped_spaces_load():
+    quick = load_space(ROOT / "search_spaces" / "quick.yaml")
+    dcase = load_space(ROOT / "search_spaces" / "dcase.yaml")
+    assert quick.profile.name == "quick" and quick.input_shape == (1, 1, 40, 51)
+    assert dcase.profile.name == "dcase" and dcase.input_shape == (1, 1, 256, 65)
+    assert (dcase.budget.max_param_bytes, dcase.budget.param_dtype, dcase.budget.max_macs) == (128_000, "int8", 30_000_000)
+    assert dcase.max_epochs == 120 and quick.max_epochs == 4
+    assert len(quick.sha256) == 64 and quick.search.num_samples >= 8
+
+
+@pytest.mark.parametrize(
+    "old, new, where, allowed",
+    [
+        # 1. unknown top-level section
+        ("search:\n", "serch: {}\nsearch:\n", "bad.yaml: serch: unknown key", "allowed keys here: description, profile"),
+        # 2. low above high
+        ("base_channels: {type: int, low: 8, high: 40, step: 8}", "base_channels: {type: int, low: 48, high: 40}",
+         "bad.yaml: student.base_channels.low", "must be <= high"),
+        # 3. float bound on an integer parameter
+        ("base_channels: {type: int, low: 8, high: 40, step: 8}", "base_channels: {type: int, low: 8.5, high: 40}",
+         "student.base_channels.low", "must be an integer >= 1"),
+        # 4. unknown sampler
+        ("sampler: tpe", "sampler: cmaes", "search.sampler", "one of 'tpe', 'random', 'nsga2'"),
+        # 5. unknown distribution type
+        ("kd_weight: {type: float, low: 0.0, high: 1.0}", "kd_weight: {type: uniform, low: 0.0, high: 1.0}",
+         "distill.kd_weight.type", "must be one of int, float, categorical, fixed"),
+        # 6. bad categorical choice
+        ("emb_loss: {type: categorical, choices: [mse, cosine]", "emb_loss: {type: categorical, choices: [mse, l1]",
+         "distill.emb_loss.choices[1]", "one of 'mse', 'cosine'"),
+        # 7. log scale from zero
+        ("lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}", "lr: {type: float, low: 0.0, high: 1.0e-2, log: true}",
+         "train.lr.low", "must be a number > 0"),
+        # 8. unknown feature profile
+        ("profile: quick", "profile: huge", "bad.yaml: profile", "one of 'dcase', 'dcase2023', 'quick'"),
+        # 9. bad budget dtype
+        ("param_dtype: int8", "param_dtype: int4", "budget.param_dtype", "one of 'int8', 'float16', 'float32'"),
+        # 10. objectives
+        ("objectives: [val_macro_accuracy]", "objectives: [macs]", "search.objectives", "must start with val_macro_accuracy"),
+        # 11. condition on a parameter not declared before
+        ("when: {use_embedding: true}, default: 0.0}", "when: {use_embeding: true}, default: 0.0}",
+         "distill.emb_weight.when.use_embeding", "must name a parameter declared before"),
+        # 12. fractional GPUs above one
+        ("gpus_per_trial: 0", "gpus_per_trial: 1.5", "search.resources.gpus_per_trial", "a fraction <= 1"),
+        # 13. n_stages without blocks_per_stage
+        ("  blocks_per_stage: {type: int, low: 1, high: 2}\n", "", "student.blocks_per_stage", "go together"),
+        # 14. the search sets the seed itself
+        ("  epochs: 4\n", "  epochs: 4\n  seed: 3\n", "train.seed", "is set by the search itself"),
+        # 15. a list where a distribution is expected
+        ("batch_size: {type: categorical, choices: [32, 64]}", "batch_size: [32, 64]", "train.batch_size",
+         "{type: categorical, choices: [...]}"),
+        # 16. unknown key inside a parameter
+        ("expansion_rate: {type: float, low: 1.5, high: 3.5}", "expansion_rate: {type: float, low: 1.5, high: 3.5, steps: 2}",
+         "student.expansion_rate.steps", "allowed keys here: type, when, default, low, high, step, log"),
+    ],
+)
+def test_broken_files_name_file_key_and_allowed(old, new, where, allowed):
+    assert old in QUICK, old
+    with pytest.raises(ConfigError) as info:
+        parse_space(QUICK.replace(old, new, 1), source="bad.yaml")
+    message = str(info.value)
+    assert message.startswith("bad.yaml: ")
+    assert where in message and allowed in message, message
+
+
+def test_not_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML: line 3, column 1"):
+        parse_space("profile: quick\nbudget: {max_macs: [1,\n", source="bad.yaml")
+    with pytest.raises(ConfigError, match="the search file is empty"):
+        parse_space("", source="empty.yaml")
+    with pytest.raises(ConfigError, match="nope.yaml does not exist"):
+        load_space(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"bad.yaml: train: is required"):
+        parse_space(QUICK.split("train:")[0] + "search: {}\n", source="bad.yaml")
+
+
+def _sample(spec, seed, n=30):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed), direction="maximize")
+    out = []
+    for i in range(n):
+        trial = study.ask()
+        out.append((trial, spec.sample(trial, trial_seed=i)))
+        study.tell(trial, 0.0)
+    return out
+
+
+def test_define_by_run_conditions():
+    spec = parse_space(QUICK, source="quick.yaml")
+    seen_stages, seen_emb = set(), set()
+    for trial, prop in _sample(spec, seed=1):
+        n_stages = trial.params["n_stages"]
+        seen_stages.add(n_stages)
+        # one blocks_s<i> per existing stage, none beyond
+        assert [k for k in trial.params if k.startswith("blocks_s")] == [f"blocks_s{i + 1}" for i in range(n_stages)]
+        assert prop.student.n_blocks == tuple(trial.params[f"blocks_s{i + 1}"] for i in range(n_stages))
+        # strides of blocks the proposal lacks are dropped
+        assert set(prop.student.strides) <= set(prop.student.block_names)
+        if trial.params["use_embedding"]:
+            seen_emb.add(True)
+            assert 0.1 <= prop.distill.emb_weight <= 3.0 and "emb_loss" in trial.params
+            last = len(prop.student.block_names)
+            want = {"last": f"b{last}", "penultimate": f"b{max(1, last - 1)}"}[trial.params["embed_block"]]
+            assert prop.student.embed_block == want
+        else:
+            seen_emb.add(False)
+            assert prop.distill.emb_weight == 0.0
+            assert "emb_weight" not in trial.params and "emb_loss" not in trial.params
+        assert prop.train.epochs == 4 and prop.train.warmup_epochs == 0.5 and prop.train.device == "cpu"
+        assert prop.train.num_threads == 1
+        assert 1e-3 <= prop.train.lr <= 1e-2 and prop.train.batch_size in (32, 64)
+        assert prop.student.n_classes == 10
+    assert seen_stages == {1, 2, 3} and seen_emb == {True, False}
+
+
+def test_proposal_round_trip_and_seed():
+    spec = parse_space(QUICK, source="quick.yaml")
+    (_, prop), *_ = _sample(spec, seed=2, n=1)
+    again = Proposal.from_dict(prop.to_dict())
+    assert again.student == prop.student and again.distill == prop.distill and again.train == prop.train
+    assert prop.train.seed == 0
+    gpu = parse_space(QUICK.replace("gpus_per_trial: 0", "gpus_per_trial: 0.5"), source="g.yaml")
+    (_, p2), *_ = _sample(gpu, seed=2, n=1)
+    assert p2.train.device == "cuda"
+
+
+def test_cost_matches_complexity_and_constraints():
+    spec = parse_space(QUICK, source="quick.yaml")
+    statuses = set()
+    for _, prop in _sample(spec, seed=3, n=25):
+        cost = spec.cost(prop.student)
+        report = cost_student(prop.student, (1, 1, 40, 51), spec.budget)
+        assert (cost.params, cost.param_bytes, cost.macs) == (
+            report.complexity.params,
+            report.complexity.param_bytes,
+            report.complexity.macs,
+        )
+        assert cost.passed == report.passed
+        assert cost.passed == all(v <= 0 for v in cost.constraints.values())
+        assert cost.constraints["macs"] == pytest.approx(cost.macs / 2_000_000 - 1)
+        statuses.add(cost.passed)
+    assert statuses == {True, False}  # the quick space reaches over its budget
+
+
+def test_num_samples_override_is_recorded():
+    spec = parse_space(QUICK, source="quick.yaml")
+    more = spec.with_num_samples(3)
+    assert more.search.num_samples == 3 and "num_samples set to 3" in more.text
+    assert more.sha256 != spec.sha256
+    assert parse_space(more.text).search.num_samples == 3
+    with pytest.raises(ConfigError, match="--num-samples"):
+        spec.with_num_samples(0)
