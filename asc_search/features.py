@@ -102,6 +102,8 @@ def read_clip(path: str | os.PathLike, clip_seconds: float = 1.0, where: str = "
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # noqa: BLE001 - libsndfile reports corrupt files with several exception types
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        if detail.startswith("Error opening") and "': " in detail:  # libsndfile repeats the path; keep the reason
+            detail = detail.split("': ", 1)[1]
         raise DataError(f"{path}: cannot be decoded as audio{suffix} ({detail}); expected a mono WAV file") from None
     frames, channels = data.shape
     if channels != 1:
