@@ -52,6 +52,7 @@ __all__ = [
     "trial_proposal",
     "trial_state_dict",
     "run_info",
+    "split_tensors",
 ]
 
 EXPORT_FORMAT = 1
@@ -466,8 +467,9 @@ def _refuse_existing(out: Path, force: bool) -> None:
 # ------------------------------------------------------------------------------------------------ export a run
 
 
-def _split_tensors(features: Any, split: Any, targets: Any = None) -> dict[str, Any]:
-    """{"train", "val", "test"} -> (TensorData, table) with teacher targets aligned by row."""
+def split_tensors(features: Any, split: Any, targets: Any = None) -> dict[str, Any]:
+    """{"train", "val", "test"} -> (TensorData, table) of a feature cache, validation carved from train as the
+    search carves it (:func:`asc_search.data.tau.carve_validation`), teacher targets (when given) aligned by row."""
     from .data.tau import carve_validation
     from .train import TensorData
 
@@ -546,7 +548,7 @@ def export_run(
 
         targets = load_teacher_targets(features, teacher_dir)
         teacher_fps = teacher_fps or _first(targets.meta, "teacher_fingerprints", "teacher_fingerprint")
-    parts = _split_tensors(features, spec.split, targets)
+    parts = split_tensors(features, spec.split, targets)
     test_data, test_table = parts["test"]
 
     model = build_student(proposal.student)

@@ -1,9 +1,105 @@
-"""CLI commands of this area (registered by :mod:`asc_search.cli`)."""
+"""``asc-search bench``: every area's figures and the accuracy table, side by side in one run."""
 
 from __future__ import annotations
 
 import argparse
+import math
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this area's subcommands to ``sub``."""
+    from ..bench import AREAS
+
+    p = sub.add_parser(
+        "bench",
+        help="measure features, complexity, teacher and search figures, and the accuracy table, in one run",
+        description="Runs the per-area benchmarks (asc_search/benchmarks/*.py) one after the other, then the "
+        "accuracy table on the built-in data: teacher; DCASE 2024 baseline architecture without KD; the same "
+        "with KD; the best searched student (params, bytes, MACs, test macro accuracy). Without --demo-dir the "
+        "demo runs first. Prints tables; --json writes everything to a file.",
+    )
+    p.add_argument("--json", default=None, metavar="FILE", help="write all figures to FILE as JSON")
+    p.add_argument("--quick", action="store_true", help="small sizes everywhere (a smoke run, minutes)")
+    p.add_argument("--areas", default=",".join(AREAS), help=f"comma-separated areas to run (default: {','.join(AREAS)})")
+    p.add_argument("--no-accuracy", action="store_true", help="skip the accuracy table")
+    p.add_argument("--demo-dir", default=None, help="take the accuracy table's inputs from this finished demo folder")
+    p.add_argument("--work-dir", default=None, help="scratch folder (default: a temporary folder, removed after)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device (default auto)")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        return f"{v:,.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
+    return str(v)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from ..bench import run_bench, write_json
+    from ..errors import ConfigError
+
+    areas = tuple(a.strip() for a in args.areas.split(",") if a.strip())
+    if args.json:
+        from pathlib import Path
+
+        if Path(args.json).is_dir():
+            raise ConfigError(f"--json {args.json} is a folder; expected a file name")
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    err = Console(stderr=True)
+    start = time.perf_counter()
+    result = run_bench(
+        quick=args.quick,
+        areas=areas,
+        accuracy=not args.no_accuracy,
+        demo_dir=args.demo_dir,
+        work_dir=args.work_dir,
+        device=args.device,
+        log=lambda m: err.print(f"[dim]{time.perf_counter() - start:7.1f}s  {m}[/dim]", highlight=False),
+    )
+    from ..bench import flatten
+
+    for area, entry in result["areas"].items():
+        title = f"{area} ({entry.get('seconds', 0)} s)"
+        if "error" in entry:
+            console.print(f"[bold]{title}[/bold]: [red]not measured[/red]: {entry['error']}")
+            continue
+        table = Table(title=title, show_header=False)
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        for key, value in flatten(entry["result"]):
+            table.add_row(key, _fmt(value))
+        console.print(table)
+    acc = result.get("accuracy")
+    if acc:
+        b = acc["budget"]
+        table = Table(title=f"Accuracy on the built-in data ({acc['profile']} profile, {acc['split_sizes']['test']} "
+                      f"test clips; budget {b['max_param_bytes']:,} B at {b['param_dtype']}, {b['max_macs']:,} MACs)")
+        for col in ("model", "params", "bytes", "MACs", "within budget", "val macro acc", "test macro acc",
+                    "test log loss", "unseen-device acc"):
+            table.add_column(col, justify="left" if col == "model" else "right")
+        for r in acc["rows"]:
+            table.add_row(r["model"], _fmt(r["params"]), f"{_fmt(r['param_bytes'])} ({r['param_dtype']})",
+                          _fmt(r["macs"]), _fmt(r["within_budget"]), _fmt(r.get("val_macro_accuracy")),
+                          _fmt(r["test_macro_accuracy"]), _fmt(r["test_log_loss"]), _fmt(r.get("test_unseen_accuracy")))
+        console.print(table)
+        rc = acc["recipe"]
+        console.print(f"baselines trained with the best student's recipe: {rc['epochs']} epochs, lr {rc['lr']:.3g}, "
+                      f"weight decay {rc['weight_decay']:.3g}, batch {rc['batch_size']}, seed {rc['seed']}")
+    if args.json:
+        write_json(result, args.json)
+        console.print(f"wrote {args.json}")
+    console.print(f"bench done in {result['seconds']:.0f}s")
+    return 0
