@@ -233,12 +233,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------ predict
 
 
-def _short_path(path: Path) -> str:
-    """``path`` relative to the working directory when it lies below it (shorter table rows)."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+def _short_paths(paths: list[Path]) -> tuple[Path | None, list[str]]:
+    """(the folder the files share, each file relative to it): keeps the table narrow; --csv keeps full paths."""
+    import os
+
+    if not paths:
+        return None, []
+    common = Path(os.path.commonpath([str(p.resolve().parent) for p in paths]))
+    return common, [str(p.resolve().relative_to(common)) for p in paths]
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -250,16 +252,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.csv:
         P.write_csv(result, args.csv)
     console = _console()
-    table = Table(title=f"Predictions of {result.model_name} ({len(result.rows)} files)")
-    table.add_column("file", overflow="fold")
+    common, names = _short_paths([row.path for row in result.rows])
+    table = Table(title=f"Predictions of {result.model_name}: {len(result.rows)} file(s) in {common}")
+    table.add_column("file", overflow="fold", min_width=min(60, max((len(n) for n in names), default=4)))
     table.add_column("scene")
     table.add_column("p(scene)", justify="right")
     table.add_column("windows", justify="right")
     for label in result.labels:
         table.add_column(label, justify="right")
-    for row in result.rows:
+    for name, row in zip(names, result.rows):
         table.add_row(
-            _short_path(row.path), row.scene, f"{row.probabilities[row.scene]:.3f}", str(row.windows),
+            name, row.scene, f"{row.probabilities[row.scene]:.3f}", str(row.windows),
             *[f"{row.probabilities[label]:.3f}" for label in result.labels],
         )
     console.print(table)

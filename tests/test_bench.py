@@ -1,0 +1,64 @@
+"""`asc-search bench`: the per-area runner and the accuracy table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from asc_search import bench as B
+from asc_search.cli import main
+from asc_search.errors import ConfigError, NotFoundError
+
+
+def test_run_area_passes_quick_sizes_and_reports_failures(monkeypatch):
+    out = B.run_area("complexity", quick=True)
+    assert out["available"] and "error" not in out, out.get("error")
+    assert out["arguments"] == {"n_candidates": 10}
+    assert out["result"]["cost_student"]["n_candidates"] == 10
+    missing = B.run_area("nonexistent")
+    assert not missing["available"] and "no benchmark module" in missing["error"]
+
+    import types
+
+    broken = types.ModuleType("asc_search.benchmarks.broken")
+    broken.run = lambda: 1 / 0
+    monkeypatch.setitem(__import__("sys").modules, "asc_search.benchmarks.broken", broken)
+    failed = B.run_area("broken")
+    assert failed["available"] and failed["error"].startswith("ZeroDivisionError")
+
+
+def test_flatten_names_nested_figures():
+    rows = dict(B.flatten({"a": {"b": 1}, "profiles": [{"profile": "quick", "t": 2.0}, {"x": 3}], "l": [1, 2]}))
+    assert rows == {"a.b": 1, "profiles.quick.profile": "quick", "profiles.quick.t": 2.0, "profiles.1.x": 3, "l": "[1, 2]"}
+
+
+def test_bad_bench_inputs(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="unknown bench area"):
+        B.run_bench(areas=("gpu",), accuracy=False)
+    with pytest.raises(NotFoundError, match="holds no finished demo"):
+        B.accuracy_table(tmp_path)
+    assert main(["bench", "--areas", "complexity", "--no-accuracy", "--json", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_accuracy_table_from_a_demo(tiny_demo, tmp_path, capsys):
+    target = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--areas", "complexity", "--demo-dir", str(tiny_demo.out_dir),
+                 "--json", str(target), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "Accuracy on the built-in data" in out and "DCASE 2024 baseline, no KD" in out
+    result = json.loads(target.read_text())
+    rows = {r["model"].split(" (")[0].split(",")[0]: r for r in result["accuracy"]["rows"]}
+    assert len(result["accuracy"]["rows"]) == 4
+    assert set(rows) == {"teacher", "DCASE 2024 baseline", "best searched student"}
+    student = result["accuracy"]["rows"][-1]
+    # the best student's row is the export's own figures, scored on the same test split
+    assert student["params"] == tiny_demo.student["params"] and student["macs"] == tiny_demo.student["macs"]
+    assert student["test_macro_accuracy"] == pytest.approx(tiny_demo.student["test_macro_accuracy"])
+    assert student["within_budget"] is True
+    base = result["accuracy"]["rows"][1]
+    assert base["params"] == 61_148 and base["kd"]["kd_weight"] == 0.0
+    assert result["accuracy"]["rows"][2]["kd"]["kd_weight"] == 0.98
+    assert result["areas"]["complexity"]["available"]

@@ -1,0 +1,67 @@
+"""`asc-search demo`: the whole chain on built-in data at the smallest size, its summary and its files."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from asc_search.cli import main
+from asc_search.demo import SUMMARY_FILE, DemoSettings
+from asc_search.errors import ConfigError
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tiny_demo):
+    s = tiny_demo
+    out = s.out_dir
+    # every step left its files where the summary says
+    assert (s.paths["data"] / "meta.csv").is_file()
+    assert (s.paths["teacher"] / "teacher.pt").is_file()
+    assert any(s.paths["teacher_cache"].glob("*.parquet"))
+    for name in ("trials.parquet", "study.db", "search.yaml", "run.json"):
+        assert (s.paths["run"] / name).is_file(), name
+    for name in ("student.yaml", "student.safetensors", "student.onnx", "report.md"):
+        assert (s.paths["export"] / name).is_file(), name
+    assert sorted(p.name for p in s.paths["plots"].glob("*.png")) == [
+        "accuracy_over_trials.png", "budget_plane.png", "pareto_front.png"]
+    # the summary agrees with the files
+    trials = pd.read_parquet(s.paths["run"] / "trials.parquet")
+    assert s.proposals["total"] == len(trials)
+    assert s.proposals["rejected_budget"] == int((trials["status"] == "rejected_budget").sum()) > 0
+    trained = trials[trials["status"].isin(["completed", "early_stopped", "failed"])]
+    assert len(trained) == 2  # num_samples counts trained trials only
+    assert (trained["param_bytes"] <= s.budget["max_param_bytes"]).all() and (trained["macs"] <= s.budget["max_macs"]).all()
+    assert s.student["param_bytes"] <= s.budget["max_param_bytes"] and s.student["macs"] <= s.budget["max_macs"]
+    assert 0.0 <= s.student["test_macro_accuracy"] <= 1.0 and 0.0 <= s.teacher["test_macro_accuracy"] <= 1.0
+    assert s.teacher["params"] > 1_000_000
+    saved = json.loads((out / SUMMARY_FILE).read_text())
+    assert saved["student"]["trial_id"] == s.student["trial_id"]
+    assert set(saved["timings_s"]) >= {"synth", "features", "teacher", "embed", "search", "export", "total"}
+
+
+@pytest.mark.slow
+def test_demo_outputs_feed_the_other_commands(tiny_demo, capsys):
+    s = tiny_demo
+    assert main(["results", str(s.paths["run"]), "--json", "--no-plots"]) == 0
+    assert json.loads(capsys.readouterr().out)["status_counts"]["total"] == s.proposals["total"]
+    wav = sorted((s.paths["data"] / "audio").glob("*.wav"))[:2]
+    assert main(["predict", str(s.paths["export"]), *map(str, wav), "--device", "cpu"]) == 0
+    assert wav[0].name in capsys.readouterr().out
+
+
+def test_demo_refuses_existing_folder_and_bad_settings(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    assert main(["demo", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already exists and is not empty; pass --force" in err
+    assert main(["demo", "--out", str(out), "--force"]) == 2  # not a demo folder: never deleted
+    assert "does not look like a demo folder" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "keep"
+    with pytest.raises(ConfigError, match="clips must be a positive integer"):
+        DemoSettings(clips=0)
+    with pytest.raises(SystemExit):
+        main(["demo", "--clips", "-5"])
