@@ -122,3 +122,14 @@ def test_length_policy(tmp_path):
     assert read_clip(tmp_path / "long_ok.wav")[0].shape == (rate,)  # trimmed at the end
     with pytest.raises(DataError, match=r"short.wav: 0.500 s \(22050 samples at 44100 Hz\).*expected 1 s clips"):
         read_clip(tmp_path / "short.wav")
+
+
+@pytest.mark.slow
+def test_benchmark_runs_on_a_small_set(tmp_path):
+    from asc_search.benchmarks.features import run
+
+    result = run(n_clips=120, workers=1, workdir=tmp_path)
+    assert result["dcase"]["tensor_shape"] == [120, 1, 256, 65]
+    assert result["dcase"]["reused"] is True
+    assert result["dcase"]["cache_bytes_per_1000_clips"] > result["quick"]["cache_bytes_per_1000_clips"] > 0
+    assert result["synth"]["clips_per_s"] > 0

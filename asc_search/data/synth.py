@@ -79,73 +79,83 @@ def _p(**kw) -> _ScenePrior:
 
 
 SCENES: dict[str, _ScenePrior] = {
+    # indoor, large and reverberant: PA chimes, crowd, ventilation hum
     "airport": _p(
-        bg_level=(-38, 3), bg_slope=(1.0, 0.25), bg_lowpass=(12.5, 0.6), bg_swell=(0.1, 0.08),
-        hum_prob=0.6, hum_f0=(6.5, 0.6), hum_level=(-8, 4), hum_bright=(1.4, 0.4),
-        rates=dict(step=1.5, talk=1.2, babble=6.0, beep=0.25, music=0.2, passby=0.1),
-        levels=dict(step=-2, talk=4, babble=0, beep=6, music=-2, passby=2),
-        rt60=(1.2, 0.35), wet=(0.55, 0.15)),
+        bg_level=(-38, 2.5), bg_slope=(1.0, 0.2), bg_lowpass=(12.5, 0.5), bg_swell=(0.1, 0.08),
+        hum_prob=0.6, hum_f0=(7.0, 0.4), hum_level=(-8, 3), hum_bright=(1.6, 0.3),
+        rates=dict(step=1.5, talk=1.0, babble=6.0, beep=0.45, music=0.2, passby=0.1),
+        levels=dict(step=-2, talk=4, babble=1, beep=8, music=-2, passby=2),
+        rt60=(1.4, 0.3), wet=(0.6, 0.12)),
+    # engine hum low and strong, muffled dark background, small cabin
     "bus": _p(
-        bg_level=(-31, 3), bg_slope=(1.8, 0.25), bg_lowpass=(11.3, 0.6), bg_swell=(0.25, 0.1),
-        hum_prob=0.9, hum_f0=(5.9, 0.4), hum_level=(-3, 4), hum_bright=(1.2, 0.4),
-        rates=dict(talk=0.6, babble=1.0, beep=0.1, squeal=0.06, step=0.2),
+        bg_level=(-31, 2.5), bg_slope=(1.9, 0.2), bg_lowpass=(11.2, 0.4), bg_swell=(0.25, 0.1),
+        hum_prob=0.95, hum_f0=(6.2, 0.3), hum_level=(-1, 3), hum_bright=(1.2, 0.3),
+        rates=dict(talk=0.7, babble=1.0, beep=0.12, squeal=0.05, step=0.2),
         levels=dict(talk=4, babble=-3, beep=4, squeal=0, step=-4),
-        rt60=(0.3, 0.1), wet=(0.3, 0.1)),
+        rt60=(0.3, 0.08), wet=(0.3, 0.08)),
+    # loud, motor whine in the mid range, rail squeal, swelling rumble
     "metro": _p(
-        bg_level=(-28, 3), bg_slope=(1.4, 0.3), bg_lowpass=(11.8, 0.6), bg_swell=(0.3, 0.12),
-        hum_prob=0.85, hum_f0=(7.6, 0.7), hum_level=(-6, 4), hum_bright=(1.0, 0.4),
-        rates=dict(talk=0.3, babble=0.8, squeal=0.25, beep=0.1),
-        levels=dict(talk=2, babble=-4, squeal=2, beep=2),
-        rt60=(0.35, 0.12), wet=(0.35, 0.1)),
+        bg_level=(-27, 2.5), bg_slope=(1.5, 0.25), bg_lowpass=(11.8, 0.4), bg_swell=(0.4, 0.12),
+        hum_prob=0.9, hum_f0=(9.0, 0.4), hum_level=(-5, 3), hum_bright=(1.0, 0.3),
+        rates=dict(talk=0.3, babble=0.8, squeal=0.45, beep=0.1),
+        levels=dict(talk=2, babble=-4, squeal=4, beep=2),
+        rt60=(0.35, 0.1), wet=(0.35, 0.1)),
+    # very reverberant hall, footsteps, crowd, arriving trains, announcement beeps
     "metro_station": _p(
-        bg_level=(-35, 3), bg_slope=(1.2, 0.3), bg_lowpass=(12.2, 0.6), bg_swell=(0.2, 0.12),
-        hum_prob=0.5, hum_f0=(7.0, 0.8), hum_level=(-10, 4), hum_bright=(1.2, 0.4),
-        rates=dict(step=2.0, talk=0.8, babble=4.0, passby=0.25, squeal=0.12, beep=0.15),
-        levels=dict(step=0, talk=3, babble=-1, passby=6, squeal=3, beep=5),
-        rt60=(1.4, 0.4), wet=(0.6, 0.15)),
+        bg_level=(-35, 2.5), bg_slope=(1.25, 0.25), bg_lowpass=(12.2, 0.5), bg_swell=(0.2, 0.1),
+        hum_prob=0.4, hum_f0=(7.5, 0.5), hum_level=(-10, 3), hum_bright=(1.2, 0.3),
+        rates=dict(step=2.5, talk=0.8, babble=4.0, passby=0.3, squeal=0.15, beep=0.2),
+        levels=dict(step=1, talk=3, babble=-1, passby=6, squeal=3, beep=5),
+        rt60=(1.8, 0.35), wet=(0.7, 0.12)),
+    # quiet, wind-like dark background, many bird chirps, dry
     "park": _p(
-        bg_level=(-46, 4), bg_slope=(1.1, 0.35), bg_lowpass=(11.5, 0.8), bg_swell=(0.3, 0.15),
-        hum_prob=0.15, hum_f0=(6.0, 0.6), hum_level=(-12, 4), hum_bright=(1.6, 0.4),
-        rates=dict(chirp=1.5, talk=0.3, step=0.4, passby=0.15, babble=0.5),
-        levels=dict(chirp=8, talk=4, step=0, passby=-2, babble=-4),
-        rt60=(0.15, 0.06), wet=(0.1, 0.06)),
+        bg_level=(-47, 3), bg_slope=(1.4, 0.25), bg_lowpass=(10.8, 0.5), bg_swell=(0.4, 0.12),
+        hum_prob=0.1, hum_f0=(6.0, 0.5), hum_level=(-12, 3), hum_bright=(1.6, 0.3),
+        rates=dict(chirp=3.0, talk=0.3, step=0.4, passby=0.15, babble=0.4),
+        levels=dict(chirp=10, talk=4, step=0, passby=-2, babble=-4),
+        rt60=(0.15, 0.05), wet=(0.1, 0.05)),
+    # open square: bright splashing background (fountain), talkers, some birds
     "public_square": _p(
-        bg_level=(-41, 3), bg_slope=(1.2, 0.3), bg_lowpass=(12.0, 0.6), bg_swell=(0.2, 0.1),
-        hum_prob=0.25, hum_f0=(6.2, 0.6), hum_level=(-10, 4), hum_bright=(1.4, 0.4),
-        rates=dict(talk=0.9, babble=2.5, step=1.0, chirp=0.35, passby=0.3, music=0.1),
-        levels=dict(talk=4, babble=-2, step=-1, chirp=4, passby=2, music=0),
-        rt60=(0.5, 0.15), wet=(0.3, 0.1)),
+        bg_level=(-41, 2.5), bg_slope=(0.6, 0.2), bg_lowpass=(12.8, 0.4), bg_swell=(0.15, 0.08),
+        hum_prob=0.2, hum_f0=(6.2, 0.5), hum_level=(-10, 3), hum_bright=(1.4, 0.3),
+        rates=dict(talk=1.2, babble=2.5, step=1.0, chirp=0.6, passby=0.3, music=0.1),
+        levels=dict(talk=5, babble=-2, step=-1, chirp=5, passby=2, music=0),
+        rt60=(0.5, 0.12), wet=(0.3, 0.08)),
+    # indoor, reverberant: background music, crowd
     "shopping_mall": _p(
-        bg_level=(-38, 3), bg_slope=(1.0, 0.25), bg_lowpass=(12.3, 0.6), bg_swell=(0.1, 0.08),
-        hum_prob=0.55, hum_f0=(6.8, 0.6), hum_level=(-10, 4), hum_bright=(1.4, 0.4),
-        rates=dict(babble=6.0, talk=1.0, step=1.8, music=1.5, beep=0.08),
-        levels=dict(babble=0, talk=3, step=-2, music=1, beep=3),
-        rt60=(1.0, 0.3), wet=(0.5, 0.15)),
+        bg_level=(-38, 2.5), bg_slope=(1.0, 0.2), bg_lowpass=(12.3, 0.5), bg_swell=(0.1, 0.08),
+        hum_prob=0.5, hum_f0=(6.9, 0.4), hum_level=(-10, 3), hum_bright=(1.5, 0.3),
+        rates=dict(babble=6.0, talk=1.0, step=1.8, music=3.0, beep=0.08),
+        levels=dict(babble=0, talk=3, step=-2, music=4, beep=3),
+        rt60=(1.0, 0.25), wet=(0.5, 0.12)),
+    # footsteps and talkers dominate, occasional car
     "street_pedestrian": _p(
-        bg_level=(-39, 3), bg_slope=(1.35, 0.3), bg_lowpass=(11.9, 0.6), bg_swell=(0.25, 0.12),
-        hum_prob=0.3, hum_f0=(5.6, 0.5), hum_level=(-8, 4), hum_bright=(1.5, 0.4),
-        rates=dict(step=2.5, talk=1.1, babble=2.0, passby=0.4, chirp=0.1, beep=0.05),
-        levels=dict(step=1, talk=4, babble=-2, passby=4, chirp=2, beep=3),
-        rt60=(0.4, 0.12), wet=(0.25, 0.1)),
+        bg_level=(-39, 2.5), bg_slope=(1.3, 0.25), bg_lowpass=(11.9, 0.5), bg_swell=(0.25, 0.1),
+        hum_prob=0.25, hum_f0=(5.6, 0.4), hum_level=(-8, 3), hum_bright=(1.5, 0.3),
+        rates=dict(step=3.5, talk=1.5, babble=2.0, passby=0.5, chirp=0.1, beep=0.05),
+        levels=dict(step=3, talk=5, babble=-2, passby=4, chirp=2, beep=3),
+        rt60=(0.4, 0.1), wet=(0.25, 0.08)),
+    # frequent loud pass-bys, idling engines, horns
     "street_traffic": _p(
-        bg_level=(-33, 3), bg_slope=(1.6, 0.3), bg_lowpass=(11.6, 0.6), bg_swell=(0.35, 0.12),
-        hum_prob=0.55, hum_f0=(5.3, 0.4), hum_level=(-6, 4), hum_bright=(1.2, 0.4),
-        rates=dict(passby=1.3, step=0.4, talk=0.2, beep=0.12, squeal=0.05),
-        levels=dict(passby=7, step=-2, talk=2, beep=6, squeal=2),
-        rt60=(0.3, 0.1), wet=(0.2, 0.08)),
+        bg_level=(-33, 2.5), bg_slope=(1.7, 0.25), bg_lowpass=(11.6, 0.5), bg_swell=(0.4, 0.12),
+        hum_prob=0.6, hum_f0=(5.4, 0.3), hum_level=(-5, 3), hum_bright=(1.2, 0.3),
+        rates=dict(passby=2.2, step=0.4, talk=0.2, beep=0.2, squeal=0.05),
+        levels=dict(passby=9, step=-2, talk=2, beep=7, squeal=2),
+        rt60=(0.3, 0.08), wet=(0.2, 0.06)),
+    # electric motor whine (higher than the bus engine), bells, rail squeal
     "tram": _p(
-        bg_level=(-32, 3), bg_slope=(1.55, 0.3), bg_lowpass=(11.5, 0.6), bg_swell=(0.25, 0.1),
-        hum_prob=0.8, hum_f0=(6.8, 0.6), hum_level=(-6, 4), hum_bright=(1.1, 0.4),
-        rates=dict(talk=0.5, babble=1.0, squeal=0.2, beep=0.12, step=0.2),
-        levels=dict(talk=3, babble=-3, squeal=1, beep=5, step=-4),
-        rt60=(0.3, 0.1), wet=(0.3, 0.1)),
+        bg_level=(-32, 2.5), bg_slope=(1.55, 0.25), bg_lowpass=(11.5, 0.4), bg_swell=(0.25, 0.1),
+        hum_prob=0.9, hum_f0=(8.0, 0.3), hum_level=(-4, 3), hum_bright=(1.1, 0.3),
+        rates=dict(talk=0.5, babble=1.0, squeal=0.3, beep=0.3, step=0.2),
+        levels=dict(talk=3, babble=-3, squeal=3, beep=6, step=-4),
+        rt60=(0.3, 0.08), wet=(0.3, 0.08)),
 }
 assert tuple(SCENES) == DCASE_LABELS
 
 #: How much a clip varies around its location (fraction of the scene's location spread).
 _CLIP_JITTER = 0.35
 #: Log-normal spread of event rates between locations (natural log units).
-_RATE_SPREAD = 0.55
+_RATE_SPREAD = 0.35
 
 
 # ------------------------------------------------------------------------------------------------ devices
@@ -220,7 +230,7 @@ def plan_dataset(n_clips: int, seed: int = 0) -> tuple[list[dict], list[tuple[in
             if split == "train":
                 n_locs = int(np.clip(round(n_s / 10), 3, 60))
             else:
-                n_locs = int(np.clip(round(n_s / 6), 1, 30))
+                n_locs = int(np.clip(round(n_s / 5), 1, 30))
             n_locs = max(1, min(n_locs, n_s))
             loc_sizes = _counts(n_s, n_locs)
             for size in loc_sizes:
@@ -267,7 +277,7 @@ def _draw_location(prior: _ScenePrior, rng: np.random.Generator) -> dict:
         hum_level=n(prior.hum_level),
         hum_bright=max(0.5, n(prior.hum_bright)),
         rates={k: float(v * math.exp(rng.normal(0, _RATE_SPREAD))) for k, v in prior.rates.items()},
-        levels={k: float(v + rng.normal(0, 3)) for k, v in prior.levels.items()},
+        levels={k: float(v + rng.normal(0, 2)) for k, v in prior.levels.items()},
         rt60=float(np.clip(n(prior.rt60), 0.05, 2.5)),
         wet=float(np.clip(n(prior.wet), 0.02, 0.9)),
         spread=dict(bg_level=prior.bg_level[1], bg_slope=prior.bg_slope[1], hum_f0=prior.hum_f0[1]),
