@@ -622,6 +622,7 @@ def run_search(
                     scheduler=scheduler,
                     num_samples=s.num_samples,
                     max_concurrent_trials=s.max_concurrent,
+                    trial_dirname_creator=_trial_dirname,
                 ),
                 run_config=tune.RunConfig(
                     name=RAY_DIR,
@@ -674,6 +675,11 @@ def run_search(
         cls = ConfigError if err == "ConfigError" else BudgetError
         raise cls(f"{stop_reason} (run {run_dir}: {counts['trained']} trained, {counts['rejected_budget']} rejected)")
     return result
+
+
+def _trial_dirname(trial: Any) -> str:
+    """``trial_<optuna number>_<ray trial id>``: short, and names the Optuna trial."""
+    return f"trial_{trial.config.get('optuna_trial', 'x')}_{trial.trial_id}"
 
 
 def _versions() -> dict[str, str]:

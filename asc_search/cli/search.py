@@ -1,9 +1,153 @@
-"""CLI commands of this area (registered by :mod:`asc_search.cli`)."""
+"""``asc-search search``: the budgeted Ray Tune + Optuna search (Phase II)."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["register", "SearchPrinter"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to ``sub``."""
+    p = sub.add_parser(
+        "search",
+        help="budgeted Ray Tune + Optuna search over distilled students",
+        description=(
+            "Search student architectures and distillation weights on a feature cache (+ its teacher cache). "
+            "Proposals over the search file's budget are rejected before any training. Results go to "
+            "RESULTS_DIR/NAME/: trials.parquet, the Optuna study (study.db), search.yaml, run.json and the Ray "
+            "experiment. Ctrl-C stops the search; --resume finishes it."
+        ),
+    )
+    p.add_argument("cache_dir", metavar="CACHE_DIR", help="feature cache (from `asc-search data features`)")
+    p.add_argument("--space", metavar="FILE", help="search file, e.g. search_spaces/quick.yaml (not needed with --resume)")
+    p.add_argument(
+        "--teacher-cache", metavar="DIR", help="teacher cache (default: CACHE_DIR/teacher, from `asc-search teacher embed`)"
+    )
+    p.add_argument("--name", metavar="NAME", help="run name (default: the search file's name + a timestamp)")
+    p.add_argument("--results-dir", metavar="DIR", default="results", help="where runs go (default: ./results)")
+    p.add_argument("--num-samples", metavar="N", type=int, help="trained trials (overrides search.num_samples)")
+    p.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="join this Ray cluster (e.g. 10.0.0.5:6379 or auto); default: start a local Ray (inside `ray job "
+        "submit`, the job's cluster)",
+    )
+    p.add_argument("--resume", action="store_true", help="finish the interrupted run --name NAME")
+    p.set_defaults(func=_run)
+
+
+class SearchPrinter:
+    """Compact live progress: one line per trial start/end, rejections summed up, the best score so far."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True, highlight=False)
+        self.t0 = time.time()
+        self.running: set[int] = set()
+        self.done = 0
+        self.rejected = 0
+        self.rejected_since = 0
+        self.best: tuple[float, int] | None = None
+        self.num_samples = 0
+
+    def _stamp(self) -> str:
+        s = int(time.time() - self.t0)
+        return f"[dim]{s // 60:02d}:{s % 60:02d}[/dim]"
+
+    def _state(self) -> str:
+        best = f"best {self.best[0]:.3f} (trial {self.best[1]})" if self.best else "best -"
+        return (
+            f"[dim]running {len(self.running)} | trained {self.done}/{self.num_samples} | rejected {self.rejected} "
+            f"| {best}[/dim]"
+        )
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        c = self.console
+        if event == "setup":
+            counts = info.get("counts", {})
+            self.num_samples = int(info.get("num_samples", 0))
+            self.done = int(counts.get("trained", 0))
+            self.rejected = int(counts.get("rejected_budget", 0))
+            verb = "resuming" if info.get("resume") else "searching"
+            c.print(
+                f"{self._stamp()} {verb} [bold]{info['name']}[/bold] -> {info['run_dir']} "
+                f"({self.num_samples} trained trials, {info.get('max_concurrent')} at a time)"
+            )
+        elif event == "rejected":
+            self.rejected += 1
+            self.rejected_since += 1
+        elif event == "started":
+            self.running.add(int(info["trial"]))
+            skipped = f", after {self.rejected_since} over-budget proposal(s)" if self.rejected_since else ""
+            self.rejected_since = 0
+            what = "re-issued" if info.get("reissued") else "started"
+            cost = f"{info['params']:,} params, {info['macs']:,} MACs" if "params" in info else ""
+            c.print(f"{self._stamp()} trial {info['trial']:>4} {what}: {cost}{skipped}  {self._state()}")
+        elif event in ("completed", "early_stopped", "failed"):
+            number = int(info["trial"])
+            self.running.discard(number)
+            self.done += 1
+            acc = info.get("val_macro_accuracy")
+            if event == "completed" and acc is not None and (self.best is None or acc > self.best[0]):
+                self.best = (acc, number)
+            style = {"completed": "green", "early_stopped": "yellow", "failed": "red"}[event]
+            score = f"val macro acc {acc:.3f}" if acc is not None else "no score"
+            extra = f" ({info['error']})" if info.get("error") else ""
+            c.print(
+                f"{self._stamp()} trial {number:>4} [{style}]{event}[/{style}] after {info.get('epochs', 0)} epoch(s): "
+                f"{score}{extra}  {self._state()}"
+            )
+        elif event in ("exhausted", "error"):
+            c.print(f"{self._stamp()} [red]stopped proposing:[/red] {info.get('message')}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..search import run_search
+
+    printer = SearchPrinter()
+    result = run_search(
+        args.cache_dir,
+        args.space,
+        teacher_cache=args.teacher_cache,
+        name=args.name,
+        results_dir=args.results_dir,
+        num_samples=args.num_samples,
+        address=args.address,
+        resume=args.resume,
+        on_event=printer,
+    )
+    out = Console(highlight=False)
+    counts = result.counts
+    table = Table(title=f"search {result.name}", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row(
+        "proposals",
+        f"{counts['total']}: {counts['completed']} completed, {counts['early_stopped']} early-stopped, "
+        f"{counts['failed']} failed, {counts['rejected_budget']} rejected (over budget)",
+    )
+    if result.best:
+        b = result.best
+        table.add_row(
+            "best trial",
+            f"{b['trial_id']}: val macro accuracy {b['val_macro_accuracy']:.4f}, log loss {b['val_log_loss']:.3f}, "
+            f"{int(b['params']):,} params, {int(b['param_bytes']):,} bytes, {int(b['macs']):,} MACs",
+        )
+    table.add_row("run folder", str(result.run_dir))
+    table.add_row("trials", str(Path(result.run_dir) / "trials.parquet"))
+    table.add_row("time", f"{result.duration_s:.0f} s")
+    out.print(table)
+    if result.interrupted:
+        out.print(
+            f"[yellow]interrupted[/yellow]: finish it with `asc-search search {args.cache_dir} --name {result.name} "
+            f"--results-dir {args.results_dir} --resume`"
+        )
+        return 130
+    out.print(f"next: `asc-search results {result.run_dir}` and `asc-search export {result.run_dir} --out DIR`")
+    return 0

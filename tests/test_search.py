@@ -1,0 +1,181 @@
+"""The search end to end on real Ray (local and a local multi-node cluster), budget rejection, NaN trials, the
+trials table, and that the test split never reaches a trial."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from asc_search.errors import ConfigError, NotFoundError
+from asc_search.search import build_trials_table, prepare_trial_data, run_search
+from asc_search.space import load_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_space(tmp_path, name="tiny.yaml", **changes):
+    """search_spaces/quick.yaml cut down to a few short trials; ``changes``: {"section.key": value}."""
+    raw = yaml.safe_load((ROOT / "search_spaces" / "quick.yaml").read_text())
+    raw["train"]["epochs"] = 2
+    raw["train"]["batch_size"] = 64
+    raw["search"]["num_samples"] = 3
+    raw["search"]["n_startup_trials"] = 3
+    for key, value in changes.items():
+        section, field = key.split(".", 1)
+        raw[section][field] = value
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _study(run_dir):
+    return optuna.load_study(study_name=json.loads((run_dir / "run.json").read_text())["study_name"],
+                             storage=f"sqlite:///{run_dir / 'study.db'}")
+
+
+def _check_run(run_dir: Path, spec, n_trained: int) -> pd.DataFrame:
+    table = pd.read_parquet(run_dir / "trials.parquet")
+    for col in ("trial_id", "status", "params", "param_bytes", "macs", "val_macro_accuracy", "val_log_loss",
+                "epochs", "duration_s", "config", "p_base_channels", "p_kd_weight", "p_n_stages"):
+        assert col in table.columns, col
+    assert set(table["status"]) <= {"completed", "early_stopped", "failed", "rejected_budget"}
+    trained = table[table["status"] != "rejected_budget"]
+    assert len(trained) == n_trained  # num_samples counts trained trials only
+    # no trained trial is over budget; every rejected one is, and carries its figures
+    assert (trained["param_bytes"] <= spec.budget.max_param_bytes).all() and (trained["macs"] <= spec.budget.max_macs).all()
+    rejected = table[table["status"] == "rejected_budget"]
+    over = (rejected["param_bytes"] > spec.budget.max_param_bytes) | (rejected["macs"] > spec.budget.max_macs)
+    assert over.all() and rejected["epochs"].eq(0).all()
+    assert table["trial_id"].is_unique and trained["ray_trial_id"].is_unique
+    # the study holds the same proposals, with the constraints the sampler reads
+    study = _study(run_dir)
+    for t in study.get_trials():
+        if t.user_attrs.get("status") == "rejected_budget":
+            assert t.state == TrialState.COMPLETE and max(t.constraints.values()) > 0
+        elif t.user_attrs.get("status") in ("completed", "early_stopped", "failed"):
+            assert max(t.constraints.values()) <= 0
+    # the files that record what produced the run
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "finished" and info["feature_fingerprint"] and info["finished_utc"]
+    assert (run_dir / "search.yaml").read_text() == spec.text
+    assert build_trials_table(run_dir)["status"].tolist() == table["status"].tolist()
+    return table
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_quick_search_end_to_end(quick_cache, teacher_cache, ray_local, tmp_path):
+    space = tiny_space(tmp_path)
+    events = []
+    result = run_search(quick_cache, space, teacher_cache=teacher_cache, name="e2e", results_dir=tmp_path / "results",
+                        on_event=lambda e, i: events.append((e, i)))
+    spec = load_space(space)
+    table = _check_run(result.run_dir, spec, n_trained=3)
+    assert not result.interrupted and result.counts["trained"] == 3
+    done = table[table["status"].isin(["completed", "early_stopped"])]
+    assert len(done) >= 1 and done["val_macro_accuracy"].between(0, 1).all() and (done["epochs"] >= 1).all()
+    completed = table[table["status"] == "completed"]
+    assert (completed["epochs"] == 2).all()
+    for _, row in done.iterrows():  # a checkpoint to export from, holding the best weights
+        ckpt = result.run_dir / row["checkpoint_path"]
+        assert (ckpt / "best.pt").is_file() and (ckpt / "resume.pt").is_file()
+        import torch
+
+        best = torch.load(ckpt / "best.pt", weights_only=True)
+        assert best["best_state"] and best["student_config"]["n_classes"] == 10
+    kinds = [e for e, _ in events]
+    assert kinds[0] == "setup" and kinds.count("started") == 3 and "rejected" in kinds
+    assert result.best is not None and result.best["status"] == "completed"
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_mostly_over_budget_space(quick_cache, teacher_cache, ray_local, tmp_path):
+    # 3 kB / 300 k MACs: only the smallest students fit; most proposals must be rejected before training
+    space = tiny_space(tmp_path, **{"budget.max_param_bytes": 3000, "budget.max_macs": 300_000, "train.epochs": 1,
+                                    "search.num_samples": 2, "search.asha": {"enabled": False}})
+    result = run_search(quick_cache, space, teacher_cache=teacher_cache, name="tight", results_dir=tmp_path / "r")
+    table = _check_run(result.run_dir, load_space(space), n_trained=2)
+    assert (table["status"] == "rejected_budget").sum() >= 5
+    assert result.counts["rejected_budget"] == (table["status"] == "rejected_budget").sum()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_search_joins_multinode_cluster_by_address(quick_cache, teacher_cache, ray_multinode, tmp_path):
+    import ray
+
+    space = tiny_space(tmp_path, **{"train.epochs": 1, "search.num_samples": 2})
+    result = run_search(quick_cache, space, teacher_cache=teacher_cache, name="mn", results_dir=tmp_path / "r",
+                        address=ray_multinode)
+    assert not ray.is_initialized()  # it joined, and left again (the cluster itself stays up for the fixture)
+    _check_run(result.run_dir, load_space(space), n_trained=2)
+    assert json.loads((result.run_dir / "run.json").read_text())["address"] == ray_multinode
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_diverging_trials_fail_and_the_search_goes_on(quick_cache, teacher_cache, ray_local, tmp_path):
+    """Teacher logits full of NaN make every KD loss NaN: each trial is recorded failed, none retried forever."""
+    from asc_search.teacher_cache import read_teacher_cache, write_teacher_cache
+
+    names, emb, logits, meta = read_teacher_cache(teacher_cache)
+    bad = tmp_path / "nan_teacher"
+    write_teacher_cache(bad, names, emb, np.full_like(logits, np.nan), dict(meta))
+    space = tiny_space(tmp_path, **{"train.epochs": 1, "search.num_samples": 2, "distill.kd_weight": 0.5})
+    result = run_search(quick_cache, space, teacher_cache=bad, name="nan", results_dir=tmp_path / "r")
+    table = pd.read_parquet(result.run_dir / "trials.parquet")
+    failed = table[table["status"] == "failed"]
+    assert len(failed) == 2 and result.counts["trained"] == 2
+    assert failed["error"].str.contains("diverged").all()
+    assert [t.state for t in _study(result.run_dir).get_trials() if t.user_attrs["status"] == "failed"] == [TrialState.FAIL] * 2
+
+
+def test_no_test_split_reaches_the_trials(quick_cache, teacher_cache, tmp_path):
+    from asc_search.cache import load_features
+    from asc_search.teacher_cache import load_teacher_targets
+
+    spec = load_space(tiny_space(tmp_path))
+    fs = load_features(quick_cache)
+    payload = prepare_trial_data(fs, load_teacher_targets(fs, teacher_cache), spec)
+    test_files = set(fs.table.loc[fs.table["split"] == "test", "filename"])
+    assert test_files
+    seen = set(payload["train_files"]) | set(payload["val_files"])
+    assert not seen & test_files
+    assert len(payload["train_x"]) + len(payload["val_x"]) == (fs.table["split"] == "train").sum()
+    # nothing in the payload holds more rows than train + val
+    for key, value in payload.items():
+        if hasattr(value, "shape") and value.ndim:
+            assert value.shape[0] in (len(payload["train_y"]), len(payload["val_y"])), key
+    # validation = whole recording locations, disjoint from the training ones
+    ident = fs.table.set_index("filename")["identifier"]
+    assert not set(ident[payload["train_files"]]) & set(ident[payload["val_files"]])
+    # rows and targets stay aligned: the first val row is the feature row of its file
+    row = fs.table.index[fs.table["filename"] == payload["val_files"][0]][0]
+    assert np.array_equal(payload["val_x"][0], fs.x[row].numpy())
+    assert payload["val_y"][0] == fs.table.loc[row, "label"]
+
+
+def test_run_refusals(quick_cache, tmp_path):
+    space = tiny_space(tmp_path)
+    dcase = tiny_space(tmp_path, "d.yaml")
+    dcase.write_text(dcase.read_text().replace("profile: quick", "profile: dcase"))
+    with pytest.raises(ConfigError, match=r"d.yaml: profile: the search file is for feature profile 'dcase' \(256 x 65\)"):
+        run_search(quick_cache, dcase, name="x", results_dir=tmp_path / "r")
+    (tmp_path / "r" / "taken").mkdir(parents=True)
+    (tmp_path / "r" / "taken" / "run.json").write_text("{}")
+    with pytest.raises(ConfigError, match="already exists: pass --resume"):
+        run_search(quick_cache, space, name="taken", results_dir=tmp_path / "r")
+    with pytest.raises(NotFoundError, match="no search run to resume"):
+        run_search(quick_cache, None, name="never", results_dir=tmp_path / "r", resume=True)
+    with pytest.raises(ConfigError, match="--name 'a/b'"):
+        run_search(quick_cache, space, name="a/b", results_dir=tmp_path / "r")
+    with pytest.raises(Exception, match="no teacher cache there"):
+        run_search(quick_cache, space, name="nt", results_dir=tmp_path / "r", teacher_cache=tmp_path / "none")
