@@ -62,7 +62,26 @@ SAMPLERS = ("tpe", "random", "nsga2")
 #: Which student block's feature map is matched to the teacher embedding (relative to the proposal's depth).
 EMBED_BLOCK_CHOICES = ("last", "penultimate")
 PARAM_TYPES = ("int", "float", "categorical")
-_MISSING = object()
+
+
+class _MissingType:
+    """"No value" sentinel that survives pickling (Tune pickles the searcher, and with it the spec)."""
+
+    _instance: _MissingType | None = None
+
+    def __new__(cls) -> _MissingType:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_MissingType, ())
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+_MISSING: Any = _MissingType()
 
 
 # --------------------------------------------------------------------------------------------------------------

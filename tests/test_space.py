@@ -166,3 +166,15 @@ def test_num_samples_override_is_recorded():
     assert parse_space(more.text).search.num_samples == 3
     with pytest.raises(ConfigError, match="--num-samples"):
         spec.with_num_samples(0)
+
+
+def test_spec_survives_pickling():
+    """Tune pickles the searcher (and its spec) into tuner.pkl; a restored spec must sample the same proposals."""
+    import pickle
+
+    spec = parse_space(QUICK, source="quick.yaml")
+    again = pickle.loads(pickle.dumps(spec))
+    a = [p.to_dict() for _, p in _sample(spec, seed=4, n=15)]
+    b = [p.to_dict() for _, p in _sample(again, seed=4, n=15)]
+    assert a == b
+    assert any(p["distill"]["emb_weight"] == 0.0 for p in b)  # the conditional default, not a stray sentinel

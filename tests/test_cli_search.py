@@ -1,0 +1,105 @@
+"""`asc-search search` through the CLI: bad inputs give one-line errors (exit 2), and a search interrupted with
+Ctrl-C (SIGINT to `python -m asc_search search`) finishes with --resume, no trial lost or trained twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from asc_search.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _space(tmp_path, **search):
+    raw = yaml.safe_load((ROOT / "search_spaces" / "quick.yaml").read_text())
+    raw["train"]["epochs"] = 2
+    raw["train"]["batch_size"] = 64
+    raw["search"].update({"num_samples": 4, "n_startup_trials": 3, **search})
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["search", "{cache}"], "--space FILE is required"),
+        (["search", "{cache}", "--space", "{tmp}/missing.yaml"], "missing.yaml does not exist"),
+        (["search", "{cache}", "--space", "{bad}"], "bad.yaml: search.max_concurrent: must be an integer >= 1, got 0"),
+        (["search", "{cache}", "--resume"], "--resume needs --name NAME"),
+        (["search", "{cache}", "--space", "{space}", "--num-samples", "0"], "--num-samples must be a positive integer"),
+        (["search", "{tmp}/nocache", "--space", "{space}", "--name", "x", "--results-dir", "{tmp}/r"], "nocache"),
+    ],
+)
+def test_bad_inputs_exit_2_with_one_line(argv, message, quick_cache, tmp_path, capsys):
+    space = _space(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(space.read_text().replace("max_concurrent: 2", "max_concurrent: 0"))
+    args = [a.format(cache=quick_cache, tmp=tmp_path, bad=bad, space=space) for a in argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("asc-search search: error: ") and message in err, err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "ASC_SEARCH_PROGRESS": "0", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "asc_search", "search", *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.mark.slow
+def test_interrupt_then_resume_finishes_without_loss_or_repeat(quick_cache, teacher_cache, tmp_path):
+    space = _space(tmp_path, asha={"enabled": False})
+    common = ["--teacher-cache", teacher_cache, "--name", "run", "--results-dir", tmp_path / "r"]
+    proc = _cli(quick_cache, "--space", space, *common)
+    seen, deadline = "", time.time() + 240
+    try:
+        while time.time() < deadline:  # wait until at least one trial has finished, then Ctrl-C
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen += line
+            if " completed after " in seen:
+                break
+        assert " completed after " in seen, seen
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted: finish it with" in out and "--resume" in out
+    run = tmp_path / "r" / "run"
+    before = pd.read_parquet(run / "trials.parquet")
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    trained_before = before[before["status"] != "rejected_budget"]
+    assert 1 <= (trained_before["status"] == "completed").sum() < 4
+
+    proc = _cli(quick_cache, *common, "--resume")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, (out, err)
+    after = pd.read_parquet(run / "trials.parquet")
+    trained = after[after["status"] != "rejected_budget"]
+    assert len(trained) == 4 and set(trained["status"]) == {"completed"}  # every trial finished, none lost
+    assert trained["trial_id"].is_unique and trained["ray_trial_id"].is_unique
+    # trials finished before the interrupt kept their results: nothing trained twice
+    done_before = before[before["status"] == "completed"].set_index("trial_id")
+    again = after.set_index("trial_id").loc[done_before.index]
+    assert (again["val_macro_accuracy"] == done_before["val_macro_accuracy"]).all()
+    assert (again["ray_trial_id"] == done_before["ray_trial_id"]).all()
+    # Tune holds exactly one trial folder per trained proposal
+    assert len(list((run / "ray").glob("trial_*"))) == 4
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished" and len(info["resumed_utc"]) == 1
