@@ -164,17 +164,39 @@ def resolve_run(run: str | os.PathLike[str], results_dir: str | os.PathLike[str]
 # ------------------------------------------------------------------------------------------------ trials table
 
 
+def _running(run_dir: Path) -> bool:
+    import json
+
+    try:
+        return json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("status") == "running"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def load_trials(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """The run's ``trials.parquet`` as a DataFrame; a missing, unreadable or incomplete table is a DataError."""
-    path = Path(run_dir) / TRIALS_FILE
-    if not path.exists():
+    """The run's trials table: ``trials.parquet``, or, while the search still runs (or before it wrote the file),
+    the same table rebuilt live from the Optuna study (:func:`asc_search.search.build_trials_table`).
+
+    A missing, unreadable or incomplete table is an error naming the file.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / TRIALS_FILE
+    if (run_dir / STUDY_FILE).is_file() and (not path.exists() or _running(run_dir)):
+        from .search import build_trials_table
+
+        try:
+            table = build_trials_table(run_dir)
+        except Exception as exc:  # a study mid-write or of another layout: say so instead of a traceback
+            raise DataError(f"{run_dir / STUDY_FILE}: cannot rebuild the trials table from the study ({exc})") from None
+    elif not path.exists():
         raise NotFoundError(
             f"{path} does not exist: the search has not recorded any proposal yet (run or resume the search)"
         )
-    try:
-        table = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several kinds for a corrupt file
-        raise DataError(f"{path} is not a readable Parquet table ({type(exc).__name__}: {exc})") from None
+    else:
+        try:
+            table = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several kinds for a corrupt file
+            raise DataError(f"{path} is not a readable Parquet table ({type(exc).__name__}: {exc})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise DataError(f"{path} lacks column(s) {missing}; expected at least {list(REQUIRED_COLUMNS)}")
@@ -486,7 +508,7 @@ def plot_accuracy_over_trials(table: pd.DataFrame, path: str | os.PathLike[str])
     ax.set_ylim(bottom=0)
     ax.set_title(f"Accuracy over trials ({int(done.sum())} completed, {int(rejected.sum())} rejected)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)  # outside: never hides points
     return _save(fig, Path(path))
 
 
@@ -514,7 +536,8 @@ def plot_pareto_front(table: pd.DataFrame, path: str | os.PathLike[str], front: 
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("validation macro accuracy")
-    axes[0].legend(loc="lower right", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, -0.06))
     fig.suptitle(f"Pareto front: {len(front)} of {len(done)} completed trials are not dominated")
     return _save(fig, Path(path))
 
@@ -556,7 +579,7 @@ def plot_budget_plane(table: pd.DataFrame, path: str | os.PathLike[str], budget:
     ax.set_ylabel("MACs per clip (millions)")
     ax.set_title("Proposals in the budget plane: trained vs rejected before training")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
     return _save(fig, Path(path))
 
 

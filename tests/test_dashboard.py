@@ -47,3 +47,27 @@ def test_dashboard_needs_a_study(fake_run, capsys):
         R.dashboard_server(run, port=0)
     assert main(["dashboard", "missing", "--results-dir", str(run.parent), "--port", "0"]) == 2
     assert "no search run named 'missing'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_dashboard_on_a_real_search_run(tiny_search_run):
+    trials = R.load_trials(tiny_search_run)
+    server, url, names = R.dashboard_server(tiny_search_run, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = url.rsplit("/dashboard/", 1)[0]
+        studies = json.loads(_get(base + "/api/studies"))["study_summaries"]
+        assert [s["study_name"] for s in studies] == names == ["tiny"]
+        detail = json.loads(_get(f"{base}/api/studies/{studies[0]['study_id']}"))
+        # every proposal is an Optuna trial: the rejected ones too (told with their constraint values)
+        assert sorted(t["number"] for t in detail["trials"]) == sorted(int(i) for i in trials["trial_id"])
+        states = {t["number"]: t["state"] for t in detail["trials"]}
+        for _, row in trials.iterrows():
+            expected = {"completed": "Complete", "rejected_budget": "Complete", "early_stopped": "Pruned",
+                        "failed": "Fail"}[row["status"]]
+            assert states[int(row["trial_id"])] == expected, row["trial_id"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

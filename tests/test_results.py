@@ -133,3 +133,20 @@ def test_broken_trials_table(tmp_path, capsys):
     pd.DataFrame({"trial_id": ["a"], "status": ["completed"]}).to_parquet(run / "trials.parquet")
     assert main(["results", str(run)]) == 2
     assert "lacks column(s) ['params'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_run_and_live_table_from_the_study(tiny_search_run, tmp_path):
+    import shutil
+
+    res = R.analyse_run(tiny_search_run, plots_dir=tmp_path / "plots")
+    table = pd.read_parquet(tiny_search_run / "trials.parquet")
+    assert res.counts["total"] == len(table) and res.counts["rejected_budget"] > 0
+    assert res.counts["completed"] + res.counts["early_stopped"] + res.counts["failed"] == 2
+    assert "p_kd_weight" in res.distill and "config" not in res.params
+    # while a search runs (or before it wrote trials.parquet) the table is rebuilt from study.db
+    live = tmp_path / "live"
+    shutil.copytree(tiny_search_run, live, ignore=shutil.ignore_patterns("ray"))
+    (live / "trials.parquet").unlink()
+    rebuilt = R.load_trials(live)
+    assert rebuilt[["trial_id", "status"]].equals(R.load_trials(tiny_search_run)[["trial_id", "status"]])

@@ -18,9 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         " -> export, on local Ray, in under 10 minutes on 2 CPU cores; ends with a summary and where every file is.",
     )
     p.add_argument("--out", default=str(Path("results") / "demo"), help="output folder (default: results/demo)")
-    p.add_argument("--clips", type=_positive, default=None, help="synthetic clips in all (default 2000)")
+    p.add_argument("--clips", type=_positive, default=None, help="synthetic clips in all (default 1500)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, split, teacher and search (default 0)")
-    p.add_argument("--teacher-epochs", type=_positive, default=None, help="teacher epochs (default 12)")
+    p.add_argument("--teacher-epochs", type=_positive, default=None, help="teacher epochs (default 8)")
     p.add_argument("--num-samples", type=_positive, default=None, help="trained search trials (default: the space's)")
     p.add_argument("--student-epochs", type=_positive, default=None, help="epochs per trial (default: the space's)")
     p.add_argument("--space", default=None, help="search file (default: search_spaces/quick.yaml)")
@@ -42,7 +42,9 @@ def _positive(text: str) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import DemoSettings, run_demo
 
-    console = Console()
+    import sys
+
+    console = Console() if sys.stdout.isatty() else Console(width=120)
     kw = {"seed": args.seed, "device": args.device}
     for key, value in (("clips", args.clips), ("teacher_epochs", args.teacher_epochs),
                        ("num_samples", args.num_samples), ("student_epochs", args.student_epochs)):
@@ -56,7 +58,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     def log(message: str) -> None:
         elapsed = time.perf_counter() - start
         style = "bold" if message.startswith("[") else "dim"
-        console.print(f"[{style}]{elapsed:6.1f}s  {message}[/{style}]", highlight=False)
+        console.print(f"[{style}]{elapsed:6.1f}s  {message}[/{style}]", highlight=False, soft_wrap=True)
 
     s = run_demo(args.out, settings, force=args.force, log=log)
 
@@ -113,6 +115,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"done in {s.timings_s.get('total', 0):.0f}s ({timing})")
     run = s.paths.get("run")
     if run is not None:
-        console.print(f"next: asc-search results {run}  |  asc-search dashboard {run}  |  "
-                      f"asc-search predict {s.paths['export']} {s.paths['data'] / 'audio'}")
+        console.print(f"next: asc-search results {run}\n      asc-search dashboard {run}\n      "
+                      f"asc-search predict {s.paths['export']} {s.paths['data'] / 'audio'}", soft_wrap=True)
     return 0

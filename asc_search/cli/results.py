@@ -156,7 +156,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
         )
     console.print(board)
 
-    front = Table(title=f"Pareto front: {len(res.front)} trials (accuracy max; MACs, bytes min)")
+    front = Table(title=f"Pareto front ({len(res.front)}): accuracy max, MACs & bytes min")
     for col in ("trial", "val macro acc", "MACs", "bytes", "params"):
         front.add_column(col, justify="left" if col == "trial" else "right")
     for _, row in res.front.iterrows():
