@@ -213,13 +213,14 @@ def _compute_part(task: dict[str, Any], logmel: LogMel, decoder: ThreadPoolExecu
             future.cancel()
     # train-split statistics (float64 sums) for normalisation downstream
     train = (table["split"] == "train").to_numpy()
-    x_train = out[train].astype(np.float64)
+    x_train = out[train].astype(np.float32)
     stats = dict(
         count=int(train.sum()),
-        band_sum=x_train.sum(axis=(0, 2)).tolist(),
-        band_sumsq=(x_train**2).sum(axis=(0, 2)).tolist(),
+        band_sum=x_train.sum(axis=(0, 2), dtype=np.float64).tolist(),
+        band_sumsq=np.square(x_train).sum(axis=(0, 2), dtype=np.float64).tolist(),
         finite=bool(np.isfinite(out).all()),
     )
+    del x_train
     arrow = pa.Table.from_pandas(table.reset_index(drop=True), preserve_index=False)
     arrow = arrow.append_column("x", array_to_list_array(out[:, None]))
     write_parquet(arrow, Path(task["out_path"]), task["meta"], row_group_size=1024)
