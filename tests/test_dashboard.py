@@ -71,3 +71,37 @@ def test_dashboard_on_a_real_search_run(tiny_search_run):
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def test_cli_dashboard_serves_until_terminated(fake_run):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    run = fake_run(name="cli", n=20, study=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "asc_search", "dashboard", str(run), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 60
+        studies = None
+        while time.time() < deadline and studies is None:
+            try:
+                studies = json.loads(_get(f"http://127.0.0.1:{port}/api/studies"))["study_summaries"]
+            except OSError:
+                assert proc.poll() is None, proc.communicate()[1]
+                time.sleep(0.3)
+        assert studies is not None and [s["study_name"] for s in studies] == ["cli"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"http://127.0.0.1:{port}/dashboard/" in out and "dashboard stopped" in out

@@ -177,11 +177,18 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     server, url, names = R.dashboard_server(args.run, results_dir=args.results_dir, host=args.host, port=args.port)
     console = _console()
     console.print(f"optuna-dashboard for study {', '.join(names)} at [bold]{url}[/bold]  (Ctrl-C stops it)")
+    import signal
+
+    def _stop(_signum, _frame):  # SIGTERM (e.g. from a process manager) stops it like Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         console.print("dashboard stopped")
     finally:
+        signal.signal(signal.SIGTERM, previous)
         server.server_close()
     return 0
 
