@@ -34,7 +34,6 @@ from .cache import (
     fingerprint_file,
     fingerprint_json,
     load_features,
-    read_parquet_metadata,  # noqa: F401  (re-exported for callers that inspect caches)
     write_json_atomic,
 )
 from .config import SplitConfig
