@@ -55,6 +55,7 @@ __all__ = [
     "DEFAULT_RESULTS_DIR",
     "SearchResult",
     "prepare_trial_data",
+    "fit_proposal",
     "train_trial",
     "run_search",
     "build_trials_table",
@@ -152,14 +153,22 @@ def _tensor_data(data: dict[str, Any], name: str, proposal: Proposal) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ the trainable
-def train_trial(config: dict[str, Any], data: dict[str, Any]) -> None:
-    """The Ray Tune function trainable: one proposal, trained with distillation, reported every epoch."""
+def fit_proposal(
+    config: dict[str, Any],
+    data: dict[str, Any],
+    on_epoch: Callable[[int, dict[str, Any], dict[str, Any]], Any] | None = None,
+    start_state: dict[str, Any] | None = None,
+) -> Any:
+    """Build the proposal's student (+ projection head) and train it on the trial data; returns the FitResult.
+
+    ``config`` is a trial config from :class:`~asc_search.searcher.BudgetedSearcher` (``proposal`` = a
+    :meth:`Proposal.to_dict`), ``data`` the output of :func:`prepare_trial_data`. No Ray here.
+    """
     import torch
-    from ray import tune
 
     from .models.heads import ProjectionHead
     from .models.student import build_student
-    from .train import DivergedError, fit
+    from .train import fit
 
     proposal = Proposal.from_dict(config["proposal"])
     torch.set_num_threads(max(1, proposal.train.num_threads))
@@ -172,7 +181,18 @@ def train_trial(config: dict[str, Any], data: dict[str, Any]) -> None:
         head = ProjectionHead(proposal.student.embedding_channels(), tuple(shape))
     train = _tensor_data(data, "train", proposal)
     val = _tensor_data(data, "val", proposal)
+    return fit(model, train, val, proposal.train, distill=proposal.distill, head=head, on_epoch=on_epoch,
+               start_state=start_state)
 
+
+def train_trial(config: dict[str, Any], data: dict[str, Any]) -> None:
+    """The Ray Tune function trainable: one proposal, trained with distillation, reported every epoch."""
+    import torch
+    from ray import tune
+
+    from .train import DivergedError
+
+    proposal = Proposal.from_dict(config["proposal"])
     start_state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -217,7 +237,7 @@ def train_trial(config: dict[str, Any], data: dict[str, Any]) -> None:
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
 
     try:
-        fit(model, train, val, proposal.train, distill=proposal.distill, head=head, on_epoch=on_epoch, start_state=start_state)
+        fit_proposal(config, data, on_epoch=on_epoch, start_state=start_state)
     except DivergedError as exc:
         # Reported, not raised: a diverged proposal would diverge again; Tune must not retry it.
         tune.report(

@@ -22,7 +22,7 @@ def test_shipped_spaces_load():
     assert quick.profile.name == "quick" and quick.input_shape == (1, 1, 40, 51)
     assert dcase.profile.name == "dcase" and dcase.input_shape == (1, 1, 256, 65)
     assert (dcase.budget.max_param_bytes, dcase.budget.param_dtype, dcase.budget.max_macs) == (128_000, "int8", 30_000_000)
-    assert dcase.max_epochs == 120 and quick.max_epochs == 4
+    assert dcase.max_epochs == 120 and quick.max_epochs == 10
     assert len(quick.sha256) == 64 and quick.search.num_samples >= 8
 
 
@@ -62,7 +62,7 @@ def test_shipped_spaces_load():
         # 13. n_stages without blocks_per_stage
         ("  blocks_per_stage: {type: int, low: 1, high: 2}\n", "", "student.blocks_per_stage", "go together"),
         # 14. the search sets the seed itself
-        ("  epochs: 4\n", "  epochs: 4\n  seed: 3\n", "train.seed", "is set by the search itself"),
+        ("  epochs: 10\n", "  epochs: 10\n  seed: 3\n", "train.seed", "is set by the search itself"),
         # 15. a list where a distribution is expected
         ("batch_size: {type: categorical, choices: [32, 64]}", "batch_size: [32, 64]", "train.batch_size",
          "{type: categorical, choices: [...]}"),
@@ -122,7 +122,7 @@ def test_define_by_run_conditions():
             seen_emb.add(False)
             assert prop.distill.emb_weight == 0.0
             assert "emb_weight" not in trial.params and "emb_loss" not in trial.params
-        assert prop.train.epochs == 4 and prop.train.warmup_epochs == 0.5 and prop.train.device == "cpu"
+        assert prop.train.epochs == 10 and prop.train.warmup_epochs == 0.5 and prop.train.device == "cpu"
         assert prop.train.num_threads == 1
         assert 1e-3 <= prop.train.lr <= 1e-2 and prop.train.batch_size in (32, 64)
         assert prop.student.n_classes == 10

@@ -1,0 +1,261 @@
+"""Benchmark of Phase II: what budget rejection saves, what Ray Tune costs and buys, what the teacher cache saves.
+
+    python -m asc_search.benchmarks.search [--clips N] [--trials N] [--no-tune] [--no-dcase]   # one JSON object
+
+``run()`` returns a dict (no printing), measured on synthetic random spectrograms of the ``quick`` profile
+(``clips`` training clips + 20 % validation clips; random teacher logits and pooled embeddings of the
+``teacher_quick`` preset's width), with ``search_spaces/quick.yaml``:
+
+* ``rejection``: one over-budget proposal through :class:`asc_search.searcher.BudgetedSearcher` (Optuna ask,
+  define-by-run sampling, torchinfo costing, constraint + attributes + tell in SQLite) against one trained quick
+  trial (:func:`asc_search.search.fit_proposal` of a feasible proposal, the space's epochs, 1 thread as in a trial).
+* ``tune``: wall time of ``trials`` feasible quick proposals run through Ray Tune, 2 at a time (1 CPU each, FIFO,
+  per-epoch checkpoints as in a search), against the same proposals one after the other in this process with 2
+  torch threads. ``ray_init_s`` (starting a local Ray) is reported apart from the Tune wall time.
+* ``teacher``: one student epoch with cached teacher targets (KD + embedding matching read from memory) against the
+  same epoch plus the teacher forward pass over every training batch (what distilling online would add; the extra
+  work is exactly that forward, measured over the epoch's batches with the teacher in eval mode, no grad), for the
+  ``quick`` profile (teacher_quick) and, unless disabled, the ``dcase`` profile (teacher preset, 256 x 65).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["run", "bench_rejection", "bench_tune", "bench_teacher_cache", "synthetic_trial_data"]
+
+QUICK_SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "quick.yaml"
+TEACHERS = {"quick": "teacher_quick", "dcase": "teacher"}
+
+
+def _teacher_embedding_width(preset: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    from ..models.presets import get_preset
+    from ..models.teacher import build_teacher
+
+    model = build_teacher(get_preset(preset).config).eval()
+    with torch.no_grad():
+        _, fmap = model.forward_with_embedding(torch.zeros(1, *input_shape[1:]))
+    return (int(fmap.shape[1]), 1, 1)
+
+
+def synthetic_trial_data(n_train: int, profile: str = "quick", seed: int = 0) -> dict[str, Any]:
+    """A payload shaped like :func:`asc_search.search.prepare_trial_data` output, of random spectrograms/targets."""
+    from ..config import get_profile
+
+    prof = get_profile(profile)
+    shape = (1, 1, *prof.shape)
+    emb = _teacher_embedding_width(TEACHERS[profile], shape)
+    rng = np.random.default_rng(seed)
+    n_val = max(10, n_train // 5)
+    out: dict[str, Any] = {"input_shape": list(shape), "teacher_embedding_shape": list(emb), "profile": profile,
+                           "labels": [str(i) for i in range(10)]}
+    for name, n in (("train", n_train), ("val", n_val)):
+        out[f"{name}_x"] = rng.standard_normal((n, *shape[1:]), dtype=np.float32).astype(np.float16)
+        out[f"{name}_y"] = rng.integers(0, 10, n).astype(np.int64)
+        out[f"{name}_logits"] = rng.standard_normal((n, 10), dtype=np.float32)
+        out[f"{name}_emb"] = rng.standard_normal((n, *emb), dtype=np.float32).astype(np.float16)
+        out[f"{name}_files"] = [f"{name}-{i}.wav" for i in range(n)]
+    return out
+
+
+def _proposals(spec: Any, n_feasible: int, workdir: Path, threads: int = 1) -> tuple[list[dict], Any]:
+    """``n_feasible`` trial configs from the searcher (and the searcher, whose study also holds the rejections)."""
+    import dataclasses
+
+    from ..searcher import BudgetedSearcher
+
+    spec = dataclasses.replace(spec, search=dataclasses.replace(spec.search, cpus_per_trial=float(threads)))
+    searcher = BudgetedSearcher(spec, f"sqlite:///{workdir / 'bench.db'}", "bench")
+    configs = [searcher.suggest(f"b{i}") for i in range(n_feasible)]
+    return configs, searcher
+
+
+def bench_rejection(data: dict[str, Any], workdir: Path, n_feasible: int = 3) -> dict[str, Any]:
+    """Time per rejected proposal vs one trained quick trial."""
+    from ..search import fit_proposal
+    from ..space import load_space
+
+    spec = load_space(QUICK_SPACE)
+    # warm-up outside the timing: imports, torchinfo's first pass, the SQLite schema
+    _proposals(spec, 1, workdir / "warmup")
+    t0 = time.perf_counter()
+    configs, searcher = _proposals(spec, n_feasible, workdir)
+    suggest_s = time.perf_counter() - t0
+    trials = searcher.study.get_trials(deepcopy=False)
+    rejected = [t for t in trials if t.user_attrs.get("status") == "rejected_budget"]
+    n_props = len(trials)
+    cost_s = [float(t.user_attrs["cost_s"]) for t in rejected]
+    t0 = time.perf_counter()
+    fit_proposal(configs[0], data)
+    trial_s = time.perf_counter() - t0
+    per_proposal = suggest_s / max(1, n_props)
+    return {
+        "proposals": n_props,
+        "rejected": len(rejected),
+        "suggest_wall_s": suggest_s,
+        "per_proposal_s": per_proposal,  # everything: ask, sample, cost, SQLite writes, tell
+        "rejected_cost_s_mean": float(np.mean(cost_s)) if cost_s else None,  # ask + sample + costing only
+        "trained_trial_s": trial_s,
+        "trained_trial_epochs": configs[0]["proposal"]["train"]["epochs"],
+        "trained_trial_params": configs[0]["cost"]["params"],
+        "trial_over_rejection": trial_s / per_proposal,
+    }
+
+
+def _tune_trial(config: dict[str, Any], data: dict[str, Any], configs: list[dict]) -> None:
+    from ..search import train_trial
+
+    train_trial(configs[config["index"]], data)
+
+
+def bench_tune(data: dict[str, Any], workdir: Path, n_trials: int = 4) -> dict[str, Any]:
+    """``n_trials`` feasible quick proposals through Tune (2 at a time) vs one after the other in-process."""
+    import ray
+    from ray import tune
+
+    from ..search import fit_proposal
+    from ..space import load_space
+
+    spec = load_space(QUICK_SPACE)
+    configs, _ = _proposals(spec, n_trials, workdir / "t1", threads=1)
+    seq_configs, _ = _proposals(spec, n_trials, workdir / "t2", threads=2)
+    assert [c["proposal"]["student"] for c in configs] == [c["proposal"]["student"] for c in seq_configs]
+
+    t0 = time.perf_counter()
+    for cfg in seq_configs:
+        fit_proposal(cfg, data)
+    sequential_s = time.perf_counter() - t0
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no experiment banner on stdout (it carries the JSON)
+    started = not ray.is_initialized()
+    t0 = time.perf_counter()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    init_s = time.perf_counter() - t0
+    try:
+        trainable = tune.with_resources(tune.with_parameters(_tune_trial, data=data, configs=configs), {"cpu": 1})
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"index": tune.grid_search(list(range(n_trials)))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=2),
+            run_config=tune.RunConfig(name="bench", storage_path=str(workdir / "ray"), verbose=0,
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+        )
+        t0 = time.perf_counter()
+        grid = tuner.fit()
+        tune_s = time.perf_counter() - t0
+        errors = len(grid.errors)
+    finally:
+        if started:
+            ray.shutdown()
+    return {
+        "trials": n_trials,
+        "epochs_per_trial": configs[0]["proposal"]["train"]["epochs"],
+        "tune_2_at_a_time_s": tune_s,
+        "ray_init_s": init_s,
+        "sequential_one_process_s": sequential_s,
+        "speedup": sequential_s / tune_s,
+        "tune_errors": errors,
+    }
+
+
+def bench_teacher_cache(profile: str, n_train: int, batch_size: int = 64, threads: int = 2) -> dict[str, Any]:
+    """One student epoch with cached targets vs the same plus the teacher forward over every batch."""
+    from ..config import get_profile
+    from ..distill import DistillConfig
+    from ..models.heads import ProjectionHead
+    from ..models.presets import get_preset
+    from ..models.student import StudentConfig, build_student
+    from ..models.teacher import build_teacher
+    from ..train import TensorData, TrainConfig, fit
+
+    torch.set_num_threads(threads)
+    data = synthetic_trial_data(n_train, profile)
+    prof = get_profile(profile)
+    student_cfg = StudentConfig()  # the DCASE 2024 baseline shape
+    student = build_student(student_cfg)
+    head = ProjectionHead(student_cfg.embedding_channels(), tuple(data["teacher_embedding_shape"]))
+    t = lambda k: torch.from_numpy(data[k])  # noqa: E731
+    train = TensorData(t("train_x"), t("train_y"), t("train_logits"), t("train_emb"))
+    val = TensorData(t("val_x"), t("val_y"))
+    cfg = TrainConfig(epochs=1, batch_size=batch_size, device="cpu", num_threads=threads, warmup_epochs=0.0, seed=0)
+    t0 = time.perf_counter()
+    res = fit(student, train, val, cfg, distill=DistillConfig(kd_weight=0.5, emb_weight=1.0), head=head)
+    cached_s = time.perf_counter() - t0
+    val_s = float(res.history[-1].get("epoch_time_s", cached_s)) if res.history else cached_s
+
+    teacher = build_teacher(get_preset(TEACHERS[profile]).config).eval()
+    x = train.x
+    steps = max(1, len(x) // batch_size)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for i in range(steps):
+            logits, fmap = teacher.forward_with_embedding(x[i * batch_size : (i + 1) * batch_size].float())
+            torch.nn.functional.adaptive_avg_pool2d(fmap, 1)
+    teacher_s = time.perf_counter() - t0
+    return {
+        "profile": profile,
+        "input": list(prof.shape),
+        "train_clips": n_train,
+        "teacher_preset": TEACHERS[profile],
+        "student": "StudentConfig() (DCASE 2024 baseline shape)",
+        "epoch_cached_targets_s": cached_s,
+        "teacher_forward_per_epoch_s": teacher_s,
+        "epoch_online_teacher_s": cached_s + teacher_s,
+        "online_over_cached": (cached_s + teacher_s) / cached_s,
+        "fit_epoch_time_s": val_s,
+    }
+
+
+def run(clips: int = 1280, trials: int = 4, tune: bool = True, dcase: bool = True, dcase_clips: int = 256) -> dict[str, Any]:
+    """All Phase II figures; see the module docstring. ``clips``: quick training clips (the demo has ~1,300)."""
+    from .. import __version__
+
+    out: dict[str, Any] = {
+        "benchmark": "search",
+        "version": __version__,
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+                    "cuda": torch.cuda.is_available()},
+        "space": str(QUICK_SPACE.name),
+    }
+    data = synthetic_trial_data(clips, "quick")
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        for sub in ("t1", "t2", "warmup"):
+            (work / sub).mkdir()
+        out["rejection"] = bench_rejection(data, work)
+        if tune:
+            out["tune"] = bench_tune(data, work, n_trials=trials)
+    out["teacher"] = [bench_teacher_cache("quick", clips)]
+    if dcase:
+        out["teacher"].append(bench_teacher_cache("dcase", dcase_clips))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m asc_search.benchmarks.search", description=__doc__.splitlines()[0])
+    p.add_argument("--clips", type=int, default=1280, help="quick training clips (default 1280, the demo's)")
+    p.add_argument("--trials", type=int, default=4, help="quick trials for the Tune comparison (default 4)")
+    p.add_argument("--no-tune", action="store_true", help="skip the Tune vs sequential comparison")
+    p.add_argument("--no-dcase", action="store_true", help="skip the dcase-profile teacher comparison")
+    a = p.parse_args(argv)
+    json.dump(run(clips=a.clips, trials=a.trials, tune=not a.no_tune, dcase=not a.no_dcase), sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
