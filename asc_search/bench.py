@@ -37,10 +37,10 @@ __all__ = ["AREAS", "QUICK_OVERRIDES", "run_area", "accuracy_table", "run_bench"
 AREAS: tuple[str, ...] = ("features", "complexity", "teacher", "search")
 #: Small sizes for ``--quick``, per area, passed only where the module's run() takes that argument.
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
-    "features": {"quick": True, "n_clips": 128, "clips": 128},
+    "features": {"quick": True, "n_clips": 200},
     "complexity": {"quick": True, "n_candidates": 10},
     "teacher": {"quick": True, "quick_clips": 128, "dcase_clips": 16},
-    "search": {"quick": True},
+    "search": {"quick": True, "clips": 256, "trials": 2, "dcase_clips": 32},
 }
 #: The KD recipe the "with KD" baseline uses (CP-JKU's DCASE 2023 winner: 0.02 CE + 0.98 KD, T = 2).
 BASELINE_KD = {"kd_weight": 0.98, "temperature": 2.0}
@@ -75,8 +75,10 @@ def run_area(name: str, quick: bool = False, work_dir: Path | None = None) -> di
     kwargs: dict[str, Any] = {}
     if quick:
         kwargs.update({k: v for k, v in QUICK_OVERRIDES.get(name, {}).items() if k in params})
-    if "work_dir" in params and work_dir is not None:
-        kwargs["work_dir"] = work_dir
+    for key in ("work_dir", "workdir"):
+        if key in params and work_dir is not None:
+            Path(work_dir).mkdir(parents=True, exist_ok=True)
+            kwargs[key] = work_dir
     out.update(available=True, arguments={k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()})
     t0 = time.perf_counter()
     try:
