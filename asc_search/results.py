@@ -253,19 +253,25 @@ def _completed(table: pd.DataFrame) -> pd.DataFrame:
     return done
 
 
-def leaderboard(table: pd.DataFrame, top: int | None = None) -> pd.DataFrame:
-    """Completed trials ranked by validation macro accuracy (ties: lower log loss, then fewer MACs).
+def leaderboard(table: pd.DataFrame, top: int | None = None, include_stopped: bool = False) -> pd.DataFrame:
+    """Completed trials ranked by validation macro accuracy (ties: lower log loss, then fewer MACs), ranks 1..K.
 
-    Early-stopped trials are not ranked: their score is from fewer epochs than the others'.
+    Early-stopped trials are never ranked among them (their score is from fewer epochs); with
+    ``include_stopped`` they follow the ranked ones (rank 0 = unranked), best first, then failed trials.
     """
     if top is not None and top <= 0:
         raise ConfigError(f"--top must be a positive integer, got {top}")
-    done = _completed(table)
-    ranked = done.sort_values(
-        ["val_macro_accuracy", "val_log_loss", "macs"], ascending=[False, True, True], kind="stable", na_position="last"
-    ).reset_index(drop=True)
+    keys = dict(by=["val_macro_accuracy", "val_log_loss", "macs"], ascending=[False, True, True], kind="stable",
+                na_position="last")
+    ranked = _completed(table).sort_values(**keys).reset_index(drop=True)
     ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
-    return ranked.head(top) if top is not None else ranked
+    ranked = ranked.head(top) if top is not None else ranked
+    if include_stopped:
+        rest = [table[table["status"] == status].sort_values(**keys) for status in ("early_stopped", "failed")]
+        rest = pd.concat(rest).reset_index(drop=True)
+        rest.insert(0, "rank", 0)
+        ranked = pd.concat([ranked, rest], ignore_index=True) if len(rest) else ranked
+    return ranked
 
 
 def pareto_mask(points: np.ndarray, maximise: tuple[bool, ...]) -> np.ndarray:
@@ -420,14 +426,15 @@ def analyse_run(
     top: int | None = None,
     plots_dir: str | os.PathLike[str] | None = None,
     plots: bool = True,
+    include_stopped: bool = False,
 ) -> RunResults:
     """Load run ``run`` and compute its leaderboard and Pareto front; write the plots (to ``RUN/plots`` unless
     ``plots_dir``). A run with no completed trial raises :class:`NotFoundError` saying what it holds."""
     run_dir = resolve_run(run, results_dir)
     table = load_trials(run_dir)
     counts = status_counts(table)
-    board = leaderboard(table, top=top)
-    if board.empty:
+    board = leaderboard(table, top=top, include_stopped=include_stopped)
+    if not (board["rank"] > 0).any():
         shown = ", ".join(f"{k}={v}" for k, v in counts.items() if v and k != "total")
         raise NotFoundError(
             f"run {run_dir.name!r} ({run_dir}) has no completed trial yet ({shown or 'no proposals'}); "

@@ -150,3 +150,15 @@ def test_real_run_and_live_table_from_the_study(tiny_search_run, tmp_path):
     (live / "trials.parquet").unlink()
     rebuilt = R.load_trials(live)
     assert rebuilt[["trial_id", "status"]].equals(R.load_trials(tiny_search_run)[["trial_id", "status"]])
+
+
+def test_leaderboard_all_lists_stopped_trials_unranked(fake_run):
+    run = fake_run(n=60)
+    table = R.load_trials(run)
+    board = R.leaderboard(table, top=3, include_stopped=True)
+    n_stopped = int(table["status"].isin(["early_stopped", "failed"]).sum())
+    assert board["rank"].tolist() == [1, 2, 3] + [0] * n_stopped
+    assert set(board["status"].iloc[3:]) <= {"early_stopped", "failed"}
+    assert "rejected_budget" not in set(board["status"])
+    stopped = board[board["status"] == "early_stopped"]["val_macro_accuracy"]
+    assert stopped.is_monotonic_decreasing

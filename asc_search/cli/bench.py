@@ -89,7 +89,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                       f"test clips; budget {b['max_param_bytes']:,} B at {b['param_dtype']}, {b['max_macs']:,} MACs)")
         for col in ("model", "params", "bytes", "MACs", "within budget", "val macro acc", "test macro acc",
                     "test log loss", "unseen-device acc"):
-            table.add_column(col, justify="left" if col == "model" else "right")
+            table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
         for r in acc["rows"]:
             table.add_row(r["model"], _fmt(r["params"]), f"{_fmt(r['param_bytes'])} ({r['param_dtype']})",
                           _fmt(r["macs"]), _fmt(r["within_budget"]), _fmt(r.get("val_macro_accuracy")),

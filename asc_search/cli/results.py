@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--plots-dir", default=None, help="where to write the PNG plots (default: RUN/plots)")
     p.add_argument("--no-plots", action="store_true", help="do not write plots")
+    p.add_argument("--all", action="store_true",
+                   help="also list early-stopped and failed trials (unranked, after the ranked completed ones)")
     p.set_defaults(func=_cmd_results)
 
     p = sub.add_parser(
@@ -123,7 +125,8 @@ def _cmd_results(args: argparse.Namespace) -> int:
     from .. import results as R
 
     res = R.analyse_run(
-        args.run, results_dir=args.results_dir, top=args.top, plots_dir=args.plots_dir, plots=not args.no_plots
+        args.run, results_dir=args.results_dir, top=args.top, plots_dir=args.plots_dir, plots=not args.no_plots,
+        include_stopped=args.all,
     )
     if args.json:
         json.dump(res.to_dict(), sys.stdout, indent=2)
@@ -141,16 +144,18 @@ def _cmd_results(args: argparse.Namespace) -> int:
         b = res.budget
         console.print(f"budget: {b.max_param_bytes:,} bytes at {b.param_dtype}, {b.max_macs:,} MACs")
 
-    board = Table(title=f"Leaderboard: top {len(res.board)} of {counts.get('completed', 0)} completed trials "
-                  "(validation split)")
-    for col, just in (("rank", "right"), ("trial", "left"), ("params", "right"), ("bytes", "right"),
+    n_ranked = int((res.board["rank"] > 0).sum())
+    board = Table(title=f"Leaderboard: top {n_ranked} of {counts.get('completed', 0)} completed trials "
+                  "(validation split)" + (", then early-stopped and failed ones" if args.all else ""))
+    for col, just in (("rank", "right"), ("trial", "left"), ("status", "left"), ("params", "right"), ("bytes", "right"),
                       ("MACs", "right"), ("val macro acc", "right"), ("val log loss", "right"), ("epochs", "right")):
         board.add_column(col, justify=just)
     for col in res.distill:
         board.add_column(R.strip_prefix(col), justify="right")
     for _, row in res.board.iterrows():
         board.add_row(
-            str(row["rank"]), str(row["trial_id"]), _fmt(row["params"], "int"), _fmt(row["param_bytes"], "int"),
+            str(row["rank"]) if row["rank"] > 0 else "-", str(row["trial_id"]), str(row["status"]),
+            _fmt(row["params"], "int"), _fmt(row["param_bytes"], "int"),
             _fmt(row["macs"], "int"), _fmt(row["val_macro_accuracy"], "acc"), _fmt(row["val_log_loss"], "acc"),
             _fmt(row["epochs"], "int"), *[_fmt(row[c]) for c in res.distill],
         )
