@@ -557,53 +557,56 @@ def run_search(
     n_classes = len(features.labels)
     teacher_fp = (teacher.meta.get("teacher_fingerprint") if teacher is not None else None)
 
-    # ---- record what produces the run
-    run_dir.mkdir(parents=True, exist_ok=True)
-    storage_url = f"sqlite:///{run_dir / STUDY_FILE}"
-    if not resume:
-        _write_atomic(run_dir / SEARCH_FILE, spec.text.encode("utf-8"))
-        info = {
-            "name": name,
-            "study_name": name,
-            "space_file": str(Path(space).resolve()),
-            "space_file_sha256": original_sha,
-            "space_sha256": spec.sha256,
-            "profile": spec.profile.name,
-            "cache_dir": str(cache_dir.resolve()),
-            "feature_fingerprint": features.fingerprint,
-            "dataset_root": (features.meta or {}).get("dataset_root"),
-            "teacher_cache_dir": str(teacher_dir.resolve()) if teacher_dir is not None else None,
-            "teacher_fingerprint": teacher_fp,
-            "split": dataclasses.asdict(spec.split),
-            "n_train": len(payload["train_y"]),
-            "n_val": len(payload["val_y"]),
-            "budget": spec.budget.to_dict(),
-            "seed": spec.search.seed,
-            "num_samples": spec.search.num_samples,
-            "package_version": __version__,
-            "versions": _versions(),
-            "started_utc": _now(),
-            "finished_utc": None,
-            "status": "running",
-            "address": address,
-        }
-        _write_json(run_dir / RUN_FILE, info)
-    else:
-        info["resumed_utc"] = [*info.get("resumed_utc", []), _now()]
-        info["status"] = "running"
-        _write_json(run_dir / RUN_FILE, info)
-    study_name = info["study_name"]
-    open_study(spec, storage_url, study_name)  # create it now so the dashboard can show it at once
-
-    # ---- Tune
+    # ---- Ray (before anything is written: a cluster that cannot run a trial is refused up front)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     started_ray = connect_ray(address)
     channel = str(run_dir)
-    if on_event is not None:
-        register_sink(channel, on_event)
     try:
+        _check_resources(spec)
+
+        # ---- record what produces the run
+        run_dir.mkdir(parents=True, exist_ok=True)
+        storage_url = f"sqlite:///{run_dir / STUDY_FILE}"
+        if not resume:
+            _write_atomic(run_dir / SEARCH_FILE, spec.text.encode("utf-8"))
+            info = {
+                "name": name,
+                "study_name": name,
+                "space_file": str(Path(space).resolve()),
+                "space_file_sha256": original_sha,
+                "space_sha256": spec.sha256,
+                "profile": spec.profile.name,
+                "cache_dir": str(cache_dir.resolve()),
+                "feature_fingerprint": features.fingerprint,
+                "dataset_root": (features.meta or {}).get("dataset_root"),
+                "teacher_cache_dir": str(teacher_dir.resolve()) if teacher_dir is not None else None,
+                "teacher_fingerprint": teacher_fp,
+                "split": dataclasses.asdict(spec.split),
+                "n_train": len(payload["train_y"]),
+                "n_val": len(payload["val_y"]),
+                "budget": spec.budget.to_dict(),
+                "seed": spec.search.seed,
+                "num_samples": spec.search.num_samples,
+                "package_version": __version__,
+                "versions": _versions(),
+                "started_utc": _now(),
+                "finished_utc": None,
+                "status": "running",
+                "address": address,
+            }
+            _write_json(run_dir / RUN_FILE, info)
+        else:
+            info["resumed_utc"] = [*info.get("resumed_utc", []), _now()]
+            info["status"] = "running"
+            _write_json(run_dir / RUN_FILE, info)
+        study_name = info["study_name"]
+        open_study(spec, storage_url, study_name)  # create it now so the dashboard can show it at once
+
+        # ---- Tune
+        if on_event is not None:
+            register_sink(channel, on_event)
         from ray import tune
 
         s = spec.search
@@ -695,6 +698,34 @@ def run_search(
         cls = ConfigError if err == "ConfigError" else BudgetError
         raise cls(f"{stop_reason} (run {run_dir}: {counts['trained']} trained, {counts['rejected_budget']} rejected)")
     return result
+
+
+def _check_resources(spec: SearchSpec) -> None:
+    """A trial asking for more than the cluster has would wait forever: refuse it up front."""
+    import ray
+
+    total = ray.cluster_resources()
+    s = spec.search
+    for key, want, name in (("CPU", s.cpus_per_trial, "cpus_per_trial"), ("GPU", s.gpus_per_trial, "gpus_per_trial")):
+        have = float(total.get(key, 0.0))
+        most = _max_node(key)
+        if want > 0 and want > most:
+            raise ConfigError(
+                f"{spec.source}: search.resources.{name} is {want:g} but the Ray cluster has "
+                f"{have:g} {key}(s) in all and at most {most:g} on one node: no trial could ever start; "
+                f"lower {name} (e.g. gpus_per_trial: 0 on a machine without a GPU)"
+            )
+
+
+def _max_node(key: str) -> float:
+    """The most of resource ``key`` (CPU, GPU) any single alive node of the connected Ray cluster has."""
+    import ray
+
+    best = 0.0
+    for node in ray.nodes():
+        if node.get("Alive"):
+            best = max(best, float(node.get("Resources", {}).get(key, 0.0)))
+    return best
 
 
 def _trial_dirname(trial: Any) -> str:

@@ -179,3 +179,18 @@ def test_run_refusals(quick_cache, tmp_path):
         run_search(quick_cache, space, name="a/b", results_dir=tmp_path / "r")
     with pytest.raises(Exception, match="no teacher cache there"):
         run_search(quick_cache, space, name="nt", results_dir=tmp_path / "r", teacher_cache=tmp_path / "none")
+
+
+@pytest.mark.ray
+def test_resources_the_cluster_cannot_give_are_refused_before_anything_is_written(quick_cache, teacher_cache, ray_local,
+                                                                                 tmp_path):
+    space = tiny_space(tmp_path, **{"search.resources": {"cpus_per_trial": 1, "gpus_per_trial": 0.5}})
+    with pytest.raises(ConfigError, match=r"search.resources.gpus_per_trial is 0.5 but the Ray cluster has 0 GPU"):
+        run_search(quick_cache, space, name="gpu", results_dir=tmp_path / "r", teacher_cache=teacher_cache)
+    assert not (tmp_path / "r" / "gpu").exists()
+    space = tiny_space(tmp_path, "c.yaml", **{"search.resources": {"cpus_per_trial": 8}})
+    with pytest.raises(ConfigError, match=r"cpus_per_trial is 8 but .* at most 2 on one node"):
+        run_search(quick_cache, space, name="cpu", results_dir=tmp_path / "r", teacher_cache=teacher_cache)
+    import ray
+
+    assert ray.is_initialized()  # the shared instance is left alone
