@@ -176,10 +176,10 @@ DEVICES: dict[str, _Device] = {
     "c": _Device(160, 11_500, ((1200, -3.0, 1.2), (5000, 4.0, 0.8)), 2.0, -78, 0.9, True),
     "s1": _Device(220, 8_000, ((2000, 5.0, 0.8),), 4.0, -74, 0.0, True),
     "s2": _Device(110, 12_000, ((8000, -6.0, 1.5), (700, 2.5, 1.0)), -1.0, -76, 0.0, True),
-    "s3": _Device(300, 7_000, ((4000, 6.0, 0.6),), 1.0, -72, 0.5, True),
+    "s3": _Device(300, 7_000, ((4000, 6.0, 0.6),), 1.0, -72, 0.3, True),
     # unseen in training
     "s4": _Device(420, 5_200, ((1500, 8.0, 0.7),), 6.0, -66, 0.0, True),
-    "s5": _Device(130, 4_000, ((900, 3.0, 1.0),), 3.0, -70, 0.3, False),
+    "s5": _Device(130, 4_000, ((900, 3.0, 1.0),), 3.0, -70, 0.15, False),
     "s6": _Device(60, 10_000, ((2500, -10.0, 0.5), (800, 6.0, 0.6)), -4.0, -60, 0.0, True),
 }
 assert tuple(DEVICES) == ALL_DEVICES
@@ -195,12 +195,6 @@ def _device_response(device: _Device, freqs: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------- plan
-@dataclass
-class _Plan:
-    base: dict  # per base clip (moment): scene, city, location, segment, index, split, params...
-    clips: list  # (base_index, device, filename)
-
-
 def _counts(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
