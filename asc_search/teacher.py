@@ -473,14 +473,23 @@ def _embed_ray(payload, x, shards, address):
     try:
         remote = ray.remote(num_cpus=1)(_embed_shard_task)
         payload_ref = ray.put(payload)  # the teachers' weights travel to the object store once
-        refs = [remote.remote(payload_ref, x[lo:hi].numpy()) for lo, hi in shards]
+        # a bounded window of shards in flight, so the object store never holds the whole feature cache at once
+        window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        results: dict[int, Any] = {}
+        in_flight: dict[Any, int] = {}
+        next_shard = 0
         with make_progress() as progress:
-            task = progress.add_task("embedding clips (Ray tasks)", total=len(refs))
-            pending = list(refs)
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
+            task = progress.add_task("embedding clips (Ray tasks)", total=len(shards))
+            while next_shard < len(shards) or in_flight:
+                while next_shard < len(shards) and len(in_flight) < window:
+                    lo, hi = shards[next_shard]
+                    in_flight[remote.remote(payload_ref, x[lo:hi].numpy())] = next_shard
+                    next_shard += 1
+                done, _ = ray.wait(list(in_flight), num_returns=1)
+                for ref in done:
+                    results[in_flight.pop(ref)] = ray.get(ref)
                 progress.advance(task, len(done))
-        return ray.get(refs)
+        return [results[i] for i in range(len(shards))]
     finally:
         if started:
             ray.shutdown()

@@ -139,5 +139,5 @@ def test_teacher_learns_on_the_built_in_data(tmp_path):
     run = train_teacher(cache, tmp_path / "teacher", train_config=cfg)
     test = run.metrics["test"]
     assert test["n"] >= 150
-    assert test["macro_accuracy"] > 0.22, test  # measured 2026-11-25: see the teacher note
-    assert run.metrics["val"]["macro_accuracy"] > 0.22
+    assert test["macro_accuracy"] > 0.35, test  # measured 0.555 (val 0.670) on 2026-11-25
+    assert run.metrics["val"]["macro_accuracy"] > 0.35
