@@ -656,8 +656,10 @@ def run_search(
                 ),
             )
         if on_event is not None:
+            so_far = build_trials_table(run_dir)
+            running = so_far.loc[so_far["status"] == "running", "trial_id"].astype(int).tolist() if len(so_far) else []
             on_event("setup", {"run_dir": str(run_dir), "name": name, "resume": resume, "num_samples": s.num_samples,
-                               "max_concurrent": s.max_concurrent, "counts": _counts(build_trials_table(run_dir))})
+                               "max_concurrent": s.max_concurrent, "counts": _counts(so_far), "running": running})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tuner.fit()

@@ -70,9 +70,9 @@ def test_interrupt_then_resume_finishes_without_loss_or_repeat(quick_cache, teac
             if not line:
                 break
             seen += line
-            if " completed after " in seen:
+            if " completed @" in seen:
                 break
-        assert " completed after " in seen, seen
+        assert " completed @" in seen, seen
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:

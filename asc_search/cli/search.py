@@ -62,10 +62,7 @@ class SearchPrinter:
 
     def _state(self) -> str:
         best = f"best {self.best[0]:.3f} (trial {self.best[1]})" if self.best else "best -"
-        return (
-            f"[dim]running {len(self.running)} | trained {self.done}/{self.num_samples} | rejected {self.rejected} "
-            f"| {best}[/dim]"
-        )
+        return f"[dim]· {len(self.running)} running · {self.done}/{self.num_samples} trained · {self.rejected} rejected · {best}[/dim]"
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         c = self.console
@@ -74,6 +71,8 @@ class SearchPrinter:
             self.num_samples = int(info.get("num_samples", 0))
             self.done = int(counts.get("trained", 0))
             self.rejected = int(counts.get("rejected_budget", 0))
+            self.running = set(int(n) for n in info.get("running", []))
+            self.done = int(counts.get("completed", 0)) + int(counts.get("early_stopped", 0)) + int(counts.get("failed", 0))
             verb = "resuming" if info.get("resume") else "searching"
             c.print(
                 f"{self._stamp()} {verb} [bold]{info['name']}[/bold] -> {info['run_dir']} "
@@ -84,10 +83,10 @@ class SearchPrinter:
             self.rejected_since += 1
         elif event == "started":
             self.running.add(int(info["trial"]))
-            skipped = f", after {self.rejected_since} over-budget proposal(s)" if self.rejected_since else ""
+            skipped = f" (+{self.rejected_since} rejected)" if self.rejected_since else ""
             self.rejected_since = 0
             what = "re-issued" if info.get("reissued") else "started"
-            cost = f"{info['params']:,} params, {info['macs']:,} MACs" if "params" in info else ""
+            cost = f"{info['params']:,} params, {info['macs'] / 1e6:.2f} M MACs" if "params" in info else ""
             c.print(f"{self._stamp()} trial {info['trial']:>4} {what}: {cost}{skipped}  {self._state()}")
         elif event in ("completed", "early_stopped", "failed"):
             number = int(info["trial"])
@@ -97,11 +96,11 @@ class SearchPrinter:
             if event == "completed" and acc is not None and (self.best is None or acc > self.best[0]):
                 self.best = (acc, number)
             style = {"completed": "green", "early_stopped": "yellow", "failed": "red"}[event]
-            score = f"val macro acc {acc:.3f}" if acc is not None else "no score"
-            extra = f" ({info['error']})" if info.get("error") else ""
+            score = f"acc {acc:.3f}" if acc is not None else "no score"
+            extra = f" ({str(info['error'])[:80]})" if info.get("error") else ""
             c.print(
-                f"{self._stamp()} trial {number:>4} [{style}]{event}[/{style}] after {info.get('epochs', 0)} epoch(s): "
-                f"{score}{extra}  {self._state()}"
+                f"{self._stamp()} trial {number:>4} [{style}]{event.replace('_', '-')}[/{style}] "
+                f"@{info.get('epochs', 0)} ep: {score}{extra} {self._state()}"
             )
         elif event in ("exhausted", "error"):
             c.print(f"{self._stamp()} [red]stopped proposing:[/red] {info.get('message')}")
