@@ -133,10 +133,15 @@ def test_load_features_refuses_broken_caches(quick_cache, tmp_path):
     first = manifest["files"][0]["name"]
     manifest["files"][0]["rows"] += 1
     (broken / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(CacheError, match="its n_clips says"):
+        load_features(broken)
+    manifest["n_clips"] += 1
+    (broken / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(CacheError, match=f"{first}: holds"):
         load_features(broken)
 
     manifest["files"][0]["rows"] -= 1
+    manifest["n_clips"] -= 1
     manifest["fingerprint"] = "0" * 16
     (broken / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(CacheError, match="another build"):
