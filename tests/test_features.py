@@ -97,6 +97,22 @@ def test_several_files_and_threads_give_the_same_cache(mini_tau, tmp_path):
     assert one.fingerprint == many.fingerprint
 
 
+@pytest.mark.parametrize("name", ["quick", "dcase", "dcase2023"])
+def test_log_mel_equals_torchaudio_mel_spectrogram(name):
+    import torchaudio
+
+    profile = get_profile(name)
+    audio = np.random.default_rng(1).standard_normal((2, profile.n_samples)).astype(np.float32) * 0.1
+    window = torch.hann_window if profile.window == "hann" else torch.hamming_window
+    reference = torchaudio.transforms.MelSpectrogram(
+        sample_rate=profile.sample_rate, n_fft=profile.n_fft, win_length=profile.win_length,
+        hop_length=profile.hop_length, n_mels=profile.n_mels, window_fn=window, power=2.0,
+    )(torch.from_numpy(audio))
+    ours = LogMel(profile)(audio, profile.sample_rate)
+    assert ours.shape == (2, *profile.shape)
+    np.testing.assert_allclose(ours, torch.log(reference + 1e-5).numpy(), atol=1e-3, rtol=1e-4)
+
+
 def test_resampling_when_the_file_rate_differs(tmp_path):
     t = np.arange(48_000) / 48_000
     tone = (0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
