@@ -235,7 +235,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     for kind in ("seen", "unseen"):
         key = f"{kind}_macro_accuracy"
         if key in summary.extra:
-            table.add_row(f"test accuracy, {kind} devices", _fmt(summary.extra[key], "acc"), "", "")
+            table.add_row(f"test macro accuracy, {kind} devices", _fmt(summary.extra[key], "acc"), "", "")
     table.add_row("ONNX max |diff| vs torch", f"{summary.onnx_max_abs_diff:.2e}", "", "")
     console.print(table)
     console.print(f"files in {summary.out_dir}: " + ", ".join(p.name for p in summary.files))
