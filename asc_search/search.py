@@ -49,7 +49,7 @@ import numpy as np
 
 from . import __version__
 from .errors import AscSearchError, CacheError, ConfigError, NotFoundError
-from .space import Proposal, SearchSpec, load_space
+from .space import _MISSING, Proposal, SearchSpec, load_space
 
 __all__ = [
     "DEFAULT_RESULTS_DIR",
@@ -325,7 +325,7 @@ def build_trials_table(run_dir: str | os.PathLike[str]) -> Any:
 
     Columns: trial_id (the Optuna trial number), number, status (completed | early_stopped | failed |
     rejected_budget; ``running`` only while the search runs), one ``p_<name>`` column per searched parameter
-    (inactive conditional ones hold the value the trial used, e.g. ``p_emb_weight`` 0.0), params, param_bytes, macs,
+    (one a trial did not draw holds the file's ``default:`` for it, e.g. ``p_emb_weight`` 0.0, else null), params, param_bytes, macs,
     val_macro_accuracy, val_log_loss, epochs, duration_s, constraint_param_bytes, constraint_macs, cost_s,
     ray_trial_id, checkpoint_path (relative to run_dir), error, started_at, config (the proposal as JSON:
     :meth:`asc_search.space.Proposal.from_dict`).
@@ -339,6 +339,8 @@ def build_trials_table(run_dir: str | os.PathLike[str]) -> Any:
     study = optuna.load_study(study_name=_study_name(run_dir), storage=url)
     spec = load_space(run_dir / SEARCH_FILE) if (run_dir / SEARCH_FILE).is_file() else None
     searched = [p.name for p in spec.params if p.type != "fixed"] if spec is not None else []
+    # value of a searched parameter a trial did not draw (condition false): the file's default:, else none
+    defaults = {p.name: p.default for p in spec.params if p.when and p.default is not _MISSING} if spec is not None else {}
     checkpoints = _checkpoint_paths(run_dir)
     rows = []
     from optuna.trial import TrialState
@@ -351,7 +353,6 @@ def build_trials_table(run_dir: str | os.PathLike[str]) -> Any:
         if t.state == TrialState.RUNNING:
             status = "running"
         config = json.loads(ua["config"]) if "config" in ua else {}
-        effective = {**config.get("train", {}), **config.get("distill", {})}
         row: dict[str, Any] = {"trial_id": t.number, "number": t.number, "status": status}
         names = list(dict.fromkeys(searched + [n for n in t.params if n not in searched]))
         for name in names:
@@ -360,7 +361,7 @@ def build_trials_table(run_dir: str | os.PathLike[str]) -> Any:
             elif name == "blocks_per_stage":
                 continue
             else:
-                value = t.params.get(name, effective.get(name))
+                value = t.params.get(name, defaults.get(name))
             row[f"p_{name}"] = value
         constraints = t.constraints
         ray_id = ua.get("ray_trial_id")
