@@ -194,3 +194,18 @@ def test_resources_the_cluster_cannot_give_are_refused_before_anything_is_writte
     import ray
 
     assert ray.is_initialized()  # the shared instance is left alone
+
+
+@pytest.mark.ray
+def test_all_infeasible_space_stops_with_a_clear_error_and_keeps_the_record(quick_cache, teacher_cache, ray_local,
+                                                                           tmp_path):
+    from asc_search.errors import BudgetError
+
+    space = tiny_space(tmp_path, **{"budget.max_param_bytes": 100, "search.max_consecutive_rejections": 6})
+    with pytest.raises(BudgetError, match=r"6 proposals in a row were over the budget \(100 bytes at int8.*0 trained, 6 rejected"):
+        run_search(quick_cache, space, teacher_cache=teacher_cache, name="none", results_dir=tmp_path / "r")
+    run = tmp_path / "r" / "none"
+    table = pd.read_parquet(run / "trials.parquet")
+    assert len(table) == 6 and set(table["status"]) == {"rejected_budget"}
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "stopped" and "in a row" in info["stop_reason"]
