@@ -103,6 +103,8 @@ def prepare_trial_data(features: Any, teacher: Any, spec: SearchSpec) -> dict[st
     aligned to ``features.table`` rows, or None (no distillation). Teacher embeddings are stored float16 (half the
     object store; ``fit`` turns each batch into float32).
     """
+    import torch
+
     from .data.tau import carve_validation
 
     carved = carve_validation(features.table, spec.split)
@@ -121,13 +123,13 @@ def prepare_trial_data(features: Any, teacher: Any, spec: SearchSpec) -> dict[st
                 f"(from {spec.source}); the cache needs train clips from several recording locations"
             )
         idx = np.flatnonzero(mask)
-        index = __import__("torch").from_numpy(idx)
+        index = torch.from_numpy(idx)
         out[f"{name}_x"] = x_all.index_select(0, index).numpy()
         out[f"{name}_y"] = carved["label"].to_numpy(dtype=np.int64)[idx]
         out[f"{name}_files"] = carved["filename"].to_numpy()[idx].astype(str).tolist()
         if teacher is not None:
             out[f"{name}_logits"] = teacher.logits.index_select(0, index).float().numpy()
-            out[f"{name}_emb"] = teacher.embeddings.index_select(0, index).to(__import__("torch").float16).numpy()
+            out[f"{name}_emb"] = teacher.embeddings.index_select(0, index).to(torch.float16).numpy()
     return out
 
 
