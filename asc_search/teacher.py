@@ -54,6 +54,7 @@ __all__ = [
     "EMBEDDING_MODES",
     "TeacherRun",
     "LoadedTeacher",
+    "check_teacher_out_dir",
     "default_teacher_preset",
     "default_train_config",
     "train_teacher",
@@ -138,7 +139,9 @@ class TeacherRun:
     fit: FitResult = field(repr=False)
 
 
-def _check_out_dir(out_dir: Path, force: bool, what: str) -> None:
+def check_teacher_out_dir(out_dir: Path, force: bool, what: str = "--out folder") -> None:
+    """ConfigError unless ``out_dir`` is absent or empty, or ``force`` is set and it holds a teacher."""
+    out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         if not force:
             raise ConfigError(f"{out_dir}: already exists and is not empty; choose another {what} or pass --force")
@@ -170,7 +173,7 @@ def train_teacher(
     from .models.teacher import build_teacher
 
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir, force, "--out folder")
+    check_teacher_out_dir(out_dir, force, "--out folder")
     fs = features if features is not None else load_features(cache_dir)
     split = split or SplitConfig(seed=seed)
     parts = fs.split(split)

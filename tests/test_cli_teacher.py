@@ -19,7 +19,7 @@ def test_train_cli_trains_prints_and_refuses_to_overwrite(quick_cache, tmp_path,
                  "--no-mixup", "--no-roll", "--batch-size", "32"])
     text = capsys.readouterr().out
     assert code == 0
-    assert "epoch   1/1" in text and "test accuracy per device" in text and "macro acc" in text
+    assert "epoch   1/1" in text and "accuracy per device" in text and "unseen*" in text and "macro acc" in text
     meta = json.loads((out / "teacher.json").read_text())
     assert meta["train_config"]["mixup_alpha"] == 0.0 and meta["train_config"]["time_roll"] == 0
     assert meta["train_config"]["freq_mixstyle_p"] == 0.4  # left on

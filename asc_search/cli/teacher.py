@@ -98,11 +98,14 @@ def run_train(args: argparse.Namespace) -> int:
 
     from ..cache import load_features
     from ..config import SplitConfig
-    from ..teacher import default_train_config, train_teacher
+    from ..teacher import check_teacher_out_dir, default_train_config, train_teacher
+    from ..train import resolve_device
 
     console = Console()
     if args.epochs < 1:
         raise ConfigError(f"--epochs must be a positive integer, got {args.epochs}")
+    check_teacher_out_dir(args.out, args.force, "--out folder")  # fail before the (long) load and training
+    resolve_device(args.device)
     fs = load_features(args.cache_dir)
     overrides: dict[str, Any] = {"num_threads": args.threads}
     if args.lr is not None:
@@ -160,19 +163,22 @@ def run_train(args: argparse.Namespace) -> int:
             table.add_row(name, str(s["n"]), _fmt(s["macro_accuracy"], True), _fmt(s["accuracy"], True),
                           _fmt(s["log_loss"]), _fmt(s.get("seen_accuracy"), True), _fmt(s.get("unseen_accuracy"), True))
     console.print(table)
-    test = metrics.get("test")
+    test, val = metrics.get("test"), metrics.get("val") or {}
     if test:
-        dev = Table(title="test accuracy per device")
-        for d in test.get("per_device", {}):
-            dev.add_column(d + ("" if test["per_device"][d]["seen"] else "*"), justify="right")
-        dev.add_row(*[_fmt(v["acc"], True) for v in test.get("per_device", {}).values()])
+        dev = Table(title="accuracy per device (* unseen: only in the test split)")
+        for col in ("device", "seen", "test clips", "test acc", "val acc"):
+            dev.add_column(col, justify="left" if col in ("device", "seen") else "right")
+        for d, v in test.get("per_device", {}).items():
+            val_dev = val.get("per_device", {}).get(d, {})
+            seen = {True: "seen", False: "unseen*", None: "?"}[v["seen"]]
+            dev.add_row(d, seen, str(v["n"]), _fmt(v["acc"], True), _fmt(val_dev.get("acc"), True))
         console.print(dev)
-        cls = Table(title="test accuracy per class")
-        for lab in test["per_class"]:
-            cls.add_column(lab, justify="right")
-        cls.add_row(*[_fmt(v, True) for v in test["per_class"].values()])
+        cls = Table(title="accuracy per class")
+        for col in ("class", "test acc", "val acc"):
+            cls.add_column(col, justify="left" if col == "class" else "right")
+        for lab, acc in test["per_class"].items():
+            cls.add_row(lab, _fmt(acc, True), _fmt(val.get("per_class", {}).get(lab), True))
         console.print(cls)
-        console.print("[dim]* unseen device (only in the test split)[/dim]")
     console.print(f"wrote {run.out_dir}/teacher.pt, teacher.json, metrics.json")
     return 0
 
