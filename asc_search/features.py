@@ -322,9 +322,12 @@ def build_feature_cache_report(
         if not cache_dir.is_dir():
             raise CacheError(f"{cache_dir}: exists and is not a folder; expected a new or empty folder for the cache")
         if is_feature_cache(cache_dir):
-            manifest = read_manifest(cache_dir)
+            try:
+                manifest = read_manifest(cache_dir)
+            except CacheError as exc:
+                raise CacheError(f"{exc} (delete {cache_dir} to rebuild it)") from None
             stored = manifest.get("profile", {})
-            if stored != prof.to_dict():
+            if stored.get("name") != prof.name:
                 raise CacheError(
                     f"{cache_dir}: holds a feature cache of profile {stored.get('name')!r} "
                     f"({stored.get('n_mels')}x{manifest.get('shape', [0, 0, '?'])[-1]}); asked for profile "
@@ -333,7 +336,8 @@ def build_feature_cache_report(
             if manifest["fingerprint"] == fingerprint and all((cache_dir / f["name"]).is_file() for f in manifest["files"]):
                 return BuildReport(cache_dir, True, int(manifest["n_clips"]), len(manifest["files"]),
                                    time.perf_counter() - started, fingerprint, prof.name)
-            # same profile, changed inputs (or labels): rebuilt below, replacing it (its teacher cache is stale too)
+            # same profile, changed inputs, labels or profile definition: rebuilt below, replacing the old cache
+            # (its teacher cache is stale too and goes with it)
         elif any(cache_dir.iterdir()):
             raise CacheError(
                 f"{cache_dir}: exists, is not empty and holds no feature cache ({MANIFEST} missing); expected a new or "
