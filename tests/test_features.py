@@ -149,3 +149,13 @@ def test_benchmark_runs_on_a_small_set(tmp_path):
     assert result["dcase"]["reused"] is True
     assert result["dcase"]["cache_bytes_per_1000_clips"] > result["quick"]["cache_bytes_per_1000_clips"] > 0
     assert result["synth"]["clips_per_s"] > 0
+
+
+def test_changed_definition_of_the_same_profile_rebuilds(mini_tau, tmp_path):
+    import dataclasses
+
+    out = build_feature_cache(mini_tau, tmp_path / "cache", "quick")
+    narrower = dataclasses.replace(get_profile("quick"), n_mels=32)
+    report = build_feature_cache_report(mini_tau, out, narrower)
+    assert not report.reused
+    assert load_features(out).x.shape[2] == 32
