@@ -95,8 +95,9 @@ def run(n_clips: int = 10_000, workers: int = 2, workdir: str | os.PathLike | No
                 "cache_mb_per_1000_clips": round(size * 1000 / n_clips / 1e6, 2),
             }
             if profile == "dcase":
-                fs, load_s, _ = _timed(load_features, cache)
+                fs, load_s, load_cpu = _timed(load_features, cache)
                 entry["load_seconds"] = round(load_s, 3)
+                entry["load_cpu_seconds"] = round(load_cpu, 3)
                 entry["load_clips_per_s"] = round(n_clips / load_s, 1)
                 entry["tensor_shape"] = list(fs.x.shape)
                 entry["tensor_dtype"] = str(fs.x.dtype).replace("torch.", "")
