@@ -99,13 +99,25 @@ def _first(info: Mapping[str, Any], *keys: str) -> Any:
     return None
 
 
+def _missing(value: Any) -> bool:
+    """None, NaN or pandas' NA (a scalar cell of a trials table that holds nothing)."""
+    if value is None:
+        return True
+    try:
+        import pandas as pd
+
+        return bool(pd.isna(value)) if not isinstance(value, (dict, list, tuple)) else False
+    except (TypeError, ValueError):
+        return False
+
+
 def trial_proposal(row: Mapping[str, Any]) -> Any:
     """The :class:`asc_search.space.Proposal` (student, distill, train configs) of one trials.parquet row,
     rebuilt from its ``config`` column."""
     from .space import Proposal
 
     raw = row.get("config") if hasattr(row, "get") else None
-    if raw is None or (isinstance(raw, float) and math.isnan(raw)):
+    if _missing(raw):
         raise DataError(
             f"trial {row.get('trial_id')!r} has no 'config' in trials.parquet: cannot rebuild its student"
         )
@@ -132,7 +144,7 @@ def _checkpoint_file(path: Path) -> Path:
 def trial_state_dict(run_dir: str | os.PathLike[str], row: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The model state dict of a trial's best validation epoch, from the checkpoint the search recorded."""
     raw = row.get("checkpoint_path") if hasattr(row, "get") else None
-    if raw is None or (isinstance(raw, float) and math.isnan(raw)) or raw == "":
+    if _missing(raw) or raw == "":
         raise NotFoundError(
             f"trial {row.get('trial_id')!r} has no checkpoint recorded in trials.parquet; export it with --retrain"
         )

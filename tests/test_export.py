@@ -200,3 +200,16 @@ def test_cli_export_bad_runs(fake_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no search run named 'nope'" in err and "runs there: stopped" in err
     assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.slow
+def test_export_without_its_checkpoint_says_retrain(tiny_search_run, tmp_path):
+    import shutil
+
+    from asc_search.export import export_run
+
+    run = tmp_path / "moved"
+    shutil.copytree(tiny_search_run, run, ignore=shutil.ignore_patterns("ray"))  # the Ray experiment is gone
+    with pytest.raises(NotFoundError, match="is gone.*--retrain"):
+        export_run(run, tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()
