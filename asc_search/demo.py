@@ -47,7 +47,7 @@ class DemoSettings:
     cores shared with other work at load average 7; teacher 0.77 validation macro accuracy)."""
 
     clips: int = 1500  # synthetic clips in all (train + test): ~900 train, ~225 validation, 375 test
-    seed: int = 0  # seeds the data, the split, the teacher and the search
+    seed: int = 0  # seeds the data, the validation split, the teacher and the search (search.seed, split.seed)
     teacher_epochs: int = 8  # teacher training epochs
     num_samples: int | None = None  # trained search trials (None: the search file's num_samples)
     student_epochs: int | None = None  # epochs per trial (None: the search file's)
@@ -104,22 +104,31 @@ def _prepare_out(out: Path, force: bool) -> None:
 
 
 def _space_for(settings: DemoSettings, out: Path) -> Path:
-    """The search file the demo runs: the given one, with its epochs overridden when asked (written to OUT)."""
-    if settings.student_epochs is None:
-        return settings.space
+    """The search file the demo runs: the given one, or (written to OUT/search_space.yaml) a copy with the demo's
+    seed as ``search.seed`` and ``split.seed`` and, when asked, its ``train.epochs`` replaced."""
     import yaml
 
     from .space import load_space
 
-    load_space(settings.space)  # validate before rewriting
+    spec = load_space(settings.space)  # validate before rewriting
+    changes: dict[tuple[str, str], Any] = {}
+    if spec.search.seed != settings.seed:
+        changes[("search", "seed")] = settings.seed
+    if spec.split.seed != settings.seed:
+        changes[("split", "seed")] = settings.seed
+    if settings.student_epochs is not None:
+        changes[("train", "epochs")] = settings.student_epochs
+    if not changes:
+        return Path(settings.space)
     raw = yaml.safe_load(Path(settings.space).read_text(encoding="utf-8"))
-    raw.setdefault("train", {})["epochs"] = settings.student_epochs
+    for (section, key), value in changes.items():
+        raw.setdefault(section, {})
+        raw[section] = dict(raw[section] or {})
+        raw[section][key] = value
     path = out / "search_space.yaml"
-    path.write_text(
-        f"# {settings.space} with train.epochs = {settings.student_epochs} (asc-search demo)\n"
-        + yaml.safe_dump(raw, sort_keys=False),
-        encoding="utf-8",
-    )
+    said = ", ".join(f"{section}.{key} = {value}" for (section, key), value in changes.items())
+    path.write_text(f"# {settings.space} with {said} (asc-search demo)\n" + yaml.safe_dump(raw, sort_keys=False),
+                    encoding="utf-8")
     return path
 
 
@@ -174,7 +183,8 @@ def run_demo(
 
     # The teacher learns on the same train part the search trains on: it never sees the validation locations
     # the search selects with, so distilled students gain no peek at validation through the teacher.
-    spec = load_space(settings.space)
+    space = _space_for(settings, out)
+    spec = load_space(space)
     teacher_run = train_teacher(
         paths["cache"], paths["teacher"], epochs=settings.teacher_epochs, seed=settings.seed,
         device=settings.device, split=spec.split, on_epoch=teacher_epoch,
@@ -186,7 +196,6 @@ def run_demo(
     paths["teacher_cache"] = Path(teacher_cache)
     timings[name] = time.perf_counter() - t0
 
-    space = _space_for(settings, out)
     name, t0 = step("search", 5, f"budgeted search ({Path(settings.space).name}) on local Ray -> {paths['results']}")
     events = _SearchEvents(say)
     searched = run_search(
