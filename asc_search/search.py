@@ -649,6 +649,9 @@ def run_search(
                     num_samples=s.num_samples,
                     max_concurrent_trials=s.max_concurrent,
                     trial_dirname_creator=_trial_dirname,
+                    # a finished trial's worker (torch + the package already imported) takes the next trial:
+                    # 4 quick trials 2 at a time took 22.6 s instead of 30.7 s
+                    reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(
                     name=RAY_DIR,
