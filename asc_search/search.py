@@ -208,6 +208,7 @@ def train_trial(config: dict[str, Any], data: dict[str, Any]) -> None:
         **{k: int(v) for k, v in config["cost"].items()},
     }
     last_epoch = int(start_state["epoch"]) if start_state is not None else 0
+    fixed["resumed_from_epoch"] = last_epoch  # > 0: this attempt continued from a checkpoint (a retry or --resume)
 
     def on_epoch(epoch: int, metrics: dict[str, Any], state: dict[str, Any]) -> None:
         nonlocal last_epoch
@@ -220,6 +221,7 @@ def train_trial(config: dict[str, Any], data: dict[str, Any]) -> None:
             "best_epoch": int(state.get("best_epoch") or epoch),
             "best_val_macro_accuracy": float((state.get("best_metrics") or metrics).get("val_macro_accuracy", float("nan"))),
             "epoch_time_s": float(metrics.get("epoch_time_s", 0.0)),
+            "pid": os.getpid(),  # the worker process (shown in the Ray dashboard, useful to inspect a slow trial)
             **fixed,
         }
         with tempfile.TemporaryDirectory() as d:
@@ -322,6 +324,20 @@ def _checkpoint_paths(run_dir: Path) -> dict[int, str]:
     return {k: v for k, (_, v) in out.items()}
 
 
+def _trial_errors(run_dir: Path) -> dict[int, str]:
+    """Optuna trial number -> the last line of the exception that ended its Ray trial (Tune's error.txt)."""
+    out: dict[int, str] = {}
+    for err in (run_dir / RAY_DIR).glob("trial_*_*/error.txt"):
+        try:
+            number = int(err.parent.name.split("_")[1])
+            lines = [ln.strip() for ln in err.read_text(errors="replace").splitlines() if ln.strip()]
+        except (ValueError, IndexError, OSError):
+            continue
+        if lines:
+            out[number] = f"the trial raised: {lines[-1]}"[:500]
+    return out
+
+
 def build_trials_table(run_dir: str | os.PathLike[str]) -> Any:
     """One row per proposal of the run in ``run_dir``, rebuilt from its Optuna study (any time, also mid-run).
 
@@ -344,6 +360,7 @@ def build_trials_table(run_dir: str | os.PathLike[str]) -> Any:
     # value of a searched parameter a trial did not draw (condition false): the file's default:, else none
     defaults = {p.name: p.default for p in spec.params if p.when and p.default is not _MISSING} if spec is not None else {}
     checkpoints = _checkpoint_paths(run_dir)
+    crashes = _trial_errors(run_dir)
     rows = []
     from optuna.trial import TrialState
 
@@ -381,7 +398,8 @@ def build_trials_table(run_dir: str | os.PathLike[str]) -> Any:
                 "cost_s": ua.get("cost_s"),
                 "ray_trial_id": ray_id,
                 "checkpoint_path": checkpoints.get(t.number),
-                "error": ua.get("error"),
+                "resumed_from_epoch": ua.get("resumed_from_epoch"),
+                "error": crashes.get(t.number, ua.get("error")) if status == "failed" else ua.get("error"),
                 "started_at": t.datetime_start.timestamp() if t.datetime_start else None,
                 "config": ua.get("config"),
             }

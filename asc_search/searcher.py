@@ -316,7 +316,14 @@ class BudgetedSearcher(Searcher):
                 self._storage.set_trial_intermediate_value(tid, int(epoch), acc)
             except Exception:  # noqa: BLE001 - e.g. the trial was told meanwhile
                 pass
-        self._emit("result", trial=number, epoch=epoch, epochs_planned=result.get("epochs_planned"), val_macro_accuracy=acc)
+        self._emit(
+            "result",
+            trial=number,
+            epoch=epoch,
+            epochs_planned=result.get("epochs_planned"),
+            val_macro_accuracy=acc,
+            pid=result.get("pid"),
+        )
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         number = self._live.pop(trial_id, None)
@@ -341,11 +348,12 @@ class BudgetedSearcher(Searcher):
             "epochs": int(epoch) if epoch is not None else 0,
             "duration_s": duration,
             "finished_at": time.time(),
+            "resumed_from_epoch": result.get("resumed_from_epoch"),
         }
         if error or result.get("diverged") or acc is None or epoch is None:
             status, state, values = STATUS_FAILED, TrialState.FAIL, None
             if error:
-                attrs["error"] = "the trial raised (see the Ray trial's error file)"
+                attrs["error"] = f"the trial raised (see ray/trial_{number}_{trial_id}/error.txt in the run folder)"
             elif result.get("diverged"):
                 attrs["error"] = f"loss diverged (NaN/inf) in epoch {int(epoch or 0) + 1}"
             else:

@@ -788,6 +788,7 @@ def parse_space(text: str, source: str = "<search file>") -> SearchSpec:
 
     _check_student(ctx, sections["student"])
     _check_required(ctx, sections)
+    _check_train_against_profile(ctx, sections["train"], profile)
     search = _parse_search(ctx, top.get("search"))
     description = top.get("description") or ""
     if not isinstance(description, str):
@@ -854,6 +855,23 @@ def _check_student(ctx: _Ctx, specs: tuple[ParamSpec, ...]) -> None:
                 raise ctx.error(
                     "student.strides",
                     f"must map block names to [freq_stride, time_stride], e.g. {{b2: [2, 2], b4: [2, 1]}}, got {_fmt(v)}",
+                )
+
+
+def _check_train_against_profile(ctx: _Ctx, specs: tuple[ParamSpec, ...], profile: FeatureProfile) -> None:
+    """Masks and rolls must fit the profile's spectrogram (fit refuses them per trial otherwise)."""
+    limits = {"freq_mask": (profile.n_mels, "mel bins"), "time_mask": (profile.n_frames, "frames"),
+              "time_roll": (profile.n_frames, "frames")}
+    for p in specs:
+        if p.name not in limits:
+            continue
+        values = [p.value] if p.type == "fixed" else list(p.choices or ()) + [v for v in (p.high,) if v is not None]
+        limit, what = limits[p.name]
+        for v in values:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= limit:
+                raise ctx.error(
+                    f"train.{p.name}",
+                    f"must be smaller than the {limit} {what} of profile {profile.name!r}, got {_fmt(v)}",
                 )
 
 

@@ -209,3 +209,59 @@ def test_all_infeasible_space_stops_with_a_clear_error_and_keeps_the_record(quic
     assert len(table) == 6 and set(table["status"]) == {"rejected_budget"}
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "stopped" and "in a row" in info["stop_reason"]
+
+
+def _own_trial_workers() -> list[int]:
+    """Trial worker processes of this process's local Ray only (children of a raylet that is our child)."""
+    import os
+
+    def ppid(pid):
+        try:
+            return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{d}/cmdline", "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        parent = ppid(int(d)) if cmd.startswith("ray::ImplicitFunc") else None
+        if parent and ppid(parent) == os.getpid():
+            out.append(int(d))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_crashed_worker_is_retried_from_its_checkpoint(quick_cache, teacher_cache, ray_local, tmp_path):
+    """SIGKILL a trial's worker after its first epoch: Tune retries it (max_failures 1) from the epoch-1 checkpoint."""
+    import os
+    import signal
+
+    space = tiny_space(tmp_path, **{"train.epochs": 4, "search.num_samples": 2, "search.asha": {"enabled": False}})
+    killed = {}
+
+    def on_event(event, info):
+        # at a trial's 2nd epoch report (its epoch-1 checkpoint is registered with Tune by then)
+        if event == "result" and not killed and info["epoch"] == 2:
+            assert info["pid"] in _own_trial_workers()  # a worker of this test's own Ray, nobody else's
+            killed.update(trial=info["trial"], epoch=info["epoch"])
+            os.kill(info["pid"], signal.SIGKILL)
+
+    result = run_search(quick_cache, space, teacher_cache=teacher_cache, name="crash", results_dir=tmp_path / "r",
+                        on_event=on_event)
+    assert killed and result.counts["completed"] == 2 and result.counts["failed"] == 0
+    state = json.loads(sorted((result.run_dir / "ray").glob("experiment_state*.json"))[-1].read_text())
+    failures = [json.loads(meta)["num_failures"] if isinstance(meta, str) else meta["num_failures"]
+                for _, meta in state["trial_data"]]
+    assert sorted(failures) == [0, 1]  # one retry, of one trial
+    # the retried attempt continued from the dead one's checkpoint instead of starting over
+    table = pd.read_parquet(result.run_dir / "trials.parquet")
+    done = table[table["status"] == "completed"].set_index("trial_id")
+    assert (done["epochs"] == 4).all()
+    assert done.loc[killed["trial"], "resumed_from_epoch"] in (1, 2)
+    assert done.drop(index=killed["trial"])["resumed_from_epoch"].eq(0).all()

@@ -66,6 +66,9 @@ def test_shipped_spaces_load():
         # 15. a list where a distribution is expected
         ("batch_size: {type: categorical, choices: [32, 64]}", "batch_size: [32, 64]", "train.batch_size",
          "{type: categorical, choices: [...]}"),
+        # 17. a mask wider than the profile's spectrogram
+        ("  warmup_epochs: 0.5\n", "  warmup_epochs: 0.5\n  freq_mask: 40\n", "train.freq_mask",
+         "must be smaller than the 40 mel bins of profile 'quick'"),
         # 16. unknown key inside a parameter
         ("expansion_rate: {type: float, low: 1.5, high: 3.5}", "expansion_rate: {type: float, low: 1.5, high: 3.5, steps: 2}",
          "student.expansion_rate.steps", "allowed keys here: type, when, default, low, high, step, log"),
