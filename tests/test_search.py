@@ -265,3 +265,29 @@ def test_a_crashed_worker_is_retried_from_its_checkpoint(quick_cache, teacher_ca
     assert (done["epochs"] == 4).all()
     assert done.loc[killed["trial"], "resumed_from_epoch"] in (1, 2)
     assert done.drop(index=killed["trial"])["resumed_from_epoch"].eq(0).all()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_crashed_trial_without_retries_is_failed_and_the_search_goes_on(quick_cache, teacher_cache, ray_local,
+                                                                          tmp_path):
+    import os
+    import signal
+
+    space = tiny_space(tmp_path, **{"train.epochs": 3, "search.num_samples": 3, "search.max_failures": 0,
+                                    "search.asha": {"enabled": False}})
+    killed = {}
+
+    def on_event(event, info):
+        if event == "result" and not killed:
+            assert info["pid"] in _own_trial_workers()
+            killed.update(trial=info["trial"])
+            os.kill(info["pid"], signal.SIGKILL)
+
+    result = run_search(quick_cache, space, teacher_cache=teacher_cache, name="dead", results_dir=tmp_path / "r",
+                        on_event=on_event)
+    table = pd.read_parquet(result.run_dir / "trials.parquet").set_index("trial_id")
+    assert table.loc[killed["trial"], "status"] == "failed"
+    assert table.loc[killed["trial"], "error"].startswith("the trial raised: ")
+    assert "died" in table.loc[killed["trial"], "error"]
+    assert result.counts["trained"] == 3 and result.counts["completed"] == 2  # the search went on
