@@ -392,8 +392,8 @@ def write_export(
     metrics = score(logits, test_y, test_table, labels)
     seen_unseen = {}
     if "device" in getattr(test_table, "columns", ()):
-        from .metrics import macro_accuracy
         from .config import SEEN_DEVICES, UNSEEN_DEVICES
+        from .metrics import macro_accuracy
 
         devices = test_table["device"].astype(str).to_numpy()
         for kind, group in (("seen", SEEN_DEVICES), ("unseen", UNSEEN_DEVICES)):

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import AscSearchError, CacheError, ConfigError, NotFoundError
+from .errors import CacheError, ConfigError, NotFoundError
 from .space import _MISSING, Proposal, SearchSpec, load_space
 
 __all__ = [
@@ -371,7 +371,6 @@ def build_trials_table(run_dir: str | os.PathLike[str]) -> Any:
             continue  # asked but never costed (driver stopped in between): not a proposal
         if t.state == TrialState.RUNNING:
             status = "running"
-        config = json.loads(ua["config"]) if "config" in ua else {}
         row: dict[str, Any] = {"trial_id": t.number, "number": t.number, "status": status}
         names = list(dict.fromkeys(searched + [n for n in t.params if n not in searched]))
         for name in names:

@@ -483,7 +483,6 @@ class Proposal:
         """Rebuild a proposal from :meth:`to_dict` output (e.g. the ``config`` column of trials.parquet)."""
         from .distill import DistillConfig
         from .models.student import StudentConfig
-        from .train import TrainConfig
 
         return cls(
             student=StudentConfig.from_dict(dict(data["student"])),

@@ -29,22 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .cache import (
-    atomic_output_dir,
-    fingerprint_file,
-    fingerprint_json,
-    load_features,
-    write_json_atomic,
-)
+from .cache import atomic_output_dir, fingerprint_file, fingerprint_json, load_features, write_json_atomic
 from .config import SplitConfig
 from .errors import CacheError, ConfigError, NotFoundError
 from .metrics import score
-from .teacher_cache import (
-    DEFAULT_SHARD_ROWS,
-    default_teacher_cache_dir,
-    import_teacher_cache,
-    write_teacher_cache,
-)
+from .teacher_cache import DEFAULT_SHARD_ROWS, default_teacher_cache_dir, import_teacher_cache, write_teacher_cache
 from .train import FitResult, TensorData, TrainConfig, fit, predict, resolve_device
 
 __all__ = [

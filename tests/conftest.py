@@ -82,8 +82,8 @@ def quick_cache(synth_root, tmp_path_factory):
 @pytest.fixture(scope="session")
 def teacher_dir(quick_cache, tmp_path_factory):
     """A tiny trained teacher (teacher_quick, 2 epochs, CPU) on ``quick_cache`` (read-only for tests)."""
-    from asc_search.teacher import default_train_config, train_teacher
     from asc_search.cache import load_features
+    from asc_search.teacher import default_train_config, train_teacher
 
     fs = load_features(quick_cache)
     cfg = default_train_config(fs.x.shape[1:], epochs=2, seed=0, device="cpu", batch_size=32)
@@ -121,7 +121,7 @@ def ray_local(_ray_session_guard):
     if ray.is_initialized() and os.environ.get("_ASC_RAY_KIND") != "local":
         ray.shutdown()
     if not ray.is_initialized():
-        ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         os.environ["_ASC_RAY_KIND"] = "local"
     yield ray
 
@@ -129,7 +129,6 @@ def ray_local(_ray_session_guard):
 @pytest.fixture()
 def ray_multinode(_ray_session_guard):
     """A real two-node Ray cluster (head + 1 worker node, 1 CPU each); yields its address. Torn down after."""
-    import ray
     from ray.cluster_utils import Cluster
 
     _shutdown_ray()

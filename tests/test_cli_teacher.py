@@ -2,9 +2,7 @@
 and a one-line message, no traceback, nothing half-written."""
 
 import json
-import shutil
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 

@@ -11,14 +11,7 @@ import yaml
 
 from asc_search.config import DCASE_LABELS, Budget, get_profile
 from asc_search.errors import BudgetError, ConfigError, DataError, NotFoundError
-from asc_search.export import (
-    ONNX_FILE,
-    REPORT_FILE,
-    STUDENT_YAML,
-    WEIGHTS_FILE,
-    load_export,
-    write_export,
-)
+from asc_search.export import ONNX_FILE, REPORT_FILE, STUDENT_YAML, WEIGHTS_FILE, load_export, write_export
 from asc_search.models.student import StudentConfig, build_student
 
 

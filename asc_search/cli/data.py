@@ -13,24 +13,7 @@ from pathlib import Path
 
 from ..config import PROFILES
 from ..errors import ConfigError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-
+from ._args import integer, positive_int
 
 _LABELS_HELP = (
     "label set: default the 10 DCASE scenes in the organisers' order; 'auto' derives them from meta.csv (sorted); "
@@ -58,9 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     synth.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="new (or empty) folder to write")
-    synth.add_argument("--clips", type=_int, default=2000, metavar="N", help="total clips (default 2000, at least 100)")
-    synth.add_argument("--seed", type=_int, default=0, metavar="S", help="random seed (default 0)")
-    synth.add_argument("--workers", type=_positive_int, default=None, metavar="N", help="processes (default: cores)")
+    synth.add_argument("--clips", type=integer, default=2000, metavar="N", help="total clips (default 2000, at least 100)")
+    synth.add_argument("--seed", type=integer, default=0, metavar="S", help="random seed (default 0)")
+    synth.add_argument("--workers", type=positive_int, default=None, metavar="N", help="processes (default: cores)")
     synth.set_defaults(func=run_synth)
 
     info = data_sub.add_parser(
@@ -91,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"feature profile: {', '.join(f'{k} ({v.n_mels}x{v.n_frames})' for k, v in PROFILES.items())}; "
         "default quick",
     )
-    feat.add_argument("--workers", type=_positive_int, default=None, metavar="N", help="processes (default: cores)")
+    feat.add_argument("--workers", type=positive_int, default=None, metavar="N", help="processes (default: cores)")
     feat.add_argument("--labels", default=None, metavar="LABELS", help=_LABELS_HELP)
     feat.set_defaults(func=run_features)
 

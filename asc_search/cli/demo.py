@@ -9,6 +9,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ._args import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,31 +20,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         " -> export, on local Ray, in under 10 minutes on 2 CPU cores; ends with a summary and where every file is.",
     )
     p.add_argument("--out", default=str(Path("results") / "demo"), help="output folder (default: results/demo)")
-    p.add_argument("--clips", type=_positive, default=None, help="synthetic clips in all (default 1500)")
+    p.add_argument("--clips", type=positive_int, default=None, help="synthetic clips in all (default 1500)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, split, teacher and search (default 0)")
-    p.add_argument("--teacher-epochs", type=_positive, default=None, help="teacher epochs (default 8)")
-    p.add_argument("--num-samples", type=_positive, default=None, help="trained search trials (default: the space's)")
-    p.add_argument("--student-epochs", type=_positive, default=None, help="epochs per trial (default: the space's)")
+    p.add_argument("--teacher-epochs", type=positive_int, default=None, help="teacher epochs (default 8)")
+    p.add_argument("--num-samples", type=positive_int, default=None, help="trained search trials (default: the space's)")
+    p.add_argument("--student-epochs", type=positive_int, default=None, help="epochs per trial (default: the space's)")
     p.add_argument("--space", default=None, help="search file (default: search_spaces/quick.yaml)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device (default auto)")
     p.add_argument("--force", action="store_true", help="replace an existing demo folder")
     p.set_defaults(func=_cmd_demo)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ..demo import DemoSettings, run_demo
-
     import sys
+
+    from ..demo import DemoSettings, run_demo
 
     console = Console() if sys.stdout.isatty() else Console(width=120)
     kw = {"seed": args.seed, "device": args.device}

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import ConfigError
+from ._args import port, positive_int
 
 _RUN_HELP = "a run name under --results-dir (default ./results) or the path of a run folder"
 
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run", metavar="NAME|PATH", help=_RUN_HELP)
     p.add_argument("--results-dir", default=None, help="folder holding named runs (default: ./results)")
-    p.add_argument("--top", type=_positive_int, default=10, help="leaderboard rows to show (default 10)")
+    p.add_argument("--top", type=positive_int, default=10, help="leaderboard rows to show (default 10)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--plots-dir", default=None, help="where to write the PNG plots (default: RUN/plots)")
     p.add_argument("--no-plots", action="store_true", help="do not write plots")
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run", metavar="NAME|PATH", help=_RUN_HELP)
     p.add_argument("--results-dir", default=None, help="folder holding named runs (default: ./results)")
-    p.add_argument("--port", type=_port, default=8080, help="port to listen on (default 8080; 0 = any free port)")
+    p.add_argument("--port", type=port, default=8080, help="port to listen on (default 8080; 0 = any free port)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.set_defaults(func=_cmd_dashboard)
 
@@ -77,26 +78,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", default=None, metavar="FILE", help="write the predictions to FILE as CSV")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device to run on")
     p.set_defaults(func=_cmd_predict)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
-    return value
 
 
 def _console() -> Console:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ALL_DEVICES, DCASE_LABELS, SEEN_DEVICES, UNSEEN_DEVICES
+from ..config import ALL_DEVICES, DCASE_LABELS, SEEN_DEVICES
 from ..errors import ConfigError, DataError
 
 __all__ = ["SAMPLE_RATE", "CITIES", "SCENES", "DEVICES", "synthesize", "plan_dataset"]
