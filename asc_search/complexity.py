@@ -8,6 +8,12 @@ element); activations, pooling and residual additions nothing. All parameters co
 The mel front end is not counted, nor are train-only parts such as the distillation projection head.
 
 ``param_bytes`` = params x bytes per parameter of the storage dtype (int8 1, float16 2, float32 4).
+
+Students are also counted analytically (:func:`student_cost_from_config`): the same convention applied to the
+layers a :class:`~asc_search.models.student.StudentConfig` determines, with output sizes as PyTorch computes them,
+from the config alone (no model, no forward; tens of microseconds). :func:`cost_student` rejects an over-budget
+proposal on that count and confirms every proposal that passes with torchinfo, whose figures are then the ones
+reported (``counter`` says which counter produced a report's figures). The tests hold both counts equal.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ __all__ = [
     "measure",
     "check_budget",
     "cost_student",
+    "student_cost_from_config",
+    "COUNTERS",
     "parse_input_shape",
     "TRAIN_ONLY_NOTE",
 ]
@@ -51,6 +59,7 @@ class Complexity:
     input_shape: tuple[int, ...] = ()  # (1, C, F, T)
     layers: tuple[tuple[str, str, int, int], ...] = field(default=(), compare=False, repr=False)
     # per leaf layer: (name, class name, params, macs) for layers with params or MACs
+    counter: str = field(default="torchinfo", compare=False)  # "torchinfo" or "analytic": who counted
 
     def with_dtype(self, dtype: str) -> Complexity:
         """The same figures for another storage dtype."""
@@ -62,6 +71,7 @@ class Complexity:
             param_dtype=dtype,
             input_shape=self.input_shape,
             layers=self.layers,
+            counter=self.counter,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,6 +81,7 @@ class Complexity:
             "macs": self.macs,
             "param_dtype": self.param_dtype,
             "input_shape": list(self.input_shape),
+            "counter": self.counter,
         }
 
 
@@ -85,6 +96,11 @@ class BudgetReport:
     @property
     def passed(self) -> bool:
         return all(ok for _, _, _, ok in self.rows)
+
+    @property
+    def counter(self) -> str:
+        """Who counted the figures: ``"torchinfo"`` (the organisers' tool) or ``"analytic"`` (from the config)."""
+        return self.complexity.counter
 
     @property
     def failures(self) -> tuple[str, ...]:
@@ -191,6 +207,7 @@ def measure(model: nn.Module, input_shape: Sequence[int], dtype: str = "int8", l
         param_dtype=dtype,
         input_shape=shape,
         layers=layer_rows,
+        counter="torchinfo",
     )
 
 
@@ -220,26 +237,143 @@ def check_budget(complexity: Complexity, budget: Budget | None = None) -> Budget
     return BudgetReport(complexity=complexity, budget=budget, rows=rows)
 
 
-def cost_student(
-    config: Any,
-    input_shape: Sequence[int] = (1, 1, 256, 65),
-    budget: Budget | None = None,
-) -> BudgetReport:
-    """Cost a student from its config alone (no training): build it, count it with torchinfo, check the budget.
+def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length of a convolution / pooling along one axis, as PyTorch computes it (dilation 1, floor mode)."""
+    return (size + 2 * padding - kernel) // stride + 1
 
-    ``config`` is a :class:`asc_search.models.student.StudentConfig` or its dict. Takes a few milliseconds.
-    """
-    from .models.student import StudentConfig, build_student
 
-    if not isinstance(config, StudentConfig):
-        config = StudentConfig.from_dict(config)
-    budget = budget if budget is not None else Budget()
+def _student_config(config: Any) -> Any:
+    from .models.student import StudentConfig
+
+    if isinstance(config, StudentConfig):
+        return config
+    if config is None:
+        return StudentConfig()
+    return StudentConfig.from_dict(config)
+
+
+def _check_student_shape(config: Any, input_shape: Sequence[int] | str) -> tuple[int, ...]:
     shape = parse_input_shape(input_shape)
+    if shape[0] != 1:
+        raise ConfigError(f"input shape {list(shape)}: the complexity convention counts one clip, so batch must be 1")
     if shape[1] != config.in_channels:
         raise ConfigError(
             f"input shape {list(shape)} has {shape[1]} channel(s) but the student config expects "
             f"in_channels={config.in_channels}"
         )
+    return shape
+
+
+def student_cost_from_config(
+    config: Any,
+    input_shape: Sequence[int] | str = (1, 1, 256, 65),
+    dtype: str = "int8",
+    layers: bool = False,
+) -> Complexity:
+    """Params, parameter bytes and MACs of the student ``config`` would build, counted from the config alone.
+
+    The organisers' convention (the module docstring) applied layer by layer to the network
+    :func:`asc_search.models.student.build_student` makes: stem (two 3x3 stride-2 conv-BN, padding 1, no bias),
+    per block 1x1 expand conv-BN, 3x3 depthwise conv-BN with the block's stride (padding 1), 1x1 project conv-BN
+    (the residual add and its average-pool shortcut are free), head 1x1 conv to n_classes (no bias) + BN (global
+    pooling free). No model is built and nothing runs: tens of microseconds. ``layers=True`` also lists the
+    per-layer figures under the names torchinfo gives them (``in_c.0.0``, ``stages.s1.b1.block.1.0``, ...).
+    ``counter`` is ``"analytic"``. Equal to :func:`measure` on the built model (tests/test_complexity.py).
+    """
+    _check_dtype(dtype)
+    cfg = _student_config(config)
+    shape = _check_student_shape(cfg, input_shape)
+    f, t = shape[2], shape[3]
+    params = macs = 0
+    rows: list[tuple[str, str, int, int]] | None = [] if layers else None
+
+    def conv(name: str, cin: int, cout: int, kernel: int, groups: int, out_f: int, out_t: int) -> None:
+        nonlocal params, macs
+        weights = (cin // groups) * cout * kernel * kernel  # no bias anywhere in the student
+        params += weights
+        macs += weights * out_f * out_t
+        if rows is not None:
+            rows.append((name, "Conv2d", weights, weights * out_f * out_t))
+
+    def bn(name: str, channels: int) -> None:
+        nonlocal params, macs
+        params += 2 * channels
+        macs += 2 * channels
+        if rows is not None:
+            rows.append((name, "BatchNorm2d", 2 * channels, 2 * channels))
+
+    widths = cfg.stage_channels
+    stem = (cfg.in_channels, widths[0] // 4, widths[0])
+    for i in range(2):
+        f, t = _conv_out(f, 3, 2, 1), _conv_out(t, 3, 2, 1)
+        conv(f"in_c.{i}.0", stem[i], stem[i + 1], 3, 1, f, t)
+        bn(f"in_c.{i}.1", stem[i + 1])
+    for spec in cfg.block_specs():
+        prefix = f"stages.s{spec.stage + 1}.{spec.name}.block"
+        exp = spec.exp_channels
+        conv(f"{prefix}.0.0", spec.in_channels, exp, 1, 1, f, t)
+        bn(f"{prefix}.0.1", exp)
+        f, t = _conv_out(f, 3, spec.stride[0], 1), _conv_out(t, 3, spec.stride[1], 1)
+        conv(f"{prefix}.1.0", exp, exp, 3, exp, f, t)
+        bn(f"{prefix}.1.1", exp)
+        conv(f"{prefix}.2.0", exp, spec.out_channels, 1, 1, f, t)
+        bn(f"{prefix}.2.1", spec.out_channels)
+    conv("feed_forward.0", widths[-1], cfg.n_classes, 1, 1, f, t)
+    bn("feed_forward.1", cfg.n_classes)
+    return Complexity(
+        params=params,
+        param_bytes=params * DTYPE_BYTES[dtype],
+        macs=macs,
+        param_dtype=dtype,
+        input_shape=shape,
+        layers=tuple(rows) if rows is not None else (),
+        counter="analytic",
+    )
+
+
+#: ``cost_student``'s counters: "auto" (analytic rejection, torchinfo confirmation), "analytic", "torchinfo".
+COUNTERS = ("auto", "analytic", "torchinfo")
+
+
+def cost_student(
+    config: Any,
+    input_shape: Sequence[int] = (1, 1, 256, 65),
+    budget: Budget | None = None,
+    counter: str = "auto",
+) -> BudgetReport:
+    """Cost a student from its config alone (no training) and check it against ``budget`` (default: DCASE's).
+
+    ``config`` is a :class:`asc_search.models.student.StudentConfig` or its dict. With ``counter="auto"`` (what the
+    search uses) the analytic count (:func:`student_cost_from_config`, microseconds) decides rejections: an
+    over-budget proposal is rejected straight away (report ``counter == "analytic"``). A proposal that passes is
+    built and confirmed with torchinfo, the organisers' counter, whose figures the report carries
+    (``counter == "torchinfo"``): every trial that trains has been checked by torchinfo, and where the two counts
+    ever differed torchinfo's wins (a :class:`RuntimeWarning` says so). ``"analytic"`` / ``"torchinfo"`` force one
+    counter (benchmarks, cross-checks).
+    """
+    if counter not in COUNTERS:
+        raise ConfigError(f"unknown complexity counter {counter!r}; valid counters: {', '.join(COUNTERS)}")
+    config = _student_config(config)
+    budget = budget if budget is not None else Budget()
+    shape = _check_student_shape(config, input_shape)
+    analytic = None
+    if counter != "torchinfo":
+        analytic = check_budget(student_cost_from_config(config, shape, dtype=budget.param_dtype), budget)
+        if counter == "analytic" or not analytic.passed:
+            return analytic
+    from .models.student import build_student
+
     with torch.device("cpu"):
         model = build_student(config, init_weights=False)  # weights do not change the count
-    return check_budget(measure(model, shape, dtype=budget.param_dtype), budget)
+    confirmed = check_budget(measure(model, shape, dtype=budget.param_dtype), budget)
+    if analytic is not None:
+        a, c = analytic.complexity, confirmed.complexity
+        if (a.params, a.macs) != (c.params, c.macs):
+            warnings.warn(
+                f"analytic student count (params {a.params:,}, MACs {a.macs:,}) differs from torchinfo's "
+                f"(params {c.params:,}, MACs {c.macs:,}) for {config.to_dict()} on input {list(shape)}; "
+                "torchinfo's figures are used",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return confirmed

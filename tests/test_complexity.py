@@ -7,7 +7,19 @@ import pytest
 import torch
 from torch import nn
 
-from asc_search.complexity import Complexity, check_budget, cost_student, measure, parse_input_shape
+import random
+import warnings
+
+import asc_search.complexity as complexity_module
+import asc_search.models.student as student_module
+from asc_search.complexity import (
+    Complexity,
+    check_budget,
+    cost_student,
+    measure,
+    parse_input_shape,
+    student_cost_from_config,
+)
 from asc_search.config import Budget
 from asc_search.errors import ConfigError
 from asc_search.models.blocks import make_divisible
@@ -260,3 +272,112 @@ def test_measure_restores_thread_count():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the analytic student counter against torchinfo, and cost_student's two-step check
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(1, 1, 40, 51), (1, 1, 256, 65)], ids=["quick", "dcase"])
+def test_analytic_count_equals_torchinfo_on_dcase2024_baseline(shape):
+    analytic = student_cost_from_config(DCASE2024_BASELINE, shape, dtype="float16", layers=True)
+    torchinfo = measure(build_student(DCASE2024_BASELINE), shape, dtype="float16", layers=True)
+    assert analytic.counter == "analytic" and torchinfo.counter == "torchinfo"
+    assert analytic.layers == torchinfo.layers  # layer by layer, names included: a mismatch names the layer
+    assert (analytic.params, analytic.param_bytes, analytic.macs) == (torchinfo.params, torchinfo.param_bytes, torchinfo.macs)
+    assert analytic.input_shape == shape
+    if shape[2] == 256:
+        assert (analytic.params, analytic.macs) == (61_148, 29_419_156)
+
+
+def _random_student(rng: random.Random) -> StudentConfig:
+    """Varied stages, blocks, strides (1..3, per axis), expansion, widths, classes, embed block."""
+    n_blocks = tuple(rng.randint(1, 3) for _ in range(rng.randint(1, 4)))
+    names = [f"b{i + 1}" for i in range(sum(n_blocks))]
+    strides = {n: (rng.choice((1, 1, 2, 3)), rng.choice((1, 1, 2, 3))) for n in rng.sample(names, rng.randint(0, min(3, len(names))))}
+    return StudentConfig(
+        n_classes=rng.choice((2, 7, 10)),
+        in_channels=rng.choice((1, 1, 1, 2)),
+        base_channels=rng.choice((8, 12, 16, 24, 32, 40)),
+        channels_multiplier=round(rng.uniform(0.8, 2.2), 2),
+        expansion_rate=round(rng.uniform(1.0, 3.5), 2),
+        n_blocks=n_blocks,
+        strides=strides,
+        embed_block=rng.choice(names + [None]),
+    )
+
+
+def test_analytic_count_equals_torchinfo_on_random_students():
+    rng = random.Random(20241)
+    shapes = [(40, 51), (256, 65), (37, 23), (9, 5)]  # odd sizes exercise PyTorch's floor in strided outputs
+    for i in range(40):
+        cfg = _random_student(rng)
+        f, t = shapes[i % len(shapes)]
+        shape = (1, cfg.in_channels, f, t)
+        analytic = student_cost_from_config(cfg, shape, layers=True)
+        torchinfo = measure(build_student(cfg, init_weights=False), shape, layers=True)
+        assert analytic.layers == torchinfo.layers, (i, cfg, shape)
+        assert (analytic.params, analytic.macs) == (torchinfo.params, torchinfo.macs), (i, cfg, shape)
+
+
+def test_over_budget_student_is_rejected_without_building_a_model(monkeypatch):
+    def no_build(*args, **kwargs):
+        raise AssertionError("build_student called for a proposal the analytic count rejects")
+
+    monkeypatch.setattr(student_module, "build_student", no_build)
+    monkeypatch.setattr(complexity_module, "measure", no_build)
+    wide = StudentConfig(base_channels=64, channels_multiplier=2.0, expansion_rate=3.0)
+    report = cost_student(wide, (1, 1, 256, 65), Budget())
+    assert not report.passed and report.counter == "analytic"
+    assert report.to_dict()["counter"] == "analytic"
+    assert "macs" in {name for name, _, _, ok in report.rows if not ok}
+    # one MAC over the limit is enough to reject; exactly at the limit passes (then torchinfo confirms)
+    macs = student_cost_from_config(DCASE2024_BASELINE, (1, 1, 256, 65)).macs
+    tight = cost_student(DCASE2024_BASELINE, (1, 1, 256, 65), Budget(param_dtype="float16", max_macs=macs - 1))
+    assert not tight.passed and tight.counter == "analytic" and tight.failures == (f"macs {macs:,} > {macs - 1:,}",)
+
+
+def test_feasible_student_is_confirmed_by_torchinfo(monkeypatch):
+    built = []
+    real_build = student_module.build_student
+    monkeypatch.setattr(student_module, "build_student", lambda *a, **k: built.append(1) or real_build(*a, **k))
+    macs = 29_419_156
+    report = cost_student(DCASE2024_BASELINE, (1, 1, 256, 65), Budget(param_dtype="float16", max_macs=macs))
+    assert report.passed and report.counter == "torchinfo" and built == [1]
+    assert report.complexity.macs == macs and report.to_dict()["counter"] == "torchinfo"
+    # the forced counters
+    assert cost_student(DCASE2024_BASELINE, (1, 1, 256, 65), counter="analytic").counter == "analytic"
+    assert built == [1]
+    forced = cost_student(StudentConfig(base_channels=64, expansion_rate=3.0), (1, 1, 40, 51), counter="torchinfo")
+    assert forced.counter == "torchinfo" and built == [1, 1]
+    with pytest.raises(ConfigError, match="valid counters: auto, analytic, torchinfo"):
+        cost_student(DCASE2024_BASELINE, counter="fast")
+
+
+def test_torchinfo_wins_when_the_counts_differ(monkeypatch):
+    real = complexity_module.student_cost_from_config
+
+    def undercount(*args, **kwargs):  # an analytic count that is wrong (too low) but passes
+        c = real(*args, **kwargs)
+        return Complexity(params=c.params - 1, param_bytes=c.param_bytes - 1, macs=c.macs - 100,
+                          param_dtype=c.param_dtype, input_shape=c.input_shape, counter="analytic")
+
+    monkeypatch.setattr(complexity_module, "student_cost_from_config", undercount)
+    with pytest.warns(RuntimeWarning, match="torchinfo's figures are used"):
+        report = cost_student(DCASE2024_BASELINE, (1, 1, 256, 65), Budget(param_dtype="float16", max_macs=29_419_100))
+    assert report.counter == "torchinfo" and not report.passed  # torchinfo's 29,419,156 > the limit
+    assert report.complexity.macs == 29_419_156
+    monkeypatch.setattr(complexity_module, "student_cost_from_config", real)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the real counts agree: no warning
+        cost_student(DCASE2024_BASELINE, (1, 1, 256, 65), Budget(param_dtype="float16"))
+
+
+def test_analytic_counter_bad_inputs():
+    with pytest.raises(ConfigError, match="in_channels=1"):
+        student_cost_from_config(StudentConfig(), (1, 2, 256, 65))
+    with pytest.raises(ConfigError, match="batch must be 1"):
+        student_cost_from_config(StudentConfig(), (4, 1, 256, 65))
+    with pytest.raises(ConfigError, match="int8, float16, float32"):
+        student_cost_from_config(StudentConfig(), (1, 1, 256, 65), dtype="int4")
+    with pytest.raises(ConfigError, match="unknown key"):
+        student_cost_from_config({"base_channel": 32}, (1, 1, 40, 51))
