@@ -34,7 +34,7 @@ from .errors import ConfigError
 __all__ = ["DemoSettings", "DemoSummary", "run_demo", "DEFAULT_SPACE", "SUMMARY_FILE"]
 
 #: The search space the demo runs (shipped in the repository's search_spaces/).
-DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "quick.yaml"
+DEFAULT_SPACE = Path("quick.yaml")  # resolved by asc_search.space.resolve_space to the built-in file
 SUMMARY_FILE = "demo.json"
 RUN_NAME = "demo"
 
@@ -108,9 +108,10 @@ def _space_for(settings: DemoSettings, out: Path) -> Path:
     seed as ``search.seed`` and ``split.seed`` and, when asked, its ``train.epochs`` replaced."""
     import yaml
 
-    from .space import load_space
+    from .space import load_space, resolve_space
 
-    spec = load_space(settings.space)  # validate before rewriting
+    source = resolve_space(settings.space)
+    spec = load_space(source)  # validate before rewriting
     changes: dict[tuple[str, str], Any] = {}
     if spec.search.seed != settings.seed:
         changes[("search", "seed")] = settings.seed
@@ -119,15 +120,15 @@ def _space_for(settings: DemoSettings, out: Path) -> Path:
     if settings.student_epochs is not None:
         changes[("train", "epochs")] = settings.student_epochs
     if not changes:
-        return Path(settings.space)
-    raw = yaml.safe_load(Path(settings.space).read_text(encoding="utf-8"))
+        return source
+    raw = yaml.safe_load(source.read_text(encoding="utf-8"))
     for (section, key), value in changes.items():
         raw.setdefault(section, {})
         raw[section] = dict(raw[section] or {})
         raw[section][key] = value
     path = out / "search_space.yaml"
     said = ", ".join(f"{section}.{key} = {value}" for (section, key), value in changes.items())
-    path.write_text(f"# {settings.space} with {said} (asc-search demo)\n" + yaml.safe_dump(raw, sort_keys=False),
+    path.write_text(f"# {source} with {said} (asc-search demo)\n" + yaml.safe_dump(raw, sort_keys=False),
                     encoding="utf-8")
     return path
 

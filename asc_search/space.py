@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,9 @@ __all__ = [
     "SAMPLERS",
     "EMBED_BLOCK_CHOICES",
     "load_space",
+    "resolve_space",
+    "builtin_spaces",
+    "builtin_spaces_dir",
     "parse_space",
     "resolve_embed_block",
 ]
@@ -714,11 +718,38 @@ def _figures(report: Any) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------------------------
+def builtin_spaces_dir() -> Path:
+    """Where the built-in search files live: the repository's ``search_spaces/`` (source or editable install), else
+    the copy a wheel installs under ``<prefix>/share/asc-search/search_spaces``."""
+    in_repo = Path(__file__).resolve().parent.parent / "search_spaces"
+    if in_repo.is_dir():
+        return in_repo
+    return Path(sys.prefix) / "share" / "asc-search" / "search_spaces"
+
+
+def builtin_spaces() -> list[str]:
+    """Names of the built-in search files (``quick``, ``dcase``, ...)."""
+    return sorted(f.stem for f in builtin_spaces_dir().glob("*.yaml"))
+
+
+def resolve_space(path_or_name: str | Path) -> Path:
+    """A search file: an existing path, or the name of a built-in one (``quick`` or ``quick.yaml``)."""
+    path = Path(path_or_name)
+    if path.is_file():
+        return path
+    if path.parent == Path(".") and path.suffix in ("", ".yaml"):
+        candidate = builtin_spaces_dir() / f"{path.stem}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"search file {path} does not exist; give a path or a built-in space: {', '.join(builtin_spaces())}"
+    )
+
+
 def load_space(path: str | Path) -> SearchSpec:
-    """Read and validate a search file. A bad file raises ConfigError naming the file, key and what is allowed."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"search file {path} does not exist (built-in spaces are in search_spaces/: dcase.yaml, quick.yaml)")
+    """Read and validate a search file (a path or a built-in name, see :func:`resolve_space`). A bad file raises
+    ConfigError naming the file, key and what is allowed."""
+    path = resolve_space(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -181,3 +181,14 @@ def test_spec_survives_pickling():
     b = [p.to_dict() for _, p in _sample(again, seed=4, n=15)]
     assert a == b
     assert any(p["distill"]["emb_weight"] == 0.0 for p in b)  # the conditional default, not a stray sentinel
+
+
+def test_builtin_spaces_resolve_by_name_and_unknown_names_list_them():
+    from asc_search.space import builtin_spaces, load_space, resolve_space
+
+    assert {"quick", "dcase"} <= set(builtin_spaces())
+    assert resolve_space("quick") == resolve_space("quick.yaml")
+    assert load_space("quick").profile.name == "quick"
+    assert load_space("dcase").budget.max_param_bytes == 128_000
+    with pytest.raises(ConfigError, match=r"nope.*built-in space: dcase, quick"):
+        resolve_space("nope")
