@@ -3,9 +3,11 @@
     python -m asc_search.benchmarks.complexity [N]      # prints one JSON object
 
 ``run()`` returns a dict (no printing): ``cost_student`` timings over N random candidates drawn around CP-Mobile
-(build + torchinfo count + budget check, the work a search does per proposal; wall and process CPU time), split into
-build and count, and the
-parameters / MACs of the presets on the ``quick`` (40 x 51) and ``dcase`` (256 x 65) input shapes.
+(the work a search does per proposal; wall and process CPU time): as the search runs it (``counter="auto"``:
+analytic count, over-budget proposals rejected on it, feasible ones confirmed with torchinfo), split into the
+analytic rejections and the torchinfo confirmations; the analytic count alone and the torchinfo path alone (build +
+torchinfo count) on every candidate; whether the two counts agreed on every candidate; and the parameters / MACs
+of the presets on the ``quick`` (40 x 51) and ``dcase`` (256 x 65) input shapes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..complexity import cost_student, measure
+from ..complexity import cost_student, measure, student_cost_from_config
 from ..config import Budget
 from ..models.presets import PRESETS, build_preset
 from ..models.student import StudentConfig, build_student
@@ -47,26 +49,102 @@ def random_student_config(rng: random.Random) -> StudentConfig:
     )
 
 
-def run(n_candidates: int = 50, seed: int = 0, input_shape: tuple[int, ...] = DCASE_SHAPE) -> dict[str, Any]:
-    rng = random.Random(seed)
-    configs = [random_student_config(rng) for _ in range(n_candidates)]
-    budget = Budget()
-    cost_student(configs[0], input_shape, budget)  # warm-up (imports, first forward)
+def _stats(seconds: list[float]) -> dict[str, float | None]:
+    if not seconds:
+        return {"n": 0, "mean_s": None, "median_s": None, "max_s": None}
+    return {
+        "n": len(seconds),
+        "mean_s": statistics.fmean(seconds),
+        "median_s": statistics.median(seconds),
+        "max_s": max(seconds),
+    }
 
-    totals, cpu_totals, builds, counts, passed = [], [], [], [], 0
+
+def _time_candidates(configs: list[StudentConfig], input_shape: tuple[int, ...], budget: Budget) -> dict[str, Any]:
+    """Each config costed as the search does it (``counter="auto"``), then by each counter alone."""
+    totals, cpu_totals, rejections, confirmations = [], [], [], []
+    analytic_only, torchinfo_only, builds, counts = [], [], [], []
+    passed = disagreements = 0
     for cfg in configs:
+        # as the search does it: analytic rejection or torchinfo confirmation
         t0, c0 = time.perf_counter(), time.process_time()
         report = cost_student(cfg, input_shape, budget)
-        totals.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        totals.append(elapsed)
         cpu_totals.append(time.process_time() - c0)
+        (confirmations if report.counter == "torchinfo" else rejections).append(elapsed)
         passed += report.passed
+        # each counter alone on every candidate
         t0 = time.perf_counter()
-        model = build_student(cfg)
+        analytic = student_cost_from_config(cfg, input_shape, dtype=budget.param_dtype)
+        analytic_only.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        model = build_student(cfg, init_weights=False)
         t1 = time.perf_counter()
-        measure(model, input_shape, dtype=budget.param_dtype)
+        counted = measure(model, input_shape, dtype=budget.param_dtype)
         t2 = time.perf_counter()
         builds.append(t1 - t0)
         counts.append(t2 - t1)
+        torchinfo_only.append(t2 - t0)
+        disagreements += (analytic.params, analytic.macs) != (counted.params, counted.macs)
+    return {
+        "n_candidates": len(configs),
+        "input_shape": list(input_shape),
+        "budget": budget.to_dict(),
+        "within_budget": passed,
+        # cost_student as the search calls it (counter="auto")
+        "mean_s": statistics.fmean(totals),
+        "median_s": statistics.median(totals),
+        "max_s": max(totals),
+        "cpu_mean_s": statistics.fmean(cpu_totals),  # process CPU time: robust to other load
+        "analytic_rejections": _stats(rejections),  # over budget: rejected on the analytic count
+        "torchinfo_confirmations": _stats(confirmations),  # within budget: analytic + build + torchinfo
+        # each counter alone, on every candidate
+        "analytic_only": _stats(analytic_only),
+        "torchinfo_only": _stats(torchinfo_only),  # build + torchinfo: what every proposal cost before
+        "build_mean_s": statistics.fmean(builds),
+        "torchinfo_mean_s": statistics.fmean(counts),
+        "counts_disagree": disagreements,  # candidates where analytic != torchinfo (params or MACs); expect 0
+        "speedup_total": sum(torchinfo_only) / sum(totals),  # torchinfo on every proposal / as the search does it
+    }
+
+
+def space_candidates(n: int, seed: int = 0, space: str = "dcase") -> tuple[list[StudentConfig], Any]:
+    """``n`` student configs drawn from a built-in search space with Optuna's seeded random sampler."""
+    import optuna
+
+    from ..space import load_space
+
+    spec = load_space(space)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    configs = []
+    for number in range(n):
+        trial = study.ask()
+        configs.append(spec.sample(trial, trial_seed=seed + number).student)
+        study.tell(trial, 0.0)
+    return configs, spec
+
+
+def run(
+    n_candidates: int = 50,
+    seed: int = 0,
+    input_shape: tuple[int, ...] = DCASE_SHAPE,
+    n_space_candidates: int | None = None,
+) -> dict[str, Any]:
+    """``n_candidates`` random students around CP-Mobile on ``input_shape``, and ``n_space_candidates`` (default:
+    as many) proposals drawn from the built-in ``dcase`` search space on its own profile and budget."""
+    rng = random.Random(seed)
+    configs = [random_student_config(rng) for _ in range(n_candidates)]
+    budget = Budget()
+    cost_student(configs[0], input_shape, budget, counter="torchinfo")  # warm-up (imports, first forward)
+    around = {"seed": seed, **_time_candidates(configs, input_shape, budget)}
+    n_space = n_candidates if n_space_candidates is None else n_space_candidates
+    dcase_space: dict[str, Any] = {"n_candidates": 0}
+    if n_space > 0:
+        drawn, spec = space_candidates(n_space, seed=seed)
+        dcase_space = {"space": spec.source, "sampler": f"optuna RandomSampler(seed={seed})",
+                       **_time_candidates(drawn, spec.input_shape, spec.budget)}
 
     models: dict[str, Any] = {}
     for name, preset in PRESETS.items():
@@ -86,19 +164,8 @@ def run(n_candidates: int = 50, seed: int = 0, input_shape: tuple[int, ...] = DC
 
     return {
         "benchmark": "complexity",
-        "cost_student": {
-            "n_candidates": n_candidates,
-            "seed": seed,
-            "input_shape": list(input_shape),
-            "budget": budget.to_dict(),
-            "within_budget": passed,
-            "mean_s": statistics.fmean(totals),
-            "median_s": statistics.median(totals),
-            "max_s": max(totals),
-            "cpu_mean_s": statistics.fmean(cpu_totals),  # process CPU time: robust to other load
-            "build_mean_s": statistics.fmean(builds),
-            "torchinfo_mean_s": statistics.fmean(counts),
-        },
+        "cost_student": around,
+        "dcase_space": dcase_space,
         "models": models,
         "versions": {
             "python": platform.python_version(),
