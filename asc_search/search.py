@@ -344,7 +344,7 @@ def build_trials_table(run_dir: str | os.PathLike[str]) -> Any:
     Columns: trial_id (the Optuna trial number), number, status (completed | early_stopped | failed |
     rejected_budget; ``running`` only while the search runs), one ``p_<name>`` column per searched parameter
     (one a trial did not draw holds the file's ``default:`` for it, e.g. ``p_emb_weight`` 0.0, else null), params, param_bytes, macs,
-    val_macro_accuracy, val_log_loss, epochs, duration_s, constraint_param_bytes, constraint_macs, cost_s,
+    val_macro_accuracy, val_log_loss, epochs, duration_s, constraint_param_bytes, constraint_macs, cost_s, counter,
     ray_trial_id, checkpoint_path (relative to run_dir), error, started_at, config (the proposal as JSON:
     :meth:`asc_search.space.Proposal.from_dict`).
     """
@@ -395,6 +395,7 @@ def build_trials_table(run_dir: str | os.PathLike[str]) -> Any:
                 "constraint_param_bytes": constraints.get("param_bytes"),
                 "constraint_macs": constraints.get("macs"),
                 "cost_s": ua.get("cost_s"),
+                "counter": ua.get("counter"),
                 "ray_trial_id": ray_id,
                 "checkpoint_path": checkpoints.get(t.number),
                 "resumed_from_epoch": ua.get("resumed_from_epoch"),

@@ -249,6 +249,7 @@ class BudgetedSearcher(Searcher):
             trial.set_user_attr("param_bytes", cost.param_bytes)
             trial.set_user_attr("macs", cost.macs)
             trial.set_user_attr("cost_s", round(time.perf_counter() - t0, 4))
+            trial.set_user_attr("counter", cost.counter)
             if not cost.passed:
                 trial.set_user_attr("status", STATUS_REJECTED)
                 study.tell(trial, values=self._placeholder_values(cost), state=TrialState.COMPLETE)

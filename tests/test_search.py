@@ -105,6 +105,9 @@ def test_mostly_over_budget_space(quick_cache, teacher_cache, ray_local, tmp_pat
     table = _check_run(result.run_dir, load_space(space), n_trained=2)
     assert (table["status"] == "rejected_budget").sum() >= 5
     assert result.counts["rejected_budget"] == (table["status"] == "rejected_budget").sum()
+    # over-budget proposals are rejected from the config alone; every trained one was confirmed by torchinfo
+    assert (table.loc[table["status"] == "rejected_budget", "counter"] == "analytic").all()
+    assert (table.loc[table["status"] != "rejected_budget", "counter"] == "torchinfo").all()
 
 
 @pytest.mark.slow
