@@ -84,6 +84,13 @@ def _expand(w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return w.view(-1, *([1] * (like.ndim - 1)))
 
 
+def _mixed(x: torch.Tensor, mix: tuple[torch.Tensor, torch.Tensor | float]) -> torch.Tensor:
+    """``x`` mixed with its permuted rows by the clip-wise mixup weights: w * x + (1 - w) * x[perm]."""
+    perm, lam = mix
+    w = _expand(_mix_weights(lam, x.shape[0], x), x)
+    return w * x + (1 - w) * x[perm]
+
+
 def distill_terms(
     student_logits: torch.Tensor,
     y: torch.Tensor,
@@ -103,9 +110,7 @@ def distill_terms(
     if y.is_floating_point():
         target = y.float()
         if mix is not None:
-            perm, lam = mix
-            w = _mix_weights(lam, n, s)
-            target = _expand(w, target) * target + _expand(1 - w, target) * target[perm]
+            target = _mixed(target, mix)
         ce = -(target * F.log_softmax(s, dim=1)).sum(1).mean()
     elif mix is not None:
         perm, lam = mix
@@ -124,9 +129,7 @@ def distill_terms(
         t = cfg.temperature
         p_t = F.softmax(teacher_logits.float() / t, dim=1)
         if mix is not None:
-            perm, lam = mix
-            w = _expand(_mix_weights(lam, n, s), p_t)
-            p_t = w * p_t + (1 - w) * p_t[perm]
+            p_t = _mixed(p_t, mix)
         log_p_s = F.log_softmax(s / t, dim=1)
         kd = F.kl_div(log_p_s, p_t, reduction="batchmean") * (t * t)
         parts["kd"] = kd.detach()
@@ -140,9 +143,7 @@ def distill_terms(
         se = student_emb.float()
         te = teacher_emb.float()
         if mix is not None:
-            perm, lam = mix
-            w = _expand(_mix_weights(lam, n, s), te)
-            te = w * te + (1 - w) * te[perm]
+            te = _mixed(te, mix)
         if se.shape != te.shape:
             raise ConfigError(
                 f"projected student embedding has shape {tuple(se.shape)}, the teacher embedding {tuple(te.shape)}"
