@@ -20,9 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         " -> export, on local Ray, in under 10 minutes on 2 CPU cores; ends with a summary and where every file is.",
     )
     p.add_argument("--out", default=str(Path("results") / "demo"), help="output folder (default: results/demo)")
-    p.add_argument("--clips", type=positive_int, default=None, help="synthetic clips in all (default 1500)")
+    p.add_argument("--clips", type=positive_int, default=None, help="synthetic clips in all (default 3000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, split, teacher and search (default 0)")
-    p.add_argument("--teacher-epochs", type=positive_int, default=None, help="teacher epochs (default 8)")
+    p.add_argument("--teacher-epochs", type=positive_int, default=None, help="teacher epochs (default 12)")
     p.add_argument("--num-samples", type=positive_int, default=None, help="trained search trials (default: the space's)")
     p.add_argument("--student-epochs", type=positive_int, default=None, help="epochs per trial (default: the space's)")
     p.add_argument("--space", default=None, help="search file (default: search_spaces/quick.yaml)")
