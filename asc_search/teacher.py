@@ -166,7 +166,7 @@ def train_teacher(
     fs = features if features is not None else load_features(cache_dir)
     split = split or SplitConfig(seed=seed)
     parts = fs.split(split)
-    (x_tr, y_tr, t_tr), (x_va, y_va, t_va), (x_te, y_te, t_te) = parts["train"], parts["val"], parts["test"]
+    (x_tr, y_tr, _), (x_va, y_va, t_va), (x_te, y_te, t_te) = parts["train"], parts["val"], parts["test"]
     if len(y_tr) == 0:
         raise CacheError(f"{fs.cache_dir}: the train split is empty; the teacher has nothing to learn from")
     if len(y_va) == 0:

@@ -3,12 +3,12 @@ per-layer count written here (not torchinfo), budget checks and bad inputs."""
 
 from __future__ import annotations
 
+import random
+import warnings
+
 import pytest
 import torch
 from torch import nn
-
-import random
-import warnings
 
 import asc_search.complexity as complexity_module
 import asc_search.models.student as student_module
