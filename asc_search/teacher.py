@@ -175,6 +175,8 @@ def train_teacher(
             "the data set needs more recording locations"
         )
     input_shape = tuple(int(v) for v in fs.x.shape[1:])
+    if features is None:
+        fs.x = None  # loaded here and now split into train/val/test copies: free the whole-cache tensor
     preset = preset or default_teacher_preset(input_shape)
     tcfg, preset = _teacher_config(preset, len(fs.labels), input_shape[0])
     cfg = train_config or default_train_config(input_shape, epochs=epochs, seed=seed, device=device)
