@@ -306,20 +306,26 @@ class FeatureSet:
         """Model input shape for one clip, batch 1: (1, 1, n_mels, n_frames)."""
         return (1, *tuple(self.x.shape[1:]))
 
+    def split_indices(self, split: SplitConfig | None = None) -> dict[str, tuple[np.ndarray, Any]]:
+        """``{"train", "val", "test"} -> (row indices into x, table of those rows)``: validation carved from train by
+        recording location (:func:`asc_search.data.tau.carve_validation`). No tensor is copied."""
+        from .data.tau import carve_validation
+
+        carved = carve_validation(self.table, split or SplitConfig())
+        out: dict[str, tuple[np.ndarray, Any]] = {}
+        for name in ("train", "val", "test"):
+            mask = (carved["split"] == name).to_numpy()
+            out[name] = (np.flatnonzero(mask), carved.loc[mask].reset_index(drop=True))
+        return out
+
     def split(self, split: SplitConfig | None = None) -> dict[str, tuple[Any, Any, Any]]:
         """``{"train", "val", "test"} -> (x, y, table)``: val carved from train by recording location."""
         import torch
 
-        from .data.tau import carve_validation
-
-        carved = carve_validation(self.table, split or SplitConfig())
         out: dict[str, tuple[Any, Any, Any]] = {}
-        for name in ("train", "val", "test"):
-            mask = (carved["split"] == name).to_numpy()
-            index = torch.from_numpy(np.flatnonzero(mask))
-            part = carved.loc[mask].reset_index(drop=True)
+        for name, (idx, part) in self.split_indices(split).items():
             y = torch.from_numpy(part["label"].to_numpy(dtype=np.int64, copy=True))
-            out[name] = (self.x.index_select(0, index), y, part)
+            out[name] = (self.x.index_select(0, torch.from_numpy(idx)), y, part)
         return out
 
 

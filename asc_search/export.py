@@ -482,15 +482,11 @@ def _refuse_existing(out: Path, force: bool) -> None:
 def split_tensors(features: Any, split: Any, targets: Any = None) -> dict[str, Any]:
     """{"train", "val", "test"} -> (TensorData, table) of a feature cache, validation carved from train as the
     search carves it (:func:`asc_search.data.tau.carve_validation`), teacher targets (when given) aligned by row."""
-    from .data.tau import carve_validation
     from .train import TensorData
 
-    carved = carve_validation(features.table, split)
     out = {}
-    for name in ("train", "val", "test"):
-        mask = (carved["split"] == name).to_numpy()
-        idx = torch.from_numpy(np.flatnonzero(mask))
-        table = carved.loc[mask].reset_index(drop=True)
+    for name, (rows, table) in features.split_indices(split).items():
+        idx = torch.from_numpy(rows)
         y = torch.from_numpy(table["label"].to_numpy(dtype=np.int64, copy=True))
         logits = emb = None
         if targets is not None:

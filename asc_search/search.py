@@ -105,9 +105,7 @@ def prepare_trial_data(features: Any, teacher: Any, spec: SearchSpec) -> dict[st
     """
     import torch
 
-    from .data.tau import carve_validation
-
-    carved = carve_validation(features.table, spec.split)
+    parts = features.split_indices(spec.split)
     out: dict[str, Any] = {
         "labels": list(features.labels),
         "input_shape": list(features.input_shape),
@@ -116,17 +114,16 @@ def prepare_trial_data(features: Any, teacher: Any, spec: SearchSpec) -> dict[st
     }
     x_all = features.x
     for name in ("train", "val"):
-        mask = (carved["split"] == name).to_numpy()
-        if not mask.any():
+        idx, part = parts[name]
+        if not len(idx):
             raise CacheError(
                 f"{features.cache_dir}: the {name} split is empty after carving validation with {spec.split} "
                 f"(from {spec.source}); the cache needs train clips from several recording locations"
             )
-        idx = np.flatnonzero(mask)
         index = torch.from_numpy(idx)
         out[f"{name}_x"] = x_all.index_select(0, index).numpy()
-        out[f"{name}_y"] = carved["label"].to_numpy(dtype=np.int64)[idx]
-        out[f"{name}_files"] = carved["filename"].to_numpy()[idx].astype(str).tolist()
+        out[f"{name}_y"] = part["label"].to_numpy(dtype=np.int64)
+        out[f"{name}_files"] = part["filename"].to_numpy().astype(str).tolist()
         if teacher is not None:
             out[f"{name}_logits"] = teacher.logits.index_select(0, index).float().numpy()
             out[f"{name}_emb"] = teacher.embeddings.index_select(0, index).to(torch.float16).numpy()

@@ -120,6 +120,18 @@ def test_split_is_location_disjoint_and_row_aligned(quick_cache):
         assert torch.equal(y, fs.y[rows])
 
 
+def test_split_indices_partition_the_rows_and_match_split(quick_cache):
+    fs = load_features(quick_cache)
+    cfg = SplitConfig(val_fraction=0.25, seed=3)
+    indices = fs.split_indices(cfg)
+    every = np.concatenate([idx for idx, _ in indices.values()])
+    assert np.array_equal(np.sort(every), np.arange(len(fs.table)))  # disjoint and complete
+    for name, (x, _, table) in fs.split(cfg).items():
+        idx, part = indices[name]
+        assert list(part["filename"]) == list(fs.table["filename"].iloc[idx]) == list(table["filename"])
+        assert torch.equal(x, fs.x[torch.from_numpy(idx)])
+
+
 def test_load_features_refuses_broken_caches(quick_cache, tmp_path):
     with pytest.raises(CacheError, match="no such feature cache"):
         load_features(tmp_path / "absent")
