@@ -479,13 +479,18 @@ def _refuse_existing(out: Path, force: bool) -> None:
 # ------------------------------------------------------------------------------------------------ export a run
 
 
-def split_tensors(features: Any, split: Any, targets: Any = None) -> dict[str, Any]:
-    """{"train", "val", "test"} -> (TensorData, table) of a feature cache, validation carved from train as the
-    search carves it (:func:`asc_search.data.tau.carve_validation`), teacher targets (when given) aligned by row."""
+def split_tensors(
+    features: Any, split: Any, targets: Any = None, names: tuple[str, ...] = ("train", "val", "test")
+) -> dict[str, Any]:
+    """{name: (TensorData, table)} for the splits in ``names`` of a feature cache, validation carved from train as
+    the search carves it (:func:`asc_search.data.tau.carve_validation`), teacher targets (when given) aligned by row.
+    Only the splits named are copied out of the cache."""
     from .train import TensorData
 
     out = {}
     for name, (rows, table) in features.split_indices(split).items():
+        if name not in names:
+            continue
         idx = torch.from_numpy(rows)
         y = torch.from_numpy(table["label"].to_numpy(dtype=np.int64, copy=True))
         logits = emb = None
@@ -556,7 +561,8 @@ def export_run(
 
         targets = load_teacher_targets(features, teacher_dir)
         teacher_fps = teacher_fps or _first(targets.meta, "teacher_fingerprints", "teacher_fingerprint")
-    parts = split_tensors(features, spec.split, targets)
+    parts = split_tensors(features, spec.split, targets, names=("train", "val", "test") if retrain else ("test",))
+    features.x = None  # the splits it needs are copied out: free the whole-cache tensor
     test_data, test_table = parts["test"]
 
     model = build_student(proposal.student)
