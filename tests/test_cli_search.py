@@ -1,5 +1,6 @@
 """`asc-search search` through the CLI: bad inputs give one-line errors (exit 2), and a search interrupted with
-Ctrl-C (SIGINT to `python -m asc_search search`) finishes with --resume, no trial lost or trained twice."""
+Ctrl-C (SIGINT to `python -m asc_search search`) or killed outright (SIGKILL to the driver and its local Ray)
+finishes with --resume, no trial lost or trained twice."""
 
 from __future__ import annotations
 
@@ -103,3 +104,48 @@ def test_interrupt_then_resume_finishes_without_loss_or_repeat(quick_cache, teac
     assert len(list((run / "ray").glob("trial_*"))) == 4
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "finished" and len(info["resumed_utc"]) == 1
+
+
+@pytest.mark.slow
+def test_killed_driver_then_resume_finishes_without_loss_or_repeat(quick_cache, teacher_cache, tmp_path):
+    """SIGKILL to the driver and its local Ray (the whole process group: no clean-up, no last save), then --resume."""
+    space = _space(tmp_path, asha={"enabled": False})
+    common = ["--teacher-cache", teacher_cache, "--name", "run", "--results-dir", tmp_path / "r"]
+    proc = _cli(quick_cache, "--space", space, *common, start_new_session=True)
+    seen, deadline = "", time.time() + 240
+    try:
+        while time.time() < deadline and " completed @" not in seen:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen += line
+        assert " completed @" in seen, seen
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    run = tmp_path / "r" / "run"
+    done_before = {
+        t.number: t.user_attrs.get("val_macro_accuracy")
+        for t in _study(run).get_trials()
+        if t.user_attrs.get("status") == "completed"
+    }
+    assert done_before  # at least one trial had finished when the driver died
+
+    proc = _cli(quick_cache, *common, "--resume")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, (out, err)
+    after = pd.read_parquet(run / "trials.parquet")
+    trained = after[after["status"] != "rejected_budget"]
+    assert len(trained) == 4 and set(trained["status"]) == {"completed"}  # none lost
+    assert trained["trial_id"].is_unique and trained["ray_trial_id"].is_unique  # none run twice
+    kept = after.set_index("trial_id").loc[list(done_before)]
+    assert list(kept["val_macro_accuracy"]) == list(done_before.values())  # finished ones kept, not retrained
+    assert len(list((run / "ray").glob("trial_*"))) == 4
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
+def _study(run):
+    import optuna
+
+    return optuna.load_study(study_name=None, storage=f"sqlite:///{run / 'study.db'}")
