@@ -22,6 +22,7 @@ __all__ = [
     "DTYPE_BYTES",
     "Budget",
     "SplitConfig",
+    "reject_unknown_keys",
 ]
 
 #: The 10 DCASE Task 1 scene labels in the organisers' reference order (label index = position).
@@ -43,6 +44,15 @@ SEEN_DEVICES: tuple[str, ...] = ("a", "b", "c", "s1", "s2", "s3")
 #: Simulated devices that appear only in the test split.
 UNSEEN_DEVICES: tuple[str, ...] = ("s4", "s5", "s6")
 ALL_DEVICES: tuple[str, ...] = SEEN_DEVICES + UNSEEN_DEVICES
+
+
+def reject_unknown_keys(cls: type, data: Any, what: str) -> None:
+    """Raise ConfigError when the mapping ``data`` has keys that are not fields of the dataclass ``cls``; the message
+    names ``what``, the unknown keys and the valid ones (in declaration order)."""
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{what}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(known)}")
 
 
 @dataclass(frozen=True)
@@ -97,10 +107,7 @@ class FeatureProfile:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureProfile:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"feature profile: unknown key(s) {unknown}; valid keys: {sorted(known)}")
+        reject_unknown_keys(cls, data, "feature profile")
         return cls(**data)
 
 

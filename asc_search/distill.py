@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .config import reject_unknown_keys
 from .errors import ConfigError
 
 __all__ = ["EMB_LOSSES", "DistillConfig", "distill_loss", "distill_terms"]
@@ -66,10 +67,7 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"distill: unknown key(s) {unknown}; valid keys: {sorted(known)}")
+        reject_unknown_keys(cls, data, "distill")
         return cls(**data)
 
 

@@ -39,6 +39,7 @@ import torch.nn as nn
 
 from . import metrics as M
 from .augment import Masking, freq_mixstyle, mixup, time_roll
+from .config import reject_unknown_keys
 from .distill import DistillConfig, distill_terms
 from .errors import AscSearchError, ConfigError
 
@@ -142,10 +143,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"train: unknown key(s) {unknown}; valid keys: {sorted(known)}")
+        reject_unknown_keys(cls, data, "train")
         return cls(**data)
 
 

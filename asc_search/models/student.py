@@ -9,7 +9,6 @@ of any block (``embed_block``) can be exposed for embedding distillation.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import reject_unknown_keys
 from ..errors import ConfigError
 from .blocks import ConvNormAct, InvertedResidual, initialize_weights, make_divisible
 
@@ -191,10 +191,7 @@ class StudentConfig:
         """Build from plain types (lists for tuples); unknown keys are refused, listing the valid ones."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"student config must be a mapping of keys to values, got {type(data).__name__}")
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ConfigError(f"student config: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(known)}")
+        reject_unknown_keys(cls, data, "student config")
         kwargs = dict(data)
         if "n_blocks" in kwargs and isinstance(kwargs["n_blocks"], list):
             kwargs["n_blocks"] = tuple(kwargs["n_blocks"])

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import reject_unknown_keys
 from ..errors import ConfigError
 from .blocks import ConvNormAct, initialize_weights
 
@@ -88,10 +89,7 @@ class TeacherConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> TeacherConfig:
         if not isinstance(data, Mapping):
             raise ConfigError(f"teacher config must be a mapping of keys to values, got {type(data).__name__}")
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ConfigError(f"teacher config: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(known)}")
+        reject_unknown_keys(cls, data, "teacher config")
         kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
         return cls(**kwargs)
 
