@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._runtime import torch_threads
 from .config import DTYPE_BYTES, Budget
 from .errors import ConfigError
 
@@ -164,11 +165,8 @@ def measure(model: nn.Module, input_shape: Sequence[int], dtype: str = "int8", l
     was_training = model.training
     # One intra-op thread: the count needs only shapes, and on a busy machine (a search driver beside running
     # trials) a multi-threaded forward of a small net waits for busy cores: 1 thread is several times faster there.
-    threads = torch.get_num_threads()
-    if device.type == "cpu" and threads > 1:
-        torch.set_num_threads(1)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch_threads(1 if device.type == "cpu" else None), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             stats = summary(
                 model,
@@ -189,8 +187,6 @@ def measure(model: nn.Module, input_shape: Sequence[int], dtype: str = "int8", l
         ) from None
     finally:
         model.train(was_training)
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
     layer_rows: tuple[tuple[str, str, int, int], ...] = ()
     if layers:
         rows = []

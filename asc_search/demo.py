@@ -108,7 +108,7 @@ def _space_for(settings: DemoSettings, out: Path) -> Path:
     seed as ``search.seed`` and ``split.seed`` and, when asked, its ``train.epochs`` replaced."""
     import yaml
 
-    from .space import load_space, resolve_space
+    from .search.space import load_space, resolve_space
 
     source = resolve_space(settings.space)
     spec = load_space(source)  # validate before rewriting
@@ -141,12 +141,12 @@ def run_demo(
     log: Log | None = None,
 ) -> DemoSummary:
     """Run the demo into ``out_dir``; see the module docstring. An existing non-empty folder needs ``force``."""
-    from . import results as R
+    from .data.features import build_feature_cache
     from .data.synth import synthesize
-    from .export import export_run
-    from .features import build_feature_cache
-    from .search import run_search
-    from .teacher import embed_features, train_teacher
+    from .export.writer import export_run
+    from .results import analysis as R
+    from .search.driver import run_search
+    from .teacher.phase1 import embed_features, train_teacher
 
     settings = settings or DemoSettings()
     say = log or (lambda _m: None)
@@ -180,7 +180,7 @@ def run_demo(
         say(f"    teacher epoch {epoch}/{settings.teacher_epochs}: train loss {m.get('train_loss', float('nan')):.3f}, "
             f"val macro acc {m.get('val_macro_accuracy', float('nan')):.3f}")
 
-    from .space import load_space
+    from .search.space import load_space
 
     # The teacher learns on the same train part the search trains on: it never sees the validation locations
     # the search selects with, so distilled students gain no peek at validation through the teacher.
@@ -251,7 +251,7 @@ def run_demo(
         timings_s={k: round(v, 2) for k, v in timings.items()},
         settings={k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(settings).items()},
     )
-    from .cache import write_json_atomic
+    from ._io import write_json_atomic
 
     write_json_atomic(out / SUMMARY_FILE, summary.to_dict())
     return summary

@@ -74,7 +74,7 @@ def mini_tau(tmp_path):
 @pytest.fixture(scope="session")
 def quick_cache(synth_root, tmp_path_factory):
     """The ``quick``-profile feature cache of ``synth_root`` (read-only for tests)."""
-    from asc_search.features import build_feature_cache
+    from asc_search.data.features import build_feature_cache
 
     return build_feature_cache(synth_root, tmp_path_factory.mktemp("cache") / "quick", profile="quick")
 
@@ -82,8 +82,8 @@ def quick_cache(synth_root, tmp_path_factory):
 @pytest.fixture(scope="session")
 def teacher_dir(quick_cache, tmp_path_factory):
     """A tiny trained teacher (teacher_quick, 2 epochs, CPU) on ``quick_cache`` (read-only for tests)."""
-    from asc_search.cache import load_features
-    from asc_search.teacher import default_train_config, train_teacher
+    from asc_search.data.cache import load_features
+    from asc_search.teacher.phase1 import default_train_config, train_teacher
 
     fs = load_features(quick_cache)
     cfg = default_train_config(fs.x.shape[1:], epochs=2, seed=0, device="cpu", batch_size=32)
@@ -94,7 +94,7 @@ def teacher_dir(quick_cache, tmp_path_factory):
 def teacher_cache(quick_cache, teacher_dir, tmp_path_factory):
     """The teacher cache (pooled 1x1 embeddings + logits) of ``quick_cache`` by ``teacher_dir``, kept OUTSIDE the
     feature cache: pass it as ``teacher_cache_dir`` / ``--teacher-cache`` (read-only for tests)."""
-    from asc_search.teacher import embed_features
+    from asc_search.teacher.phase1 import embed_features
 
     return embed_features(quick_cache, [teacher_dir], tmp_path_factory.mktemp("tcache") / "teacher", device="cpu")
 
@@ -205,7 +205,7 @@ def tiny_search_run(quick_cache, teacher_cache, tmp_path_factory):
 
     import yaml
 
-    from asc_search.search import run_search
+    from asc_search.search.driver import run_search
 
     root = tmp_path_factory.mktemp("search")
     raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "search_spaces" / "quick.yaml").read_text())

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from asc_search import bench as B
+from asc_search.bench import runner as B
 from asc_search.cli import main
 from asc_search.errors import ConfigError, NotFoundError
 
@@ -21,9 +21,9 @@ def test_run_area_passes_quick_sizes_and_reports_failures(monkeypatch):
 
     import types
 
-    broken = types.ModuleType("asc_search.benchmarks.broken")
+    broken = types.ModuleType("asc_search.bench.broken")
     broken.run = lambda: 1 / 0
-    monkeypatch.setitem(__import__("sys").modules, "asc_search.benchmarks.broken", broken)
+    monkeypatch.setitem(__import__("sys").modules, "asc_search.bench.broken", broken)
     failed = B.run_area("broken")
     assert failed["available"] and failed["error"].startswith("ZeroDivisionError")
 

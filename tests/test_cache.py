@@ -11,20 +11,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from asc_search.cache import (
+from asc_search.config import SplitConfig
+from asc_search._io import atomic_output_dir, fingerprint_file, fingerprint_json, write_json_atomic
+from asc_search.data.cache import (
     MANIFEST,
     array_to_list_array,
-    atomic_output_dir,
-    fingerprint_file,
-    fingerprint_json,
     list_column_to_numpy,
     list_column_to_tensor,
     load_features,
     read_parquet_metadata,
-    write_json_atomic,
     write_parquet,
 )
-from asc_search.config import SplitConfig
 from asc_search.errors import CacheError
 
 

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from asc_search.cli import main
-from asc_search.teacher_cache import read_teacher_cache_meta
+from asc_search.data.teacher_cache import read_teacher_cache_meta
 
 
 @pytest.mark.slow

@@ -8,9 +8,9 @@ import urllib.request
 
 import pytest
 
-from asc_search import results as R
 from asc_search.cli import main
 from asc_search.errors import NotFoundError
+from asc_search.results import analysis as R
 
 
 def _get(url: str) -> bytes:

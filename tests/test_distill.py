@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from asc_search.distill import DistillConfig, distill_loss
 from asc_search.errors import ConfigError
+from asc_search.training.losses import DistillConfig, distill_loss
 
 
 def _softmax(v):

@@ -11,7 +11,7 @@ import yaml
 
 from asc_search.config import DCASE_LABELS, Budget, get_profile
 from asc_search.errors import BudgetError, ConfigError, DataError, NotFoundError
-from asc_search.export import ONNX_FILE, REPORT_FILE, STUDENT_YAML, WEIGHTS_FILE, load_export, write_export
+from asc_search.export.writer import ONNX_FILE, REPORT_FILE, STUDENT_YAML, WEIGHTS_FILE, load_export, write_export
 from asc_search.models.student import StudentConfig, build_student
 
 
@@ -125,8 +125,8 @@ def test_export_run_best_trial(tiny_search_run, tmp_path):
     import hashlib
     import json
 
-    from asc_search import results as R
-    from asc_search.export import export_run
+    from asc_search.export.writer import export_run
+    from asc_search.results import analysis as R
 
     table = R.load_trials(tiny_search_run)
     best = R.leaderboard(table).iloc[0]
@@ -149,7 +149,7 @@ def test_export_run_best_trial(tiny_search_run, tmp_path):
     assert prov["teacher_fingerprints"] == info["teacher_fingerprint"]
     assert prov["search_file_sha256"] == hashlib.sha256((tiny_search_run / "search.yaml").read_bytes()).hexdigest()
     # scored on the test split only: clip count = the cache's test rows
-    from asc_search.cache import load_features
+    from asc_search.data.cache import load_features
 
     fs = load_features(info["cache_dir"], columns_only=True)
     assert record["metrics"]["test"]["n"] == int((fs.table["split"] == "test").sum())
@@ -159,8 +159,8 @@ def test_export_run_best_trial(tiny_search_run, tmp_path):
 
 @pytest.mark.slow
 def test_cli_export_named_trial_retrain_and_refusals(tiny_search_run, tmp_path, capsys):
-    from asc_search import results as R
     from asc_search.cli import main
+    from asc_search.results import analysis as R
 
     table = R.load_trials(tiny_search_run)
     other = R.leaderboard(table).iloc[-1]["trial_id"]
@@ -199,7 +199,7 @@ def test_cli_export_bad_runs(fake_run, tmp_path, capsys):
 def test_export_without_its_checkpoint_says_retrain(tiny_search_run, tmp_path):
     import shutil
 
-    from asc_search.export import export_run
+    from asc_search.export.writer import export_run
 
     run = tmp_path / "moved"
     shutil.copytree(tiny_search_run, run, ignore=shutil.ignore_patterns("ray"))  # the Ray experiment is gone

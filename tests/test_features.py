@@ -12,17 +12,17 @@ import soundfile as sf
 import torch
 
 from asc_search import __version__
-from asc_search.cache import MANIFEST, load_features, read_parquet_metadata
 from asc_search.config import get_profile
+from asc_search.data.cache import MANIFEST, load_features, read_parquet_metadata
+from asc_search.data.features import LogMel, build_feature_cache, build_feature_cache_report, read_clip
 from asc_search.errors import CacheError, DataError
-from asc_search.features import LogMel, build_feature_cache, build_feature_cache_report, read_clip
 
 
 def test_quick_cache_records_what_produced_it(quick_cache, synth_root):
     manifest = json.loads((quick_cache / MANIFEST).read_text())
     assert manifest["profile"] == get_profile("quick").to_dict()
     assert manifest["shape"] == [1, 40, 51] and manifest["dtype"] == "float16"
-    assert manifest["package_version"] == __version__
+    assert manifest["asc_search_version"] == __version__
     assert manifest["n_clips"] == sum(f["rows"] for f in manifest["files"])
     assert manifest["counts"]["split"]["train"] > manifest["counts"]["split"]["test"] > 0
     assert len(manifest["stats"]["band_mean"]) == 40 and manifest["stats"]["std"] > 0
@@ -142,7 +142,7 @@ def test_length_policy(tmp_path):
 
 @pytest.mark.slow
 def test_benchmark_runs_on_a_small_set(tmp_path):
-    from asc_search.benchmarks.features import run
+    from asc_search.bench.features import run
 
     result = run(n_clips=120, workers=1, workdir=tmp_path)
     assert result["dcase"]["tensor_shape"] == [120, 1, 256, 65]

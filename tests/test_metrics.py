@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from asc_search import metrics as M
 from asc_search.errors import DataError
+from asc_search.training import metrics as M
 
 
 def _onehot_logits(pred, k=3, scale=10.0):

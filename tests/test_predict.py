@@ -12,11 +12,11 @@ import torch
 
 from asc_search.cli import main
 from asc_search.config import DCASE_LABELS, Budget, get_profile
+from asc_search.data.features import LogMel
 from asc_search.errors import DataError, NotFoundError
-from asc_search.export import write_export
-from asc_search.features import LogMel
+from asc_search.export.predict import predict_files, windows
+from asc_search.export.writer import write_export
 from asc_search.models.student import StudentConfig, build_student
-from asc_search.predict import predict_files, windows
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_any_rate_stereo_and_long_files(export_dir, tmp_path):
 
 def test_same_scores_as_the_feature_cache(export_dir, synth_root, quick_cache):
     """A clip of the data set predicted from its WAV gets the model's output on its cached spectrogram."""
-    from asc_search.cache import load_features
+    from asc_search.data.cache import load_features
 
     out, model = export_dir
     fs = load_features(quick_cache)

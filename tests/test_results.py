@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from asc_search import results as R
 from asc_search.cli import main
 from asc_search.errors import DataError, NotFoundError
+from asc_search.results import analysis as R
 
 
 def test_pareto_mask_hand_computed():

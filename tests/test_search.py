@@ -14,8 +14,8 @@ import yaml
 from optuna.trial import TrialState
 
 from asc_search.errors import ConfigError, NotFoundError
-from asc_search.search import build_trials_table, prepare_trial_data, run_search
-from asc_search.space import load_space
+from asc_search.search.driver import build_trials_table, prepare_trial_data, run_search
+from asc_search.search.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,7 +127,7 @@ def test_search_joins_multinode_cluster_by_address(quick_cache, teacher_cache, r
 @pytest.mark.ray
 def test_diverging_trials_fail_and_the_search_goes_on(quick_cache, teacher_cache, ray_local, tmp_path):
     """Teacher logits full of NaN make every KD loss NaN: each trial is recorded failed, none retried forever."""
-    from asc_search.teacher_cache import read_teacher_cache, write_teacher_cache
+    from asc_search.data.teacher_cache import read_teacher_cache, write_teacher_cache
 
     names, emb, logits, meta = read_teacher_cache(teacher_cache)
     bad = tmp_path / "nan_teacher"
@@ -142,8 +142,8 @@ def test_diverging_trials_fail_and_the_search_goes_on(quick_cache, teacher_cache
 
 
 def test_no_test_split_reaches_the_trials(quick_cache, teacher_cache, tmp_path):
-    from asc_search.cache import load_features
-    from asc_search.teacher_cache import load_teacher_targets
+    from asc_search.data.cache import load_features
+    from asc_search.data.teacher_cache import load_teacher_targets
 
     spec = load_space(tiny_space(tmp_path))
     fs = load_features(quick_cache)

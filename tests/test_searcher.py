@@ -11,8 +11,8 @@ import pytest
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from asc_search.searcher import BudgetedSearcher, open_study, register_sink, unregister_sink
-from asc_search.space import parse_space
+from asc_search.search.searcher import BudgetedSearcher, open_study, register_sink, unregister_sink
+from asc_search.search.space import parse_space
 
 # Only base_channels 8 (with one stage of one block) fits: most proposals are over budget.
 TIGHT = """

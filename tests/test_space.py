@@ -10,7 +10,7 @@ import pytest
 
 from asc_search.complexity import cost_student
 from asc_search.errors import ConfigError
-from asc_search.space import Proposal, load_space, parse_space
+from asc_search.search.space import Proposal, load_space, parse_space
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = (ROOT / "search_spaces" / "quick.yaml").read_text()
@@ -184,7 +184,7 @@ def test_spec_survives_pickling():
 
 
 def test_builtin_spaces_resolve_by_name_and_unknown_names_list_them():
-    from asc_search.space import builtin_spaces, load_space, resolve_space
+    from asc_search.search.space import builtin_spaces, load_space, resolve_space
 
     assert {"quick", "dcase"} <= set(builtin_spaces())
     assert resolve_space("quick") == resolve_space("quick.yaml")

@@ -148,7 +148,7 @@ def test_scenes_differ_in_level_and_colour(synth_root):
 def test_learnable_but_not_trivial(quick_cache):
     """A nearest-centroid rule on band means/stds separates the scenes well above chance (10 %) but is far from
     perfect: scenes differ in their spectra, and they overlap."""
-    from asc_search.cache import load_features
+    from asc_search.data.cache import load_features
 
     fs = load_features(quick_cache)
     x = fs.x.float().numpy()[:, 0]

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from asc_search.cache import fingerprint_file, load_features
+from asc_search._io import fingerprint_file
+from asc_search.data.cache import load_features
+from asc_search.data.teacher_cache import load_teacher_targets, read_teacher_cache, read_teacher_cache_meta
 from asc_search.errors import CacheError, ConfigError
-from asc_search.teacher import (
+from asc_search.teacher.phase1 import (
     METRICS_FILE,
     TEACHER_FILE,
     TEACHER_META,
@@ -18,8 +20,7 @@ from asc_search.teacher import (
     embed_features,
     load_teacher,
 )
-from asc_search.teacher_cache import load_teacher_targets, read_teacher_cache, read_teacher_cache_meta
-from asc_search.train import predict
+from asc_search.training.loop import predict
 
 
 def test_train_writes_teacher_with_provenance_and_metrics(teacher_dir, quick_cache):
@@ -129,9 +130,9 @@ def test_embed_on_a_multinode_ray_cluster_equals_the_local_run(ray_multinode, te
 @pytest.mark.slow
 def test_teacher_learns_on_the_built_in_data(tmp_path):
     """A bigger synthetic set than the session fixture (800 clips, 10 scenes, 9 devices): chance is 10 %."""
+    from asc_search.data.features import build_feature_cache
     from asc_search.data.synth import synthesize
-    from asc_search.features import build_feature_cache
-    from asc_search.teacher import default_train_config, train_teacher
+    from asc_search.teacher.phase1 import default_train_config, train_teacher
 
     root = synthesize(tmp_path / "tau", n_clips=800, seed=1)
     cache = build_feature_cache(root, tmp_path / "cache", profile="quick")

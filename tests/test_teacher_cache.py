@@ -12,15 +12,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from asc_search.cache import FeatureSet
 from asc_search.config import DCASE_LABELS, get_profile
-from asc_search.errors import CacheError
-from asc_search.teacher_cache import (
+from asc_search.data.cache import FeatureSet
+from asc_search.data.teacher_cache import (
     import_teacher_cache,
     load_teacher_targets,
     read_teacher_cache_meta,
     write_teacher_cache,
 )
+from asc_search.errors import CacheError
 
 
 def _features(cache_dir: Path, n: int = 30, fingerprint: str = "feat-fp") -> FeatureSet:

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from asc_search.distill import DistillConfig
 from asc_search.errors import ConfigError
-from asc_search.train import DivergedError, FitResult, TensorData, TrainConfig, fit
+from asc_search.training.loop import DivergedError, FitResult, TensorData, TrainConfig, fit
+from asc_search.training.losses import DistillConfig
 
 
 class Tiny(nn.Module):

@@ -13,12 +13,12 @@ from rich.table import Table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..bench import AREAS
+    from ..bench.runner import AREAS
 
     p = sub.add_parser(
         "bench",
         help="measure features, complexity, teacher and search figures, and the accuracy table, in one run",
-        description="Runs the per-area benchmarks (asc_search/benchmarks/*.py) one after the other, then the "
+        description="Runs the per-area benchmarks (asc_search/bench/*.py) one after the other, then the "
         "accuracy table on the built-in data: teacher; DCASE 2024 baseline architecture without KD; the same "
         "with KD; the best searched student (params, bytes, MACs, test macro accuracy). Without --demo-dir the "
         "demo runs first. Prints tables; --json writes everything to a file.",
@@ -48,7 +48,7 @@ def _fmt(v: Any) -> str:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from ..bench import run_bench, write_json
+    from ..bench.runner import run_bench, write_json
     from ..errors import ConfigError
 
     areas = tuple(a.strip() for a in args.areas.split(",") if a.strip())
@@ -69,7 +69,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         device=args.device,
         log=lambda m: err.print(f"[dim]{time.perf_counter() - start:7.1f}s  {m}[/dim]", highlight=False),
     )
-    from ..bench import flatten
+    from ..bench.runner import flatten
 
     for area, entry in result["areas"].items():
         title = f"{area} ({entry.get('seconds', 0)} s)"

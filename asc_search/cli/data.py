@@ -130,7 +130,7 @@ def run_info(args: argparse.Namespace) -> int:
 def run_features(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..features import build_feature_cache_report
+    from ..data.features import build_feature_cache_report
 
     report = build_feature_cache_report(
         args.dataset_dir, args.out, profile=args.profile, workers=args.workers, labels=args.labels

@@ -103,7 +103,7 @@ def _fmt(value: Any, kind: str = "") -> str:
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
-    from .. import results as R
+    from ..results import analysis as R
 
     res = R.analyse_run(
         args.run, results_dir=args.results_dir, top=args.top, plots_dir=args.plots_dir, plots=not args.no_plots,
@@ -158,7 +158,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from .. import results as R
+    from ..results import analysis as R
 
     server, url, names = R.dashboard_server(args.run, results_dir=args.results_dir, host=args.host, port=args.port)
     console = _console()
@@ -183,8 +183,8 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .. import export as E
     from .._progress import console as progress_console
+    from ..export import writer as E
 
     summary = E.export_run(
         args.run,
@@ -237,7 +237,7 @@ def _short_paths(paths: list[Path]) -> tuple[Path | None, list[str]]:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .. import predict as P
+    from ..export import predict as P
 
     if args.csv and Path(args.csv).is_dir():
         raise ConfigError(f"--csv {args.csv} is a folder; expected a file name")

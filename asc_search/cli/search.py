@@ -109,7 +109,7 @@ class SearchPrinter:
 def _run(args: argparse.Namespace) -> int:
     import logging
 
-    from ..search import run_search
+    from ..search.driver import run_search
 
     # Tune logs each trial failure with a traceback; the search records it (trials.parquet `error`, the Ray trial's
     # error.txt) and prints one line per failed trial instead.

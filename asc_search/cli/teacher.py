@@ -96,10 +96,10 @@ def run_train(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ..cache import load_features
+    from .._runtime import resolve_device
     from ..config import SplitConfig
-    from ..teacher import check_teacher_out_dir, default_train_config, train_teacher
-    from ..train import resolve_device
+    from ..data.cache import load_features
+    from ..teacher.phase1 import check_teacher_out_dir, default_train_config, train_teacher
 
     console = Console()
     if args.epochs < 1:
@@ -196,7 +196,7 @@ def _parse_pool(text: str) -> tuple[int, int] | None:
 
 
 def _describe_cache(console: Any, out: Path) -> None:
-    from ..teacher_cache import read_teacher_cache_meta
+    from ..data.teacher_cache import read_teacher_cache_meta
 
     meta = read_teacher_cache_meta(out)
     console.print(
@@ -209,7 +209,7 @@ def _describe_cache(console: Any, out: Path) -> None:
 def run_embed(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..teacher import embed_features
+    from ..teacher.phase1 import embed_features
 
     console = Console()
     pool = _parse_pool(args.pool)
@@ -232,7 +232,7 @@ def run_embed(args: argparse.Namespace) -> int:
 def run_import(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..teacher import import_teacher
+    from ..teacher.phase1 import import_teacher
 
     out = import_teacher(args.cache_dir, args.file, args.out)
     _describe_cache(Console(), out)

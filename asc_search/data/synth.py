@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .._io import atomic_output_dir
 from ..config import ALL_DEVICES, DCASE_LABELS, SEEN_DEVICES
 from ..errors import ConfigError, DataError
 
@@ -527,15 +527,7 @@ def synthesize(out_dir: str | os.PathLike, n_clips: int = 2000, seed: int = 0, w
     if table["filename"].duplicated().any():  # pragma: no cover - the plan makes names unique
         raise RuntimeError("synthetic plan produced duplicate file names")
 
-    parent = out.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    import tempfile
-
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o777 & ~mask)
-    try:
+    with atomic_output_dir(out) as tmp:  # out is absent or an empty folder (checked above)
         audio = tmp / "audio"
         audio.mkdir()
         used = [i for i in range(len(moments)) if per_moment[i]]
@@ -560,12 +552,6 @@ def synthesize(out_dir: str | os.PathLike, n_clips: int = 2000, seed: int = 0, w
             f"(asc_search.data.synth) with n_clips={n_clips}, seed={seed}. Not real recordings.\n",
             encoding="utf-8",
         )
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

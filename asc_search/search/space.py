@@ -40,8 +40,9 @@ from typing import Any
 
 import yaml
 
-from .config import PROFILES, Budget, FeatureProfile, SplitConfig, get_profile
-from .errors import ConfigError
+from .._io import jsonable
+from ..config import PROFILES, Budget, FeatureProfile, SplitConfig, get_profile
+from ..errors import ConfigError
 
 __all__ = [
     "ParamSpec",
@@ -476,17 +477,17 @@ class Proposal:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "student": _jsonable(self.student.to_dict() if hasattr(self.student, "to_dict") else dataclasses.asdict(self.student)),
-            "distill": _jsonable(dataclasses.asdict(self.distill)),
-            "train": _jsonable(dataclasses.asdict(self.train)),
-            "params": _jsonable(dict(self.params)),
+            "student": jsonable(self.student.to_dict() if hasattr(self.student, "to_dict") else dataclasses.asdict(self.student)),
+            "distill": jsonable(dataclasses.asdict(self.distill)),
+            "train": jsonable(dataclasses.asdict(self.train)),
+            "params": jsonable(dict(self.params)),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Proposal:
         """Rebuild a proposal from :meth:`to_dict` output (e.g. the ``config`` column of trials.parquet)."""
-        from .distill import DistillConfig
-        from .models.student import StudentConfig
+        from ..models.student import StudentConfig
+        from ..training.losses import DistillConfig
 
         return cls(
             student=StudentConfig.from_dict(dict(data["student"])),
@@ -497,7 +498,7 @@ class Proposal:
 
 
 def _train_config(data: dict[str, Any]) -> Any:
-    from .train import TrainConfig
+    from ..training.loop import TrainConfig
 
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     kw = {}
@@ -506,16 +507,6 @@ def _train_config(data: dict[str, Any]) -> Any:
             value = tuple(value)
         kw[key] = value
     return TrainConfig(**kw)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return value.item()
-    return value
 
 
 @dataclass(frozen=True)
@@ -594,8 +585,8 @@ class SearchSpec:
 
         Cheap: no model is built here (costing is :meth:`cost`).
         """
-        from .distill import DistillConfig
-        from .models.student import StudentConfig
+        from ..models.student import StudentConfig
+        from ..training.losses import DistillConfig
 
         values: dict[str, Any] = {}
         sampled: dict[str, Any] = {}
@@ -654,7 +645,7 @@ class SearchSpec:
         is rejected by the analytic counter in ~0.1 ms, a feasible one confirmed with torchinfo in ~20 ms)."""
         import time
 
-        from .complexity import cost_student
+        from ..complexity import cost_student
 
         t0 = time.perf_counter()
         report = cost_student(student, self.input_shape, self.budget)
@@ -686,7 +677,7 @@ class SearchSpec:
 
 
 def _student_default(name: str) -> Any:
-    from .models.student import StudentConfig
+    from ..models.student import StudentConfig
 
     for f in dataclasses.fields(StudentConfig):
         if f.name == name:
@@ -724,7 +715,7 @@ def _figures(report: Any) -> dict[str, float]:
 def builtin_spaces_dir() -> Path:
     """Where the built-in search files live: the repository's ``search_spaces/`` (source or editable install), else
     the copy a wheel installs under ``<prefix>/share/asc-search/search_spaces``."""
-    in_repo = Path(__file__).resolve().parent.parent / "search_spaces"
+    in_repo = Path(__file__).resolve().parents[2] / "search_spaces"
     if in_repo.is_dir():
         return in_repo
     return Path(sys.prefix) / "share" / "asc-search" / "search_spaces"
@@ -789,7 +780,7 @@ def parse_space(text: str, source: str = "<search file>") -> SearchSpec:
 
     braw = ctx.mapping(top.get("budget"), "budget")
     ctx.keys(braw, "budget", ("max_param_bytes", "param_dtype", "max_macs"))
-    from .config import DTYPE_BYTES
+    from ..config import DTYPE_BYTES
 
     budget = Budget(
         max_param_bytes=ctx.value(braw, "max_param_bytes", "budget", _Rule("int", min=1)),
@@ -843,7 +834,7 @@ def parse_space(text: str, source: str = "<search file>") -> SearchSpec:
 def _extra_train_rules(ctx: _Ctx) -> dict[str, _Rule]:
     """Any other TrainConfig field may be given as a fixed value (validated by TrainConfig itself)."""
     try:
-        from .train import TrainConfig
+        from ..training.loop import TrainConfig
     except ImportError:  # pragma: no cover - train module is part of the package
         return {}
     extra = {}

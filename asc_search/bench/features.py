@@ -1,6 +1,6 @@
 """Benchmark of the data layer: synthesis speed, feature throughput, cache size, cache load time.
 
-    python -m asc_search.benchmarks.features [--clips N] [--workers W] [--workdir DIR]   # prints one JSON object
+    python -m asc_search.bench.features [--clips N] [--workers W] [--workdir DIR]   # prints one JSON object
 
 ``run()`` returns a dict (no printing). It synthesises ``n_clips`` clips (default 10,000) in the TAU layout, builds
 the ``dcase`` feature cache (256 x 65, the DCASE 2024 front end: 44.1 -> 32 kHz resampling + log-mel) and the
@@ -51,9 +51,9 @@ def run(n_clips: int = 10_000, workers: int = 2, workdir: str | os.PathLike | No
     import torch
 
     from .. import __version__
-    from ..cache import load_features
+    from ..data.cache import load_features
+    from ..data.features import build_feature_cache_report
     from ..data.synth import synthesize
-    from ..features import build_feature_cache_report
 
     own = workdir is None
     base = Path(tempfile.mkdtemp(prefix="asc-bench-features-")) if own else Path(workdir)

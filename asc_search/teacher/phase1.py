@@ -17,7 +17,6 @@ for the cache's format.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,13 +27,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
-from .cache import atomic_output_dir, fingerprint_file, fingerprint_json, load_features, write_json_atomic
-from .config import SplitConfig
-from .errors import CacheError, ConfigError, NotFoundError
-from .metrics import score
-from .teacher_cache import DEFAULT_SHARD_ROWS, default_teacher_cache_dir, import_teacher_cache, write_teacher_cache
-from .train import FitResult, TensorData, TrainConfig, fit, predict, resolve_device
+from .._io import atomic_output_dir, fingerprint_file, fingerprint_json, provenance, write_json_atomic
+from .._runtime import ray_session, resolve_device, torch_threads
+from ..config import SplitConfig
+from ..data.cache import load_features
+from ..data.teacher_cache import (
+    DEFAULT_SHARD_ROWS,
+    default_teacher_cache_dir,
+    import_teacher_cache,
+    write_teacher_cache,
+)
+from ..errors import CacheError, ConfigError, NotFoundError
+from ..training.loop import FitResult, TensorData, TrainConfig, fit, predict
+from ..training.metrics import score
 
 __all__ = [
     "TEACHER_FILE",
@@ -59,19 +64,11 @@ METRICS_FILE = "metrics.json"
 EMBEDDING_MODES = ("first", "concat")
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _versions() -> dict[str, str]:
-    return {"asc_search": __version__, "torch": torch.__version__}
-
-
 # ------------------------------------------------------------------------------------------------- training
 def default_teacher_preset(input_shape: Sequence[int]) -> str:
     """The teacher preset made for this input: the preset whose input shape matches, else ``teacher`` for large
     spectrograms (>= 128 mel bins) and ``teacher_quick`` for small ones."""
-    from .models.presets import PRESETS
+    from ..models.presets import PRESETS
 
     shape = tuple(int(v) for v in input_shape)
     for name, preset in PRESETS.items():
@@ -107,11 +104,11 @@ def default_train_config(
 
 def _teacher_config(preset: str, n_classes: int, in_channels: int) -> tuple[Any, str]:
     """(TeacherConfig of ``preset`` for these classes and channels, preset name)."""
-    from .models.presets import get_preset
+    from ..models.presets import get_preset
 
     p = get_preset(preset)
     if p.family != "teacher" or p.config is None:
-        from .models.presets import PRESETS
+        from ..models.presets import PRESETS
 
         teachers = [n for n, q in PRESETS.items() if q.family == "teacher"]
         raise ConfigError(f"preset {preset!r} is not a teacher; teacher presets: {', '.join(teachers)}")
@@ -158,8 +155,8 @@ def train_teacher(
     used only when it is None). ``on_epoch(epoch, metrics)`` reports progress (it cannot stop the run).
     ``features`` may pass an already loaded :class:`~asc_search.cache.FeatureSet` of ``cache_dir``.
     """
-    from .complexity import measure
-    from .models.teacher import build_teacher
+    from ..complexity import measure
+    from ..models.teacher import build_teacher
 
     out_dir = Path(out_dir)
     check_teacher_out_dir(out_dir, force, "--out folder")
@@ -209,7 +206,7 @@ def train_teacher(
         "history": result.history,
     }
     meta: dict[str, Any] = {
-        "kind": "asc_search.teacher",
+        "kind": "asc_search.teacher.phase1",
         "preset": preset,
         "model": tcfg.to_dict(),
         "embedding_layer": getattr(model, "embedding_layer", "embedding"),
@@ -233,8 +230,7 @@ def train_teacher(
             "test_log_loss": test_metrics["log_loss"] if test_metrics else None,
         },
         "device": result.device,
-        "versions": _versions(),
-        "created_utc": _now(),
+        **provenance(),
     }
     with atomic_output_dir(out_dir) as tmp:
         torch.save(result.best_state, tmp / TEACHER_FILE)
@@ -277,7 +273,7 @@ def _read_teacher_meta(teacher_dir: Path) -> dict[str, Any]:
 def load_teacher(teacher_dir: str | os.PathLike) -> LoadedTeacher:
     """The trained teacher of ``teacher_dir`` (on the CPU, eval mode). The checkpoint must match the fingerprint
     recorded in teacher.json (CacheError otherwise) and loads with ``weights_only=True``."""
-    from .models.teacher import build_teacher
+    from ..models.teacher import build_teacher
 
     teacher_dir = Path(teacher_dir)
     meta = _read_teacher_meta(teacher_dir)
@@ -314,10 +310,13 @@ def embed_shard(
     "concat", "batch_size", "device"}. Pure function of its inputs, run in-process or as a Ray task, so both
     produce the same numbers.
     """
-    from .models.teacher import build_teacher
+    with torch_threads(num_threads):
+        return _embed_shard(payload, x)
 
-    if num_threads:
-        torch.set_num_threads(num_threads)
+
+def _embed_shard(payload: dict[str, Any], x: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    from ..models.teacher import build_teacher
+
     device = resolve_device(payload.get("device", "cpu"))
     xt = torch.as_tensor(x)
     pool = tuple(payload["pool"]) if payload.get("pool") is not None else None
@@ -437,34 +436,25 @@ def embed_features(
         "feature_fingerprint": fs.fingerprint,
         "feature_profile": fs.profile.name,
         "compute": {"address": address, "device": payload["device"], "shard_rows": shard_rows, "batch_size": batch_size},
-        "versions": _versions(),
-        "created_utc": _now(),
+        **provenance(),
     }
     out = Path(out_dir) if out_dir is not None else default_teacher_cache_dir(fs.cache_dir)
     return write_teacher_cache(out, fs.table["filename"].to_numpy(), embs, logits, meta, shard_rows=shard_rows)
 
 
 def _embed_local(payload, x, shards, num_threads):
-    from ._progress import track
+    from .._progress import track
 
-    old = torch.get_num_threads()
-    torch.set_num_threads(num_threads or os.cpu_count() or 1)
-    try:
+    with torch_threads(num_threads or os.cpu_count() or 1):
         return [embed_shard(payload, x[lo:hi]) for lo, hi in track(shards, "embedding clips (shards)")]
-    finally:
-        torch.set_num_threads(old)
 
 
 def _embed_ray(payload, x, shards, address):
     import ray
 
-    from ._progress import make_progress
+    from .._progress import make_progress
 
-    started = False
-    if not ray.is_initialized():
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-        started = True
-    try:
+    with ray_session(address), make_progress() as progress:
         remote = ray.remote(num_cpus=1)(_embed_shard_task)
         payload_ref = ray.put(payload)  # the teachers' weights travel to the object store once
         # a bounded window of shards in flight, so the object store never holds the whole feature cache at once
@@ -472,21 +462,17 @@ def _embed_ray(payload, x, shards, address):
         results: dict[int, Any] = {}
         in_flight: dict[Any, int] = {}
         next_shard = 0
-        with make_progress() as progress:
-            task = progress.add_task("embedding clips (Ray tasks)", total=len(shards))
-            while next_shard < len(shards) or in_flight:
-                while next_shard < len(shards) and len(in_flight) < window:
-                    lo, hi = shards[next_shard]
-                    in_flight[remote.remote(payload_ref, x[lo:hi].numpy())] = next_shard
-                    next_shard += 1
-                done, _ = ray.wait(list(in_flight), num_returns=1)
-                for ref in done:
-                    results[in_flight.pop(ref)] = ray.get(ref)
-                progress.advance(task, len(done))
+        task = progress.add_task("embedding clips (Ray tasks)", total=len(shards))
+        while next_shard < len(shards) or in_flight:
+            while next_shard < len(shards) and len(in_flight) < window:
+                lo, hi = shards[next_shard]
+                in_flight[remote.remote(payload_ref, x[lo:hi].numpy())] = next_shard
+                next_shard += 1
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in done:
+                results[in_flight.pop(ref)] = ray.get(ref)
+            progress.advance(task, len(done))
         return [results[i] for i in range(len(shards))]
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def _embed_shard_task(payload, x):

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import SEEN_DEVICES, UNSEEN_DEVICES
-from .errors import DataError
+from ..config import SEEN_DEVICES, UNSEEN_DEVICES
+from ..errors import DataError
 
 __all__ = ["LOG_LOSS_EPS", "macro_accuracy", "accuracy", "log_loss", "per_class_accuracy", "score"]
 

@@ -7,7 +7,7 @@ Layout (default ``CACHE_DIR/teacher/``, where the search finds it without being 
     ...
 
 Every file carries the same JSON record in its schema metadata (key ``asc_search``, see :mod:`asc_search.cache`):
-``kind`` = "asc_search.teacher_cache", ``embedding_shape`` [C, H, W], ``n_classes``, ``labels``, ``layer``,
+``kind`` = "asc_search.data.teacher_cache", ``embedding_shape`` [C, H, W], ``n_classes``, ``labels``, ``layer``,
 ``pool``, ``ensemble`` {mode, embedding}, ``teachers`` (each with its checkpoint fingerprint), ``feature_fingerprint``
 and ``feature_profile`` of the feature cache it was computed from, ``n_rows``, ``files``, ``source``
 ("embed" or "import", with the imported file's sha256), versions and a creation time.
@@ -18,7 +18,6 @@ joins by filename and refuses any mismatch (another feature fingerprint, missing
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,15 +29,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from .cache import (
-    array_to_list_array,
-    atomic_output_dir,
-    fingerprint_file,
-    list_column_to_numpy,
-    read_parquet_metadata,
-    write_parquet,
-)
-from .errors import CacheError
+from .._io import atomic_output_dir, fingerprint_file, provenance
+from ..errors import CacheError
+from .cache import array_to_list_array, list_column_to_numpy, read_parquet_metadata, write_parquet
 
 __all__ = [
     "TEACHER_KIND",
@@ -53,7 +46,7 @@ __all__ = [
     "import_teacher_cache",
 ]
 
-TEACHER_KIND = "asc_search.teacher_cache"
+TEACHER_KIND = "asc_search.data.teacher_cache"
 TEACHER_FORMAT_VERSION = 1
 #: Where ``teacher embed`` writes inside a feature cache by default.
 DEFAULT_SUBDIR = "teacher"
@@ -76,10 +69,6 @@ class TeacherTargets:
 
 def default_teacher_cache_dir(cache_dir: str | os.PathLike) -> Path:
     return Path(cache_dir) / DEFAULT_SUBDIR
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def write_teacher_cache(
@@ -117,7 +106,7 @@ def write_teacher_cache(
         "n_rows": n,
         "files": files,
     }
-    record.setdefault("created_utc", _now())
+    record = {**provenance(), **record}
     with atomic_output_dir(out_dir) as tmp:
         for i, name in enumerate(files):
             lo, hi = i * shard_rows, min(n, (i + 1) * shard_rows)
@@ -354,6 +343,5 @@ def import_teacher_cache(
         "labels": list(features.labels),
         "feature_fingerprint": features.fingerprint,
         "feature_profile": features.profile.name,
-        "created_utc": _now(),
     }
     return write_teacher_cache(out, feature_names, emb[pos].reshape(-1, *shape), logits[pos], meta)

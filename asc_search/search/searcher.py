@@ -35,7 +35,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from .errors import AscSearchError, BudgetError, ConfigError
+from ..errors import AscSearchError, BudgetError, ConfigError
 from .space import SearchSpec
 
 __all__ = [

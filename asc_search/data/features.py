@@ -32,21 +32,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import __version__
-from .cache import (
-    FEATURE_KIND,
-    FORMAT_VERSION,
-    MANIFEST,
-    array_to_list_array,
-    atomic_output_dir,
-    fingerprint_file,
-    fingerprint_json,
-    is_feature_cache,
-    write_json_atomic,
-    write_parquet,
-)
-from .config import FeatureProfile, get_profile
-from .errors import CacheError, DataError
+from .._io import atomic_output_dir, fingerprint_file, fingerprint_json, provenance, write_json_atomic
+from .._runtime import torch_threads
+from ..config import FeatureProfile, get_profile
+from ..errors import CacheError, DataError
+from .cache import FEATURE_KIND, FORMAT_VERSION, MANIFEST, array_to_list_array, is_feature_cache, write_parquet
 
 __all__ = [
     "LENGTH_TOLERANCE_S",
@@ -299,9 +289,9 @@ def build_feature_cache_report(
     import torch
     import torchaudio
 
-    from ._progress import make_progress
+    from .._progress import make_progress
     from .cache import read_manifest
-    from .data.tau import read_meta, read_tau
+    from .tau import read_meta, read_tau
 
     started = time.perf_counter()
     prof = get_profile(profile) if isinstance(profile, str) else profile
@@ -359,25 +349,21 @@ def build_feature_cache_report(
         "shape": [1, prof.n_mels, prof.n_frames],
         "dtype": prof.storage_dtype,
         "feature": f"{FEATURE_CODE}: torchaudio MelSpectrogram(power=2) -> log(mel + {LOG_FLOOR})",
-        "package_version": __version__,
+        **provenance(),
     }
     columns = [c for c in table.columns]
     with atomic_output_dir(cache_dir) as tmp:
         results: list[dict[str, Any]] = []
-        threads_before = torch.get_num_threads()
-        torch.set_num_threads(n_workers)
-        try:
-            with make_progress() as progress, ThreadPoolExecutor(n_workers, thread_name_prefix="decode") as decoder:
-                bar = progress.add_task(f"log-mel features ({prof.name})", total=n)
-                logmel = LogMel(prof)
-                for k, (a, b) in enumerate(bounds):
-                    task = dict(
-                        root=str(root), table=table.iloc[a:b][columns].reset_index(drop=True), meta_rows=rows[a:b],
-                        out_path=str(tmp / f"features-{k:05d}.parquet"), meta=file_meta,
-                    )
-                    results.append(_compute_part(task, logmel, decoder, lambda m: progress.advance(bar, m)))
-        finally:
-            torch.set_num_threads(threads_before)
+        with torch_threads(n_workers), make_progress() as progress, \
+                ThreadPoolExecutor(n_workers, thread_name_prefix="decode") as decoder:
+            bar = progress.add_task(f"log-mel features ({prof.name})", total=n)
+            logmel = LogMel(prof)
+            for k, (a, b) in enumerate(bounds):
+                task = dict(
+                    root=str(root), table=table.iloc[a:b][columns].reset_index(drop=True), meta_rows=rows[a:b],
+                    out_path=str(tmp / f"features-{k:05d}.parquet"), meta=file_meta,
+                )
+                results.append(_compute_part(task, logmel, decoder, lambda m: progress.advance(bar, m)))
         if not all(r["stats"]["finite"] for r in results):  # pragma: no cover - log(x + floor) of finite audio
             raise DataError(f"{root}: non-finite log-mel values; check the audio for NaN/inf samples")
         stats = _merge_stats(results, prof)

@@ -1,6 +1,6 @@
 """Benchmark of the complexity accounting: how long costing one student candidate takes, and the teachers' size.
 
-    python -m asc_search.benchmarks.complexity [N]      # prints one JSON object
+    python -m asc_search.bench.complexity [N]      # prints one JSON object
 
 ``run()`` returns a dict (no printing): ``cost_student`` timings over N random candidates drawn around CP-Mobile
 (the work a search does per proposal; wall and process CPU time): as the search runs it (``counter="auto"``:
@@ -113,7 +113,7 @@ def space_candidates(n: int, seed: int = 0, space: str = "dcase") -> tuple[list[
     """``n`` student configs drawn from a built-in search space with Optuna's seeded random sampler."""
     import optuna
 
-    from ..space import load_space
+    from ..search.space import load_space
 
     spec = load_space(space)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

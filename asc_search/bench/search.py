@@ -1,6 +1,6 @@
 """Benchmark of Phase II: what budget rejection saves, what Ray Tune costs and buys, what the teacher cache saves.
 
-    python -m asc_search.benchmarks.search [--clips N] [--trials N] [--no-tune] [--no-dcase]   # one JSON object
+    python -m asc_search.bench.search [--clips N] [--trials N] [--no-tune] [--no-dcase]   # one JSON object
 
 ``run()`` returns a dict (no printing), measured on synthetic random spectrograms of the ``quick`` profile
 (``clips`` training clips + 20 % validation clips; random teacher logits and pooled embeddings of the
@@ -73,7 +73,7 @@ def _proposals(spec: Any, n_feasible: int, workdir: Path, threads: int = 1) -> t
     """``n_feasible`` trial configs from the searcher (and the searcher, whose study also holds the rejections)."""
     import dataclasses
 
-    from ..searcher import BudgetedSearcher
+    from ..search.searcher import BudgetedSearcher
 
     spec = dataclasses.replace(spec, search=dataclasses.replace(spec.search, cpus_per_trial=float(threads)))
     searcher = BudgetedSearcher(spec, f"sqlite:///{workdir / 'bench.db'}", "bench")
@@ -83,8 +83,8 @@ def _proposals(spec: Any, n_feasible: int, workdir: Path, threads: int = 1) -> t
 
 def bench_rejection(data: dict[str, Any], workdir: Path, n_feasible: int = 3) -> dict[str, Any]:
     """Time per rejected proposal vs one trained quick trial."""
-    from ..search import fit_proposal
-    from ..space import load_space
+    from ..search.driver import fit_proposal
+    from ..search.space import load_space
 
     spec = load_space(QUICK_SPACE)
     # warm-up outside the timing: imports, torchinfo's first pass, the SQLite schema
@@ -114,18 +114,18 @@ def bench_rejection(data: dict[str, Any], workdir: Path, n_feasible: int = 3) ->
 
 
 def _tune_trial(config: dict[str, Any], data: dict[str, Any], configs: list[dict]) -> None:
-    from ..search import train_trial
+    from ..search.driver import train_trial
 
     train_trial(configs[config["index"]], data)
 
 
 def bench_tune(data: dict[str, Any], workdir: Path, n_trials: int = 4) -> dict[str, Any]:
     """``n_trials`` feasible quick proposals through Tune (2 at a time) vs one after the other in-process."""
-    import ray
     from ray import tune
 
-    from ..search import fit_proposal
-    from ..space import load_space
+    from .._runtime import quiet_ray_env, ray_session
+    from ..search.driver import fit_proposal
+    from ..search.space import load_space
 
     spec = load_space(QUICK_SPACE)
     configs, _ = _proposals(spec, n_trials, workdir / "t1", threads=1)
@@ -137,15 +137,10 @@ def bench_tune(data: dict[str, Any], workdir: Path, n_trials: int = 4) -> dict[s
         fit_proposal(cfg, data)
     sequential_s = time.perf_counter() - t0
 
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no experiment banner on stdout (it carries the JSON)
-    started = not ray.is_initialized()
+    quiet_ray_env()  # also: no experiment banner on stdout (it carries the JSON)
     t0 = time.perf_counter()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    init_s = time.perf_counter() - t0
-    try:
+    with ray_session("local", num_cpus=2):
+        init_s = time.perf_counter() - t0
         trainable = tune.with_resources(tune.with_parameters(_tune_trial, data=data, configs=configs), {"cpu": 1})
         tuner = tune.Tuner(
             trainable,
@@ -158,9 +153,6 @@ def bench_tune(data: dict[str, Any], workdir: Path, n_trials: int = 4) -> dict[s
         grid = tuner.fit()
         tune_s = time.perf_counter() - t0
         errors = len(grid.errors)
-    finally:
-        if started:
-            ray.shutdown()
     return {
         "trials": n_trials,
         "epochs_per_trial": configs[0]["proposal"]["train"]["epochs"],
@@ -174,15 +166,15 @@ def bench_tune(data: dict[str, Any], workdir: Path, n_trials: int = 4) -> dict[s
 
 def bench_teacher_cache(profile: str, n_train: int, batch_size: int = 64, threads: int = 2) -> dict[str, Any]:
     """One student epoch with cached targets vs the same plus the teacher forward over every batch."""
+    from .._runtime import torch_threads
     from ..config import get_profile
-    from ..distill import DistillConfig
     from ..models.heads import ProjectionHead
     from ..models.presets import get_preset
     from ..models.student import StudentConfig, build_student
     from ..models.teacher import build_teacher
-    from ..train import TensorData, TrainConfig, fit
+    from ..training.loop import TensorData, TrainConfig, fit
+    from ..training.losses import DistillConfig
 
-    torch.set_num_threads(threads)
     data = synthetic_trial_data(n_train, profile)
     prof = get_profile(profile)
     student_cfg = StudentConfig()  # the DCASE 2024 baseline shape
@@ -201,7 +193,7 @@ def bench_teacher_cache(profile: str, n_train: int, batch_size: int = 64, thread
     x = train.x
     steps = max(1, len(x) // batch_size)
     t0 = time.perf_counter()
-    with torch.no_grad():
+    with torch_threads(threads), torch.no_grad():
         for i in range(steps):
             logits, fmap = teacher.forward_with_embedding(x[i * batch_size : (i + 1) * batch_size].float())
             torch.nn.functional.adaptive_avg_pool2d(fmap, 1)
@@ -246,7 +238,7 @@ def run(clips: int = 1280, trials: int = 4, tune: bool = True, dcase: bool = Tru
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m asc_search.benchmarks.search", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m asc_search.bench.search", description=__doc__.splitlines()[0])
     p.add_argument("--clips", type=int, default=1280, help="quick training clips (default 1280, the demo's)")
     p.add_argument("--trials", type=int, default=4, help="quick trials for the Tune comparison (default 4)")
     p.add_argument("--no-tune", action="store_true", help="skip the Tune vs sequential comparison")

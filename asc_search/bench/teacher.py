@@ -1,6 +1,6 @@
 """Benchmark of Phase I: the teachers' size, one training epoch and the embedding throughput, per feature profile.
 
-    python -m asc_search.benchmarks.teacher [--quick-clips N] [--dcase-clips N] [--threads T]   # one JSON object
+    python -m asc_search.bench.teacher [--quick-clips N] [--dcase-clips N] [--threads T]   # one JSON object
 
 ``run()`` returns a dict (no printing). For each profile (``quick`` 40 x 51 with ``teacher_quick``, ``dcase``
 256 x 65 with ``teacher``): parameters and MACs (torchinfo, the organisers' counter), the wall time of one
@@ -33,12 +33,13 @@ def bench_profile(
     profile: str, n_clips: int, threads: int = 2, device: str = "cpu", seed: int = 0, epochs: int = 3, repeats: int = 3
 ) -> dict[str, Any]:
     """Figures for one profile on ``n_clips`` random training clips."""
+    from .._runtime import torch_threads
     from ..complexity import measure
     from ..config import get_profile
     from ..models.presets import get_preset
     from ..models.teacher import build_teacher
-    from ..teacher import default_train_config, embed_shard
-    from ..train import TensorData, fit
+    from ..teacher.phase1 import default_train_config, embed_shard
+    from ..training.loop import TensorData, fit
 
     prof = get_profile(profile)
     preset = get_preset(PROFILE_PRESETS[profile])
@@ -64,9 +65,7 @@ def bench_profile(
         "batch_size": 256,
         "device": device,
     }
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         embed_shard(payload, x[: min(32, n_clips)])  # warm-up
         embed_times = []
         for _ in range(repeats):
@@ -74,8 +73,6 @@ def bench_profile(
             logits, emb = embed_shard(payload, x[:n_clips])
             embed_times.append(time.perf_counter() - t0)
         embed_s = min(embed_times)
-    finally:
-        torch.set_num_threads(old)
     return {
         "profile": profile,
         "preset": preset.name,
@@ -115,7 +112,7 @@ def run(quick_clips: int = 1024, dcase_clips: int = 256, threads: int = 2, devic
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m asc_search.benchmarks.teacher", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m asc_search.bench.teacher", description=__doc__.splitlines()[0])
     p.add_argument("--quick-clips", type=int, default=1024)
     p.add_argument("--dcase-clips", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)

@@ -14,9 +14,7 @@ told otherwise). Nothing here prints; the CLI (:mod:`asc_search.cli.results`) re
 
 from __future__ import annotations
 
-import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import Budget
-from .errors import ConfigError, DataError, NotFoundError
+from .._io import atomic_path, jsonable
+from ..config import Budget
+from ..errors import ConfigError, DataError, NotFoundError
 
 __all__ = [
     "STATUSES",
@@ -182,7 +181,7 @@ def load_trials(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     run_dir = Path(run_dir)
     path = run_dir / TRIALS_FILE
     if (run_dir / STUDY_FILE).is_file() and (not path.exists() or _running(run_dir)):
-        from .search import build_trials_table
+        from ..search.driver import build_trials_table
 
         try:
             table = build_trials_table(run_dir)
@@ -384,7 +383,7 @@ class RunResults:
 
     def to_dict(self) -> dict[str, Any]:
         def rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-            return [{k: _jsonable(v) for k, v in rec.items()} for rec in frame.to_dict(orient="records")]
+            return [jsonable(rec) for rec in frame.to_dict(orient="records")]
 
         return {
             "run": self.name,
@@ -397,27 +396,6 @@ class RunResults:
             "pareto_front": rows(self.front),
             "plots": {k: str(v) for k, v in self.plots.items()},
         }
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return None if math.isnan(v) or math.isinf(v) else v
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if pd.isna(value):
-        return None
-    return str(value)
 
 
 def analyse_run(
@@ -477,15 +455,8 @@ def _figure(**kwargs: Any):
 
 
 def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

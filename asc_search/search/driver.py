@@ -38,7 +38,6 @@ import os
 import re
 import tempfile
 import time
-import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,8 +46,9 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .errors import CacheError, ConfigError, NotFoundError
+from .._io import atomic_path, now_utc, provenance, write_json_atomic, write_text_atomic
+from .._runtime import connect_ray, quiet_ray_env
+from ..errors import CacheError, ConfigError, NotFoundError
 from .space import _MISSING, Proposal, SearchSpec, load_space
 
 __all__ = [
@@ -60,7 +60,6 @@ __all__ = [
     "run_search",
     "build_trials_table",
     "write_trials_table",
-    "connect_ray",
 ]
 
 DEFAULT_RESULTS_DIR = Path("results")
@@ -75,24 +74,6 @@ BEST_FILE = "best.pt"
 RESUME_FILE = "resume.pt"
 TRIAL_MARKER = "trial.json"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    _write_atomic(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode("utf-8"))
 
 
 # ------------------------------------------------------------------------------------------------ trial data
@@ -133,7 +114,7 @@ def prepare_trial_data(features: Any, teacher: Any, spec: SearchSpec) -> dict[st
 def _tensor_data(data: dict[str, Any], name: str, proposal: Proposal) -> Any:
     import torch
 
-    from .train import TensorData
+    from ..training.loop import TensorData
 
     def t(key: str) -> Any:
         arr = data.get(key)
@@ -163,14 +144,12 @@ def fit_proposal(
     ``config`` is a trial config from :class:`~asc_search.searcher.BudgetedSearcher` (``proposal`` = a
     :meth:`Proposal.to_dict`), ``data`` the output of :func:`prepare_trial_data`. No Ray here.
     """
-    import torch
 
-    from .models.heads import ProjectionHead
-    from .models.student import build_student
-    from .train import fit
+    from ..models.heads import ProjectionHead
+    from ..models.student import build_student
+    from ..training.loop import fit
 
     proposal = Proposal.from_dict(config["proposal"])
-    torch.set_num_threads(max(1, proposal.train.num_threads))
     model = build_student(proposal.student)
     head = None
     if proposal.distill.uses_embeddings:
@@ -189,7 +168,7 @@ def train_trial(config: dict[str, Any], data: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
-    from .train import DivergedError
+    from ..training.loop import DivergedError
 
     proposal = Proposal.from_dict(config["proposal"])
     start_state = None
@@ -254,34 +233,6 @@ def train_trial(config: dict[str, Any], data: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ Ray
-def connect_ray(address: str | None = None) -> bool:
-    """Join ``address`` (a running cluster), or start a local Ray; reuse an instance this process already has.
-
-    Returns True when this call started/joined Ray (the caller shuts it down again). Inside ``ray job submit``
-    (``RAY_ADDRESS`` is set) a missing ``address`` means that cluster.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
-    target = address or os.environ.get("RAY_ADDRESS") or "local"
-    if target == "local":
-        kwargs["include_dashboard"] = False
-    try:
-        ray.init(address=target, **kwargs)
-    except ConnectionError as exc:
-        raise ConfigError(
-            f"--address {target}: cannot join the Ray cluster ({exc}); is `ray start --head` running there, and "
-            "does this machine have the cluster's token (~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)?"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - Ray raises RuntimeError/ValueError for bad addresses and auth
-        if target == "local":
-            raise
-        raise ConfigError(f"--address {target}: cannot join the Ray cluster: {exc}") from None
-    return True
-
-
 # ------------------------------------------------------------------------------------------------ results table
 def _run_files(run_dir: Path) -> tuple[Path, str]:
     db = run_dir / STUDY_FILE
@@ -423,13 +374,8 @@ def write_trials_table(run_dir: str | os.PathLike[str]) -> Path:
     run_dir = Path(run_dir)
     table = build_trials_table(run_dir)
     path = run_dir / TRIALS_FILE
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -504,7 +450,7 @@ def run_search(
     ``on_event(event, info)`` gets: ``setup`` (run_dir, counts so far), ``started``, ``result`` (per epoch),
     ``rejected``, ``completed`` / ``early_stopped`` / ``failed``, ``exhausted``.
     """
-    from .cache import load_features
+    from ..data.cache import load_features
     from .searcher import BudgetedSearcher, open_study, register_sink, unregister_sink
 
     t_start = time.time()
@@ -562,7 +508,7 @@ def run_search(
     teacher = None
     teacher_dir = None
     if _needs_teacher(spec):
-        from .teacher_cache import default_teacher_cache_dir, load_teacher_targets
+        from ..data.teacher_cache import default_teacher_cache_dir, load_teacher_targets
 
         teacher_dir = Path(teacher_cache) if teacher_cache is not None else default_teacher_cache_dir(cache_dir)
         if not teacher_dir.exists():
@@ -580,9 +526,7 @@ def run_search(
     teacher = None
 
     # ---- Ray (before anything is written: a cluster that cannot run a trial is refused up front)
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    quiet_ray_env()
     started_ray = connect_ray(address)
     channel = str(run_dir)
     try:
@@ -592,7 +536,7 @@ def run_search(
         run_dir.mkdir(parents=True, exist_ok=True)
         storage_url = f"sqlite:///{run_dir / STUDY_FILE}"
         if not resume:
-            _write_atomic(run_dir / SEARCH_FILE, spec.text.encode("utf-8"))
+            write_text_atomic(run_dir / SEARCH_FILE, spec.text)
             info = {
                 "name": name,
                 "study_name": name,
@@ -611,18 +555,16 @@ def run_search(
                 "budget": spec.budget.to_dict(),
                 "seed": spec.search.seed,
                 "num_samples": spec.search.num_samples,
-                "package_version": __version__,
-                "versions": _versions(),
-                "started_utc": _now(),
+                **provenance(),
                 "finished_utc": None,
                 "status": "running",
                 "address": address,
             }
-            _write_json(run_dir / RUN_FILE, info)
+            write_json_atomic(run_dir / RUN_FILE, info)
         else:
-            info["resumed_utc"] = [*info.get("resumed_utc", []), _now()]
+            info["resumed_utc"] = [*info.get("resumed_utc", []), now_utc()]
             info["status"] = "running"
-            _write_json(run_dir / RUN_FILE, info)
+            write_json_atomic(run_dir / RUN_FILE, info)
         study_name = info["study_name"]
         open_study(spec, storage_url, study_name)  # create it now so the dashboard can show it at once
 
@@ -703,11 +645,11 @@ def run_search(
     study = open_study(spec, storage_url, study_name)
     stop_reason = study.user_attrs.get("stop_reason")
     interrupted = counts["running"] > 0 or (counts["trained"] < spec.search.num_samples and not stop_reason)
-    info["finished_utc"] = _now()
+    info["finished_utc"] = now_utc()
     info["status"] = "interrupted" if interrupted else ("stopped" if stop_reason else "finished")
     info["counts"] = counts
     info["stop_reason"] = stop_reason
-    _write_json(run_dir / RUN_FILE, info)
+    write_json_atomic(run_dir / RUN_FILE, info)
     result = SearchResult(
         run_dir=run_dir,
         name=str(name),
@@ -720,7 +662,7 @@ def run_search(
     )
     if stop_reason and not interrupted:
         err = study.user_attrs.get("stop_error", "BudgetError")
-        from .errors import BudgetError
+        from ..errors import BudgetError
 
         cls = ConfigError if err == "ConfigError" else BudgetError
         raise cls(f"{stop_reason} (run {run_dir}: {counts['trained']} trained, {counts['rejected_budget']} rejected)")
@@ -758,15 +700,3 @@ def _max_node(key: str) -> float:
 def _trial_dirname(trial: Any) -> str:
     """``trial_<optuna number>_<ray trial id>``: short, and names the Optuna trial."""
     return f"trial_{trial.config.get('optuna_trial', 'x')}_{trial.trial_id}"
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("torch", "ray", "optuna", "numpy", "pandas", "pyarrow"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out

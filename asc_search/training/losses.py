@@ -23,8 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .config import reject_unknown_keys
-from .errors import ConfigError
+from ..config import reject_unknown_keys
+from ..errors import ConfigError
 
 __all__ = ["EMB_LOSSES", "DistillConfig", "distill_loss", "distill_terms"]
 

@@ -19,12 +19,8 @@ Nothing here prints; ``log`` (a callable) receives progress messages.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
-import hashlib
 import json
-import math
 import os
-import platform
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
-from .config import Budget, FeatureProfile
-from .errors import AscSearchError, BudgetError, CacheError, ConfigError, DataError, NotFoundError
+from .._io import jsonable, sha256_file
+from .._io import provenance as stamp
+from ..config import Budget, FeatureProfile
+from ..errors import AscSearchError, BudgetError, CacheError, ConfigError, DataError, NotFoundError
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -114,7 +111,7 @@ def _missing(value: Any) -> bool:
 def trial_proposal(row: Mapping[str, Any]) -> Any:
     """The :class:`asc_search.space.Proposal` (student, distill, train configs) of one trials.parquet row,
     rebuilt from its ``config`` column."""
-    from .space import Proposal
+    from ..search.space import Proposal
 
     raw = row.get("config") if hasattr(row, "get") else None
     if _missing(raw):
@@ -204,31 +201,6 @@ class ExportSummary:
         }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _clean(value: Any) -> Any:
-    """Plain YAML-safe types (tuples -> lists, numpy/torch scalars -> Python, NaN -> None)."""
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (Path, str)):
-        return str(value)  # str() also turns str subclasses (torch.__version__) into plain str
-    if isinstance(value, (np.generic, torch.Tensor)) and getattr(value, "ndim", 0) == 0:
-        value = value.item()
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _clean(value.to_dict() if hasattr(value, "to_dict") else dataclasses.asdict(value))
-    return value
-
-
 # ------------------------------------------------------------------------------------------------ ONNX
 
 
@@ -287,7 +259,7 @@ def _report_md(record: Mapping[str, Any]) -> str:
     lines = [
         f"# Exported student: trial {prov['trial_id']} of run {prov['run']}",
         "",
-        f"Exported {prov['created']} by asc-search {prov['asc_search_version']}"
+        f"Exported {prov['created_utc']} by asc-search {prov['asc_search_version']}"
         + (" (retrained from scratch on all of train)" if prov["retrained"] else " (weights of the trial's best "
            "validation epoch)") + ".",
         "",
@@ -370,10 +342,11 @@ def write_export(
     import yaml
     from safetensors.torch import save_file
 
-    from .cache import atomic_output_dir
-    from .complexity import check_budget, measure
-    from .metrics import score
-    from .train import predict, resolve_device
+    from .._io import atomic_output_dir
+    from .._runtime import resolve_device
+    from ..complexity import check_budget, measure
+    from ..training.loop import predict
+    from ..training.metrics import score
 
     out = Path(out)
     _refuse_existing(out, force)
@@ -392,8 +365,8 @@ def write_export(
     metrics = score(logits, test_y, test_table, labels)
     seen_unseen = {}
     if "device" in getattr(test_table, "columns", ()):
-        from .config import SEEN_DEVICES, UNSEEN_DEVICES
-        from .metrics import macro_accuracy
+        from ..config import SEEN_DEVICES, UNSEEN_DEVICES
+        from ..training.metrics import macro_accuracy
 
         devices = test_table["device"].astype(str).to_numpy()
         for kind, group in (("seen", SEEN_DEVICES), ("unseen", UNSEEN_DEVICES)):
@@ -403,11 +376,7 @@ def write_export(
                 seen_unseen[f"{kind}_macro_accuracy"] = macro_accuracy(logits[idx], test_y[idx], len(labels))
     metrics.update(seen_unseen)
 
-    prov = dict(provenance or {})
-    prov.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    prov.setdefault("asc_search_version", __version__)
-    prov.setdefault("torch_version", torch.__version__)
-    prov.setdefault("python_version", platform.python_version())
+    prov = {**stamp(), **dict(provenance or {})}
     prov.setdefault("retrained", False)
     prov.setdefault("run", None)
     prov.setdefault("trial_id", None)
@@ -419,7 +388,7 @@ def write_export(
         n_check = min(ONNX_CHECK_CLIPS, int(test_x.shape[0]))
         example = test_x[:n_check].float() if n_check else torch.zeros(input_shape)
         diff = export_onnx(model, example, tmp / ONNX_FILE)
-        record = _clean(
+        record = jsonable(
             {
                 "format": EXPORT_FORMAT,
                 "kind": "asc_search.student",
@@ -440,19 +409,14 @@ def write_export(
                     "weights": WEIGHTS_FILE,
                     "onnx": ONNX_FILE,
                     "report": REPORT_FILE,
-                    "weights_sha256": _sha256(tmp / WEIGHTS_FILE),
-                    "onnx_sha256": _sha256(tmp / ONNX_FILE),
+                    "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
+                    "onnx_sha256": sha256_file(tmp / ONNX_FILE),
                 },
                 "provenance": prov,
             }
         )
         (tmp / STUDENT_YAML).write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
         (tmp / REPORT_FILE).write_text(_report_md(record), encoding="utf-8")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 folders; an export is meant to be shared
-        for child in tmp.iterdir():
-            os.chmod(child, 0o666 & ~umask)
     files = [out / STUDENT_YAML, out / WEIGHTS_FILE, out / ONNX_FILE, out / REPORT_FILE]
     return ExportSummary(
         out_dir=out,
@@ -485,7 +449,7 @@ def split_tensors(
     """{name: (TensorData, table)} for the splits in ``names`` of a feature cache, validation carved from train as
     the search carves it (:func:`asc_search.data.tau.carve_validation`), teacher targets (when given) aligned by row.
     Only the splits named are copied out of the cache."""
-    from .train import TensorData
+    from ..training.loop import TensorData
 
     out = {}
     for name, (rows, table) in features.split_indices(split).items():
@@ -515,10 +479,10 @@ def export_run(
     log: Log = _nolog,
 ) -> ExportSummary:
     """Export the best feasible trial of run ``run`` (or ``trial_id``) to ``out``. See the module docstring."""
-    from . import results as R
-    from .cache import load_features
-    from .models.student import build_student
-    from .space import load_space
+    from ..data.cache import load_features
+    from ..models.student import build_student
+    from ..results import analysis as R
+    from ..search.space import load_space
 
     out = Path(out)
     _refuse_existing(out, force)  # before any work
@@ -557,7 +521,7 @@ def export_run(
     teacher_fps: Any = _first(info, "teacher_fingerprints", "teacher_fingerprint", "teacher.fingerprints")
     needs_teacher = retrain and (proposal.distill.uses_teacher_logits or proposal.distill.uses_embeddings)
     if needs_teacher:
-        from .teacher_cache import load_teacher_targets
+        from ..data.teacher_cache import load_teacher_targets
 
         targets = load_teacher_targets(features, teacher_dir)
         teacher_fps = teacher_fps or _first(targets.meta, "teacher_fingerprints", "teacher_fingerprint")
@@ -568,7 +532,7 @@ def export_run(
     model = build_student(proposal.student)
     train_cfg = proposal.train
     if retrain:
-        from .train import TensorData, fit
+        from ..training.loop import TensorData, fit
 
         tr, va = parts["train"][0], parts["val"][0]
         cat = lambda a, b: None if a is None or b is None else torch.cat([a, b])  # noqa: E731
@@ -576,7 +540,7 @@ def export_run(
                                cat(tr.teacher_emb, va.teacher_emb))
         head = None
         if proposal.distill.uses_embeddings:
-            from .models.heads import ProjectionHead
+            from ..models.heads import ProjectionHead
 
             head = ProjectionHead(model.embedding_channels, tuple(targets.embeddings.shape[1:]))
         train_cfg = train_cfg.replace(device=device)
@@ -607,7 +571,7 @@ def export_run(
         "teacher_cache": str(teacher_dir) if teacher_dir else None,
         "teacher_fingerprints": teacher_fps,
         "search_file": str(search_file),
-        "search_file_sha256": _sha256(search_file),
+        "search_file_sha256": sha256_file(search_file),
         "split": dataclasses.asdict(spec.split),
         "proposal_params": proposal.params,
     }
@@ -657,7 +621,7 @@ def load_export(export_dir: str | os.PathLike[str]) -> ExportedStudent:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .models.student import StudentConfig, build_student
+    from ..models.student import StudentConfig, build_student
 
     path = Path(export_dir)
     meta_file = path / STUDENT_YAML

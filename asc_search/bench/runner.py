@@ -1,6 +1,6 @@
 """``asc-search bench``: every area's figures side by side in one run, plus an accuracy table on the built-in data.
 
-1. **Per-area benchmarks**: ``asc_search.benchmarks.{features,complexity,teacher,search}`` each expose ``run(...)
+1. **Per-area benchmarks**: ``asc_search.bench.{features,complexity,teacher,search}`` each expose ``run(...)
    -> dict`` (their own module docstrings say what they measure). They are called one after the other, never
    concurrently (timings on 2 cores would disturb each other); a module that is missing or fails is reported as
    such, the others still run. ``quick=True`` passes each module small sizes (its ``quick`` flag when it has one).
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, NotFoundError
+from ..errors import ConfigError, NotFoundError
 
 __all__ = ["AREAS", "QUICK_OVERRIDES", "run_area", "accuracy_table", "run_bench", "flatten"]
 
@@ -56,20 +56,20 @@ def _nolog(_m: str) -> None:
 
 
 def run_area(name: str, quick: bool = False, work_dir: Path | None = None) -> dict[str, Any]:
-    """Run ``asc_search.benchmarks.<name>.run`` with the arguments its signature takes.
+    """Run ``asc_search.bench.<name>.run`` with the arguments its signature takes.
 
     Returns ``{"area", "available", "seconds", "result" | "error", "arguments"}``; never raises for a module
     that is missing or fails (the bench goes on with the other areas).
     """
     out: dict[str, Any] = {"area": name, "available": False}
     try:
-        module = importlib.import_module(f"asc_search.benchmarks.{name}")
+        module = importlib.import_module(f"asc_search.bench.{name}")
     except ImportError as exc:
-        out["error"] = f"no benchmark module asc_search.benchmarks.{name} ({exc})"
+        out["error"] = f"no benchmark module asc_search.bench.{name} ({exc})"
         return out
     run = getattr(module, "run", None)
     if not callable(run):
-        out["error"] = f"asc_search.benchmarks.{name} has no run() function"
+        out["error"] = f"asc_search.bench.{name} has no run() function"
         return out
     params = inspect.signature(run).parameters
     kwargs: dict[str, Any] = {}
@@ -118,8 +118,8 @@ def flatten(value: Any, prefix: str = "", limit: int = 400) -> list[tuple[str, A
 
 
 def _score_model(model: Any, test: Any, table: Any, labels: tuple[str, ...], device: Any) -> dict[str, Any]:
-    from .metrics import score
-    from .train import predict
+    from ..training.loop import predict
+    from ..training.metrics import score
 
     logits = predict(model.to(device), test.x, device=device)
     model.cpu()
@@ -127,7 +127,7 @@ def _score_model(model: Any, test: Any, table: Any, labels: tuple[str, ...], dev
 
 
 def _row(name: str, model: Any, input_shape: tuple[int, ...], budget: Any, metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    from .complexity import check_budget, measure
+    from ..complexity import check_budget, measure
 
     report = check_budget(measure(model, input_shape, dtype=budget.param_dtype), budget)
     c = report.complexity
@@ -156,17 +156,18 @@ def accuracy_table(
     """The accuracy table from a finished demo folder (see the module docstring)."""
     import torch
 
-    from . import results as R
-    from .cache import load_features
-    from .demo import SUMMARY_FILE, load_summary
-    from .distill import DistillConfig
-    from .export import load_export, split_tensors, trial_proposal
-    from .models.presets import get_preset
-    from .models.student import build_student
-    from .space import load_space
-    from .teacher import load_teacher
-    from .teacher_cache import load_teacher_targets
-    from .train import fit, resolve_device
+    from .._runtime import resolve_device
+    from ..data.cache import load_features
+    from ..data.teacher_cache import load_teacher_targets
+    from ..demo import SUMMARY_FILE, load_summary
+    from ..export.writer import load_export, split_tensors, trial_proposal
+    from ..models.presets import get_preset
+    from ..models.student import build_student
+    from ..results import analysis as R
+    from ..search.space import load_space
+    from ..teacher.phase1 import load_teacher
+    from ..training.loop import fit
+    from ..training.losses import DistillConfig
 
     demo_dir = Path(demo_dir)
     if not (demo_dir / SUMMARY_FILE).is_file():
@@ -272,7 +273,7 @@ def run_bench(
             out["areas"][area] = run_area(area, quick=quick, work_dir=work / area)
         if accuracy:
             if demo_dir is None:
-                from .demo import DemoSettings, run_demo
+                from ..demo import DemoSettings, run_demo
 
                 settings = (DemoSettings(clips=800, teacher_epochs=4, num_samples=4, student_epochs=3, device=device)
                             if quick else DemoSettings(device=device))
@@ -289,7 +290,7 @@ def run_bench(
 
 def write_json(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the bench result as JSON (temporary name, then rename)."""
-    from .cache import write_json_atomic
+    from .._io import write_json_atomic
 
     write_json_atomic(path, result)
     return Path(path)

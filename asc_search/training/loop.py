@@ -37,25 +37,23 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .._runtime import DEVICES, resolve_device, torch_threads
+from ..config import reject_unknown_keys
+from ..errors import AscSearchError, ConfigError
 from . import metrics as M
 from .augment import Masking, freq_mixstyle, mixup, time_roll
-from .config import reject_unknown_keys
-from .distill import DistillConfig, distill_terms
-from .errors import AscSearchError, ConfigError
+from .losses import DistillConfig, distill_terms
 
 __all__ = [
-    "DEVICES",
     "OPTIMIZERS",
     "TrainConfig",
     "TensorData",
     "FitResult",
     "DivergedError",
-    "resolve_device",
     "fit",
     "predict",
 ]
 
-DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adamw", "adam")
 
 
@@ -195,17 +193,6 @@ class FitResult:
     device: str = "cpu"
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """"auto" -> CUDA when available, else CPU. Asking for "cuda" without a GPU is a ConfigError."""
-    if device not in DEVICES:
-        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available; use --device auto or cpu")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
-
-
 def _amp_setup(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, bool]:
     """(autocast dtype or None, use GradScaler)."""
     if device.type != "cuda" or not enabled:
@@ -326,14 +313,8 @@ def fit(
 
     device = resolve_device(cfg.device)
     amp_dtype, use_scaler = _amp_setup(device, cfg.amp)
-    old_threads = torch.get_num_threads()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    try:
+    with torch_threads(cfg.num_threads):
         return _fit(model, train, val, cfg, distill, head, on_epoch, start_state, device, amp_dtype, use_scaler)
-    finally:
-        if cfg.num_threads:
-            torch.set_num_threads(old_threads)
 
 
 def _fit(model, train, val, cfg, distill, head, on_epoch, start_state, device, amp_dtype, use_scaler) -> FitResult:

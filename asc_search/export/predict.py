@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DataError, NotFoundError
+from .._io import atomic_path
+from ..errors import DataError, NotFoundError
 
 __all__ = ["FilePrediction", "Prediction", "collect_audio", "read_audio", "windows", "predict_files", "write_csv"]
 
@@ -109,9 +109,9 @@ def predict_files(
     batch_size: int = 64,
 ) -> Prediction:
     """Scene and class probabilities for every audio file named by ``inputs`` (files or folders)."""
-    from .export import load_export
-    from .features import LogMel
-    from .train import resolve_device
+    from .._runtime import resolve_device
+    from ..data.features import LogMel
+    from .writer import load_export
 
     exported = load_export(export_dir)
     files = collect_audio(inputs)
@@ -151,17 +151,10 @@ def write_csv(prediction: Prediction, path: str | os.PathLike[str]) -> Path:
     """One row per file: file, scene, windows, duration_s, sample_rate, channels, one column per class.
     Written under a temporary name, then renamed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["file", "scene", "windows", "duration_s", "sample_rate", "channels", *prediction.labels])
-            for row in prediction.rows:
-                writer.writerow([str(row.path), row.scene, row.windows, f"{row.duration_s:.3f}", row.sample_rate,
-                                 row.channels, *[f"{row.probabilities[k]:.6f}" for k in prediction.labels]])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "scene", "windows", "duration_s", "sample_rate", "channels", *prediction.labels])
+        for row in prediction.rows:
+            writer.writerow([str(row.path), row.scene, row.windows, f"{row.duration_s:.3f}", row.sample_rate,
+                             row.channels, *[f"{row.probabilities[k]:.6f}" for k in prediction.labels]])
     return path

@@ -16,14 +16,9 @@ array that torch then wraps without a copy.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
-import shutil
-import tempfile
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,25 +27,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .config import FeatureProfile, SplitConfig
-from .errors import CacheError
+from .._io import atomic_path, jsonable
+from ..config import FeatureProfile, SplitConfig
+from ..errors import CacheError
 
 __all__ = [
     "META_KEY",
     "MANIFEST",
     "FEATURE_KIND",
     "FORMAT_VERSION",
-    "fingerprint_bytes",
-    "fingerprint_file",
-    "fingerprint_json",
     "array_to_list_array",
     "list_column_to_numpy",
     "list_column_to_tensor",
-    "atomic_output_dir",
-    "replace_dir",
     "write_parquet",
     "read_parquet_metadata",
-    "write_json_atomic",
     "read_manifest",
     "is_feature_cache",
     "FeatureSet",
@@ -62,38 +52,9 @@ META_KEY = b"asc_search"
 #: Name of the JSON manifest in a cache folder.
 MANIFEST = "manifest.json"
 #: ``kind`` of a feature cache's manifest.
-FEATURE_KIND = "asc_search.features"
+FEATURE_KIND = "asc_search.data.features"
 #: Bumped whenever the feature-cache layout changes (a cache of another format is rebuilt, never misread).
 FORMAT_VERSION = 1
-
-_FINGERPRINT_CHARS = 16
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# ----------------------------------------------------------------------------------------------- fingerprints
-def fingerprint_bytes(data: bytes, length: int = _FINGERPRINT_CHARS) -> str:
-    """sha256 of ``data`` as hex, shortened to ``length`` characters."""
-    return hashlib.sha256(data).hexdigest()[:length]
-
-
-def fingerprint_file(path: str | os.PathLike, length: int = _FINGERPRINT_CHARS) -> str:
-    """sha256 of a file's bytes (streamed, so any size works), shortened to ``length`` hex characters."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
-
-
-def fingerprint_json(obj: Any, length: int = _FINGERPRINT_CHARS) -> str:
-    """sha256 of the canonical JSON of ``obj`` (sorted keys), shortened: equal content, equal fingerprint."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return fingerprint_bytes(text.encode("utf-8"), length)
 
 
 # ----------------------------------------------------------------------------- tensors <-> fixed-size lists
@@ -158,69 +119,7 @@ def list_column_to_tensor(column: pa.ChunkedArray | pa.Array, shape: Sequence[in
     return torch.from_numpy(list_column_to_numpy(column, shape))
 
 
-# ------------------------------------------------------------------------------------------- atomic writes
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move the finished folder ``tmp`` to ``final``, replacing whatever ``final`` held.
-
-    ``final`` never holds a partial folder: the old one is moved aside first (rename), the new one renamed in,
-    then the old one deleted.
-    """
-    tmp, final = Path(tmp), Path(final)
-    if final.exists() or final.is_symlink():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(final, old)
-        try:
-            os.rename(tmp, final)
-        except BaseException:
-            os.rename(old, final)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
-
-
-@contextlib.contextmanager
-def atomic_output_dir(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside ``final``; on success it replaces ``final``, on error it is removed.
-
-    Usage::
-
-        with atomic_output_dir(cache_dir) as tmp:
-            write_parquet(table, tmp / "part-00000.parquet", meta)
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON under a temporary name in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=2, sort_keys=True, default=str)
-            handle.write("\n")
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
+# ------------------------------------------------------------------------------------------- Parquet files
 def write_parquet(table: pa.Table, path: str | os.PathLike, meta: Mapping[str, Any], **kwargs: Any) -> None:
     """Write ``table`` to ``path`` with ``meta`` (JSON) in its schema metadata, under a temporary name first.
 
@@ -228,17 +127,11 @@ def write_parquet(table: pa.Table, path: str | os.PathLike, meta: Mapping[str, A
     """
     path = Path(path)
     existing = dict(table.schema.metadata or {})
-    existing[META_KEY] = json.dumps(dict(meta), sort_keys=True, default=str).encode("utf-8")
+    existing[META_KEY] = json.dumps(jsonable(dict(meta)), sort_keys=True).encode("utf-8")
     table = table.replace_schema_metadata(existing)
     kwargs.setdefault("compression", "zstd")
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def read_parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -309,7 +202,7 @@ class FeatureSet:
     def split_indices(self, split: SplitConfig | None = None) -> dict[str, tuple[np.ndarray, Any]]:
         """``{"train", "val", "test"} -> (row indices into x, table of those rows)``: validation carved from train by
         recording location (:func:`asc_search.data.tau.carve_validation`). No tensor is copied."""
-        from .data.tau import carve_validation
+        from .tau import carve_validation
 
         carved = carve_validation(self.table, split or SplitConfig())
         out: dict[str, tuple[np.ndarray, Any]] = {}

@@ -1,1 +1,0 @@
-"""Benchmarks: each module has run() -> dict of measured figures (no printing); `asc-search bench` collects them."""

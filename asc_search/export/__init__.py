@@ -1,0 +1,45 @@
+"""The deployable student: export a run's best trial, load an export, predict on audio files."""
+
+from .predict import FilePrediction, Prediction, collect_audio, predict_files, read_audio, windows, write_csv
+from .writer import (
+    EXPORT_FORMAT,
+    ONNX_FILE,
+    REPORT_FILE,
+    STUDENT_YAML,
+    WEIGHTS_FILE,
+    ExportedStudent,
+    ExportSummary,
+    export_onnx,
+    export_run,
+    load_export,
+    run_info,
+    split_tensors,
+    trial_proposal,
+    trial_state_dict,
+    write_export,
+)
+
+__all__ = [
+    "EXPORT_FORMAT",
+    "STUDENT_YAML",
+    "WEIGHTS_FILE",
+    "ONNX_FILE",
+    "REPORT_FILE",
+    "ExportSummary",
+    "ExportedStudent",
+    "export_run",
+    "write_export",
+    "export_onnx",
+    "load_export",
+    "trial_proposal",
+    "trial_state_dict",
+    "run_info",
+    "split_tensors",
+    "FilePrediction",
+    "Prediction",
+    "collect_audio",
+    "read_audio",
+    "windows",
+    "predict_files",
+    "write_csv",
+]
