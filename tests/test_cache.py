@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from asc_search.config import SplitConfig
 from asc_search._io import atomic_output_dir, fingerprint_file, fingerprint_json, write_json_atomic
+from asc_search.config import SplitConfig
 from asc_search.data.cache import (
     MANIFEST,
     array_to_list_array,

@@ -85,8 +85,12 @@ def _digest(root):
 
 
 def test_deterministic_for_a_seed(tmp_path):
-    a = synthesize(tmp_path / "a", n_clips=100, seed=5, workers=1)
-    b = synthesize(tmp_path / "b", n_clips=100, seed=5, workers=2)  # worker count does not matter
+    events = {1: [], 2: []}
+    a = synthesize(tmp_path / "a", n_clips=100, seed=5, workers=1, on_event=lambda e, i: events[1].append(i))
+    b = synthesize(tmp_path / "b", n_clips=100, seed=5, workers=2,  # worker count does not matter
+                   on_event=lambda e, i: events[2].append(i))
+    for seen in events.values():  # progress counts clips, from 0 to all of them, whatever the workers
+        assert seen[0]["done"] == 0 and seen[-1]["done"] == seen[-1]["total"] == 100
     c = synthesize(tmp_path / "c", n_clips=100, seed=6, workers=1)
     assert _digest(a) == _digest(b)
     assert _digest(a) != _digest(c)

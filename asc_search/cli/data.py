@@ -83,11 +83,13 @@ def run_synth(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..data.synth import synthesize
+    from ._render import Renderer
 
     if args.clips < 100:
         raise ConfigError(f"--clips must be at least 100 (every scene, split and device needs clips), got {args.clips}")
     started = time.perf_counter()
-    out = synthesize(args.out_dir, n_clips=args.clips, seed=args.seed, workers=args.workers)
+    with Renderer() as render:
+        out = synthesize(args.out_dir, n_clips=args.clips, seed=args.seed, workers=args.workers, on_event=render)
     Console().print(
         f"wrote {args.clips} synthetic clips (seed {args.seed}) to [bold]{out}[/] in {time.perf_counter() - started:.1f} s"
     )
@@ -131,10 +133,13 @@ def run_features(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..data.features import build_feature_cache_report
+    from ._render import Renderer
 
-    report = build_feature_cache_report(
-        args.dataset_dir, args.out, profile=args.profile, workers=args.workers, labels=args.labels
-    )
+    with Renderer() as render:
+        report = build_feature_cache_report(
+            args.dataset_dir, args.out, profile=args.profile, workers=args.workers, labels=args.labels,
+            on_event=render,
+        )
     console = Console()
     if report.reused:
         console.print(

@@ -183,8 +183,8 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .._progress import console as progress_console
     from ..export import writer as E
+    from ._render import stderr_console
 
     summary = E.export_run(
         args.run,
@@ -196,7 +196,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         cache_dir=args.cache,
         teacher_cache_dir=args.teacher_cache,
         device=args.device,
-        log=lambda msg: progress_console.print(f"[dim]{msg}[/dim]"),
+        log=lambda msg, console=stderr_console(): console.print(f"[dim]{msg}[/dim]"),
     )
     if args.json:
         json.dump(summary.to_dict(), sys.stdout, indent=2)

@@ -210,21 +210,24 @@ def run_embed(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..teacher.phase1 import embed_features
+    from ._render import Renderer
 
     console = Console()
     pool = _parse_pool(args.pool)
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    out = embed_features(
-        args.cache_dir,
-        args.teacher,
-        args.out,
-        embedding=args.embedding,
-        pool=pool,
-        batch_size=args.batch_size,
-        device=args.device,
-        address=args.address,
-    )
+    with Renderer() as render:
+        out = embed_features(
+            args.cache_dir,
+            args.teacher,
+            args.out,
+            embedding=args.embedding,
+            pool=pool,
+            batch_size=args.batch_size,
+            device=args.device,
+            address=args.address,
+            on_event=render,
+        )
     _describe_cache(console, out)
     return 0
 

@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._io import atomic_output_dir, fingerprint_file, fingerprint_json, provenance, write_json_atomic
+from .._progress import OnEvent, emit
 from .._runtime import torch_threads
 from ..config import FeatureProfile, get_profile
 from ..errors import CacheError, DataError
@@ -268,13 +269,14 @@ def build_feature_cache(
     workers: int | None = None,
     labels: str | Sequence[str] | None = None,
     rows_per_file: int | None = None,
+    on_event: OnEvent | None = None,
 ) -> Path:
     """Build (or reuse) the feature cache of ``dataset_root`` at ``cache_dir``; returns ``cache_dir``.
 
     ``workers``: decoding threads and torch intra-op threads (default: the machine's cores, at most 8). ``labels``: as
     :func:`asc_search.data.tau.resolve_labels` (default: the 10 DCASE scenes).
     """
-    return build_feature_cache_report(dataset_root, cache_dir, profile, workers, labels, rows_per_file).path
+    return build_feature_cache_report(dataset_root, cache_dir, profile, workers, labels, rows_per_file, on_event).path
 
 
 def build_feature_cache_report(
@@ -284,12 +286,13 @@ def build_feature_cache_report(
     workers: int | None = None,
     labels: str | Sequence[str] | None = None,
     rows_per_file: int | None = None,
+    on_event: OnEvent | None = None,
 ) -> BuildReport:
-    """Like :func:`build_feature_cache`, but says whether the cache was reused, how many clips and how long."""
+    """Like :func:`build_feature_cache`, but says whether the cache was reused, how many clips and how long.
+    ``on_event`` receives ``progress`` events (clips done) while the cache is built."""
     import torch
     import torchaudio
 
-    from .._progress import make_progress
     from .cache import read_manifest
     from .tau import read_meta, read_tau
 
@@ -354,16 +357,23 @@ def build_feature_cache_report(
     columns = [c for c in table.columns]
     with atomic_output_dir(cache_dir) as tmp:
         results: list[dict[str, Any]] = []
-        with torch_threads(n_workers), make_progress() as progress, \
-                ThreadPoolExecutor(n_workers, thread_name_prefix="decode") as decoder:
-            bar = progress.add_task(f"log-mel features ({prof.name})", total=n)
+        task_name = f"log-mel features ({prof.name})"
+        done = 0
+
+        def advance(m: int) -> None:
+            nonlocal done
+            done += m
+            emit(on_event, "progress", task=task_name, done=done, total=n)
+
+        advance(0)
+        with torch_threads(n_workers), ThreadPoolExecutor(n_workers, thread_name_prefix="decode") as decoder:
             logmel = LogMel(prof)
             for k, (a, b) in enumerate(bounds):
                 task = dict(
                     root=str(root), table=table.iloc[a:b][columns].reset_index(drop=True), meta_rows=rows[a:b],
                     out_path=str(tmp / f"features-{k:05d}.parquet"), meta=file_meta,
                 )
-                results.append(_compute_part(task, logmel, decoder, lambda m: progress.advance(bar, m)))
+                results.append(_compute_part(task, logmel, decoder, advance))
         if not all(r["stats"]["finite"] for r in results):  # pragma: no cover - log(x + floor) of finite audio
             raise DataError(f"{root}: non-finite log-mel values; check the audio for NaN/inf samples")
         stats = _merge_stats(results, prof)

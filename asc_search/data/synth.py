@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_output_dir
+from .._progress import OnEvent, progress
 from ..config import ALL_DEVICES, DCASE_LABELS, SEEN_DEVICES
 from ..errors import ConfigError, DataError
 
@@ -497,12 +498,15 @@ def _render_chunk(args) -> list[tuple[str, int]]:
 
 
 # ------------------------------------------------------------------------------------------------- write
-def synthesize(out_dir: str | os.PathLike, n_clips: int = 2000, seed: int = 0, workers: int | None = None) -> Path:
+def synthesize(
+    out_dir: str | os.PathLike, n_clips: int = 2000, seed: int = 0, workers: int | None = None,
+    on_event: OnEvent | None = None,
+) -> Path:
     """Write a synthetic data set of ``n_clips`` clips in the TAU layout at ``out_dir`` and return it.
 
     ``out_dir`` must not exist or be empty. Written under a temporary name beside it, then renamed: a crash never
     leaves a half data set. ``workers`` processes render in parallel (default: all cores, at most 2 per 1,000
-    clips); the result does not depend on it.
+    clips); the result does not depend on it. ``on_event`` receives ``progress`` events (clips written).
     """
     import pandas as pd
 
@@ -536,7 +540,7 @@ def synthesize(out_dir: str | os.PathLike, n_clips: int = 2000, seed: int = 0, w
             ids = used[start : start + _CHUNK]
             tasks.append((str(audio), seed, c, [moments[i] for i in ids], [per_moment[i] for i in ids]))
         n_workers = workers or min(os.cpu_count() or 1, max(1, len(tasks) // 4), 8)
-        _run_tasks(tasks, n_workers)
+        _run_tasks(tasks, n_workers, on_event)
 
         meta = table[["filename", "scene_label", "identifier", "source_label"]]
         meta.to_csv(tmp / "meta.csv", sep="\t", index=False)
@@ -555,11 +559,12 @@ def synthesize(out_dir: str | os.PathLike, n_clips: int = 2000, seed: int = 0, w
     return out
 
 
-def _run_tasks(tasks: list, n_workers: int) -> None:
-    from .._progress import track
-
+def _run_tasks(tasks: list, n_workers: int, on_event: OnEvent | None = None) -> None:
+    what = "synthesising clips"
+    clips = lambda task: sum(len(devices) for devices in task[4])  # noqa: E731 - clips per chunk
+    total = sum(clips(t) for t in tasks)
     if n_workers <= 1 or len(tasks) <= 1:
-        for task in track(tasks, "synthesising clips"):
+        for task in progress(tasks, what, on_event, total=total, weight=clips):
             _render_chunk(task)
         return
     import multiprocessing as mp
@@ -567,5 +572,6 @@ def _run_tasks(tasks: list, n_workers: int) -> None:
     # fork: the children only run numpy and soundfile, and fork needs no __main__ guard in the caller's script
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
-        for _ in track(pool.map(_render_chunk, tasks), "synthesising clips", total=len(tasks)):
+        for _ in progress(zip(tasks, pool.map(_render_chunk, tasks)), what, on_event, total=total,
+                          weight=lambda pair: clips(pair[0])):
             pass

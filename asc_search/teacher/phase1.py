@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .._io import atomic_output_dir, fingerprint_file, fingerprint_json, provenance, write_json_atomic
+from .._progress import OnEvent, emit, progress
 from .._runtime import ray_session, resolve_device, torch_threads
 from ..config import SplitConfig
 from ..data.cache import load_features
@@ -368,6 +369,7 @@ def embed_features(
     address: str | None = None,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     num_threads: int = 0,
+    on_event: OnEvent | None = None,
     features: Any = None,
 ) -> Path:
     """Write the teacher cache for every clip of the feature cache (default ``CACHE_DIR/teacher``).
@@ -375,7 +377,7 @@ def embed_features(
     Several teachers: their logits are averaged; the embedding is the first teacher's (``embedding="first"``) or
     the channel-wise concatenation of all (``"concat"``). With ``address`` the shards run as Ray tasks on that
     cluster (the teachers' weights go to the object store once); the files are the same as a local run's.
-    ``num_threads``: torch threads for a local run (0 = all cores).
+    ``num_threads``: torch threads for a local run (0 = all cores). ``on_event`` receives ``progress`` events (shards).
     """
     if embedding not in EMBEDDING_MODES:
         raise ConfigError(f"--embedding must be one of {', '.join(EMBEDDING_MODES)}, got {embedding!r}")
@@ -407,9 +409,9 @@ def embed_features(
     n = int(fs.x.shape[0])
     shards = _shards(n, shard_rows)
     if address is None:
-        results = _embed_local(payload, fs.x, shards, num_threads)
+        results = _embed_local(payload, fs.x, shards, num_threads, on_event)
     else:
-        results = _embed_ray(payload, fs.x, shards, address)
+        results = _embed_ray(payload, fs.x, shards, address, on_event)
     logits = np.concatenate([r[0] for r in results]) if results else np.zeros((0, len(fs.labels)), np.float32)
     embs = np.concatenate([r[1] for r in results]) if results else np.zeros((0, 1, 1, 1), np.float32)
 
@@ -442,19 +444,15 @@ def embed_features(
     return write_teacher_cache(out, fs.table["filename"].to_numpy(), embs, logits, meta, shard_rows=shard_rows)
 
 
-def _embed_local(payload, x, shards, num_threads):
-    from .._progress import track
-
+def _embed_local(payload, x, shards, num_threads, on_event):
     with torch_threads(num_threads or os.cpu_count() or 1):
-        return [embed_shard(payload, x[lo:hi]) for lo, hi in track(shards, "embedding clips (shards)")]
+        return [embed_shard(payload, x[lo:hi]) for lo, hi in progress(shards, "embedding clips (shards)", on_event)]
 
 
-def _embed_ray(payload, x, shards, address):
+def _embed_ray(payload, x, shards, address, on_event):
     import ray
 
-    from .._progress import make_progress
-
-    with ray_session(address), make_progress() as progress:
+    with ray_session(address):
         remote = ray.remote(num_cpus=1)(_embed_shard_task)
         payload_ref = ray.put(payload)  # the teachers' weights travel to the object store once
         # a bounded window of shards in flight, so the object store never holds the whole feature cache at once
@@ -462,7 +460,8 @@ def _embed_ray(payload, x, shards, address):
         results: dict[int, Any] = {}
         in_flight: dict[Any, int] = {}
         next_shard = 0
-        task = progress.add_task("embedding clips (Ray tasks)", total=len(shards))
+        task = "embedding clips (Ray tasks)"
+        emit(on_event, "progress", task=task, done=0, total=len(shards))
         while next_shard < len(shards) or in_flight:
             while next_shard < len(shards) and len(in_flight) < window:
                 lo, hi = shards[next_shard]
@@ -471,7 +470,7 @@ def _embed_ray(payload, x, shards, address):
             done, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in done:
                 results[in_flight.pop(ref)] = ray.get(ref)
-            progress.advance(task, len(done))
+            emit(on_event, "progress", task=task, done=len(results), total=len(shards))
         return [results[i] for i in range(len(shards))]
 
 
