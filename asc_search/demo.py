@@ -2,10 +2,11 @@
 
     synth -> features (quick profile) -> teacher train -> embed -> search (search_spaces/quick.yaml) -> export
 
-Each step is the public function of its own module (nothing re-implemented here): :func:`asc_search.data.synth.
-synthesize`, :func:`asc_search.features.build_feature_cache`, :func:`asc_search.teacher.train_teacher`,
-:func:`asc_search.teacher.embed_features`, :func:`asc_search.search.run_search` and :func:`asc_search.export.
-export_run`. The output folder holds::
+Each step is the public function of its own module (nothing re-implemented here):
+:func:`asc_search.data.synth.synthesize`, :func:`asc_search.data.features.build_feature_cache`,
+:func:`asc_search.teacher.phase1.train_teacher`, :func:`asc_search.teacher.phase1.embed_features`,
+:func:`asc_search.search.driver.run_search` and :func:`asc_search.export.export.export_run`. The output folder
+holds::
 
     OUT/data/                 the synthetic TAU-layout data set
     OUT/cache/                the quick-profile feature cache (OUT/cache/teacher/: the teacher cache)
@@ -14,31 +15,33 @@ export_run`. The output folder holds::
     OUT/export/               the exported best student (student.yaml, .safetensors, .onnx, report.md)
     OUT/demo.json             the summary below, written last (its presence marks a finished demo)
 
-Nothing here prints: ``log(message)`` receives one line per step event (the CLI shows them).
+Nothing here prints: ``on_event`` (:mod:`asc_search._progress`) receives each step and the steps' own events
+(the CLI renders them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._progress import OnEvent, emit
 from .errors import ConfigError
+from .search.runfolder import PLOTS_DIR
 
 __all__ = ["DemoSettings", "DemoSummary", "run_demo", "DEFAULT_SPACE", "SUMMARY_FILE"]
 
 #: The search space the demo runs (shipped in the repository's search_spaces/).
-DEFAULT_SPACE = Path("quick.yaml")  # resolved by asc_search.space.resolve_space to the built-in file
+DEFAULT_SPACE = Path("quick.yaml")  # resolved by asc_search.search.space.resolve_space to the built-in file
 SUMMARY_FILE = "demo.json"
 RUN_NAME = "demo"
-
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -94,11 +97,11 @@ class DemoSummary:
 def _prepare_out(out: Path, force: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not force:
-            raise ConfigError(f"demo folder {out} already exists and is not empty; pass --force to replace it "
-                              "or choose another --out")
+            raise ConfigError(f"demo folder {out} already exists and is not empty; replace it with force, or choose "
+                              "another out_dir", params=("force", "out_dir"))
         if out.is_dir() and not (out / SUMMARY_FILE).exists() and not (out / "data").exists():
             raise ConfigError(f"{out} does not look like a demo folder (no {SUMMARY_FILE}, no data/); refusing to "
-                              "delete it even with --force")
+                              "delete it even with force", params=("force",))
         shutil.rmtree(out) if out.is_dir() else out.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -138,88 +141,81 @@ def run_demo(
     settings: DemoSettings | None = None,
     *,
     force: bool = False,
-    log: Log | None = None,
+    on_event: OnEvent | None = None,
 ) -> DemoSummary:
-    """Run the demo into ``out_dir``; see the module docstring. An existing non-empty folder needs ``force``."""
+    """Run the demo into ``out_dir``; see the module docstring. An existing non-empty folder needs ``force``.
+
+    ``on_event`` gets a ``step`` event as each step starts (``n``, ``of``, ``name``, ``text``), the steps' own
+    events (``progress`` of synth, features and embed; ``epoch`` of the teacher; the search's trial events; the
+    export's ``log`` lines)."""
     from .data.features import build_feature_cache
     from .data.synth import synthesize
-    from .export.writer import export_run
-    from .results import analysis as R
+    from .export.export import export_run
     from .search.driver import run_search
+    from .search.space import load_space
     from .teacher.phase1 import embed_features, train_teacher
 
     settings = settings or DemoSettings()
-    say = log or (lambda _m: None)
     out = Path(out_dir).resolve()
     _prepare_out(out, force)
-    paths = {
-        "data": out / "data",
-        "cache": out / "cache",
-        "teacher": out / "teacher",
-        "results": out / "results",
-        "export": out / "export",
-    }
-    timings: dict[str, float] = {}
-    t_all = time.perf_counter()
+    paths = {name: out / name for name in ("data", "cache", "teacher", "results", "export")}
+    steps = _Steps(on_event)
 
-    def step(name: str, n: int, text: str):
-        say(f"[{n}/6] {text}")
-        return name, time.perf_counter()
+    with steps.run("synth", f"synthesising {settings.clips} clips (TAU layout) -> {paths['data']}"):
+        synthesize(paths["data"], n_clips=settings.clips, seed=settings.seed, on_event=on_event)
+    with steps.run("features", f"log-mel features, quick profile -> {paths['cache']}"):
+        build_feature_cache(paths["data"], paths["cache"], profile="quick", on_event=on_event)
+    with steps.run("teacher", f"training the teacher ({settings.teacher_epochs} epochs) -> {paths['teacher']}"):
+        # The teacher learns on the same train part the search trains on: it never sees the validation locations
+        # the search selects with, so distilled students gain no peek at validation through the teacher.
+        space = _space_for(settings, out)
+        teacher_run = train_teacher(
+            paths["cache"], paths["teacher"], epochs=settings.teacher_epochs, seed=settings.seed,
+            device=settings.device, split=load_space(space).split,
+            on_epoch=lambda epoch, m: emit(on_event, "epoch", **{**m, "task": "teacher", "epoch": epoch,
+                                                                 "epochs": settings.teacher_epochs}),
+        )
+    with steps.run("embed", "teacher embeddings + logits for every clip -> cache/teacher"):
+        paths["teacher_cache"] = Path(embed_features(paths["cache"], [paths["teacher"]], device=settings.device,
+                                                     on_event=on_event))
+    with steps.run("search", f"budgeted search ({Path(settings.space).name}) on local Ray -> {paths['results']}"):
+        searched = run_search(paths["cache"], space, name=RUN_NAME, results_dir=paths["results"],
+                              teacher_cache=paths["teacher_cache"], num_samples=settings.num_samples,
+                              on_event=on_event)
+        paths["run"] = Path(searched.run_dir)
+    with steps.run("export", f"exporting the best student -> {paths['export']}"):
+        exported = export_run(paths["run"], paths["export"], device=settings.device, on_event=on_event)
+    return _summarise(out, paths, settings, teacher_run, exported, steps)
 
-    name, t0 = step("synth", 1, f"synthesising {settings.clips} clips (TAU layout) -> {paths['data']}")
-    synthesize(paths["data"], n_clips=settings.clips, seed=settings.seed)
-    timings[name] = time.perf_counter() - t0
 
-    name, t0 = step("features", 2, f"log-mel features, quick profile -> {paths['cache']}")
-    build_feature_cache(paths["data"], paths["cache"], profile="quick")
-    timings[name] = time.perf_counter() - t0
+class _Steps:
+    """Announces each step (a ``step`` event) and times it."""
 
-    name, t0 = step("teacher", 3, f"training the teacher ({settings.teacher_epochs} epochs) -> {paths['teacher']}")
+    OF = 6
 
-    def teacher_epoch(epoch: int, m: dict[str, Any]) -> None:
-        say(f"    teacher epoch {epoch}/{settings.teacher_epochs}: train loss {m.get('train_loss', float('nan')):.3f}, "
-            f"val macro acc {m.get('val_macro_accuracy', float('nan')):.3f}")
+    def __init__(self, on_event: OnEvent | None) -> None:
+        self.on_event = on_event
+        self.timings: dict[str, float] = {}
+        self.started = time.perf_counter()
 
-    from .search.space import load_space
+    @contextlib.contextmanager
+    def run(self, name: str, text: str) -> Iterator[None]:
+        n = len(self.timings) + 1
+        emit(self.on_event, "step", n=n, of=self.OF, name=name, text=text)
+        t0 = time.perf_counter()
+        yield
+        self.timings[name] = time.perf_counter() - t0
 
-    # The teacher learns on the same train part the search trains on: it never sees the validation locations
-    # the search selects with, so distilled students gain no peek at validation through the teacher.
-    space = _space_for(settings, out)
-    spec = load_space(space)
-    teacher_run = train_teacher(
-        paths["cache"], paths["teacher"], epochs=settings.teacher_epochs, seed=settings.seed,
-        device=settings.device, split=spec.split, on_epoch=teacher_epoch,
-    )
-    timings[name] = time.perf_counter() - t0
 
-    name, t0 = step("embed", 4, "teacher embeddings + logits for every clip -> cache/teacher")
-    teacher_cache = embed_features(paths["cache"], [paths["teacher"]], device=settings.device)
-    paths["teacher_cache"] = Path(teacher_cache)
-    timings[name] = time.perf_counter() - t0
+def _summarise(out: Path, paths: dict[str, Path], settings: DemoSettings, teacher_run: Any, exported: Any,
+               steps: _Steps) -> DemoSummary:
+    """Look at the run (writes its plots), gather the figures, write demo.json last."""
+    from ._io import write_json_atomic
+    from .results.tables import analyse_run
 
-    name, t0 = step("search", 5, f"budgeted search ({Path(settings.space).name}) on local Ray -> {paths['results']}")
-    events = _SearchEvents(say)
-    searched = run_search(
-        paths["cache"],
-        space,
-        name=RUN_NAME,
-        results_dir=paths["results"],
-        teacher_cache=paths["teacher_cache"],
-        num_samples=settings.num_samples,
-        on_event=events,
-    )
-    run_dir = searched.run_dir
-    paths["run"] = Path(run_dir)
-    timings[name] = time.perf_counter() - t0
-
-    name, t0 = step("export", 6, f"exporting the best student -> {paths['export']}")
-    exported = export_run(paths["run"], paths["export"], device=settings.device, log=lambda m: say(f"    {m}"))
-    timings[name] = time.perf_counter() - t0
-
-    res = R.analyse_run(paths["run"], top=5)
-    paths["plots"] = res.run_dir / "plots"
-    timings["total"] = time.perf_counter() - t_all
-
+    res = analyse_run(paths["run"], top=5)
+    paths["plots"] = res.run_dir / PLOTS_DIR
+    timings = {**steps.timings, "total": time.perf_counter() - steps.started}
     tmeta = teacher_run.meta
     teacher = {
         "preset": tmeta.get("preset"),
@@ -235,7 +231,7 @@ def run_demo(
         "param_bytes": comp.get("param_bytes"),
         "param_dtype": comp.get("param_dtype"),
         "macs": comp.get("macs"),
-        "val_macro_accuracy": exported.record.get("metrics", {}).get("validation", {}).get("val_macro_accuracy"),
+        "val_macro_accuracy": exported.record["metrics"]["validation"].get("val_macro_accuracy"),
         "test_macro_accuracy": exported.metrics.get("macro_accuracy"),
         "test_log_loss": exported.metrics.get("log_loss"),
         "seen_macro_accuracy": exported.extra.get("seen_macro_accuracy"),
@@ -251,38 +247,8 @@ def run_demo(
         timings_s={k: round(v, 2) for k, v in timings.items()},
         settings={k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(settings).items()},
     )
-    from ._io import write_json_atomic
-
     write_json_atomic(out / SUMMARY_FILE, summary.to_dict())
     return summary
-
-
-class _SearchEvents:
-    """Turns the search's events into a few log lines: one per finished trial, rejections summarised."""
-
-    def __init__(self, say: Log) -> None:
-        self.say = say
-        self.rejected = 0
-        self.finished = 0
-        self.best: float | None = None
-
-    def __call__(self, event: str, info: dict[str, Any]) -> None:
-        if event == "rejected":
-            self.rejected += 1
-        elif event == "started":
-            self.say(f"    trial {info.get('trial')} started ({info.get('params', 0):,} params, "
-                     f"{info.get('macs', 0):,} MACs; {self.rejected} over-budget proposals rejected so far)")
-        elif event in ("completed", "early_stopped", "failed"):
-            self.finished += 1
-            acc = info.get("val_macro_accuracy")
-            if event == "completed" and isinstance(acc, (int, float)) and (self.best is None or acc > self.best):
-                self.best = float(acc)
-            acc_text = f", val macro acc {acc:.3f}" if isinstance(acc, (int, float)) else ""
-            best_text = f", best so far {self.best:.3f}" if self.best is not None else ""
-            self.say(f"    trial {info.get('trial')} {event.replace('_', ' ')} after {info.get('epochs', '?')} "
-                     f"epoch(s){acc_text}{best_text}")
-        elif event in ("exhausted", "error"):
-            self.say(f"    search: {info.get('message')}")
 
 
 def load_summary(out_dir: str | os.PathLike[str]) -> dict[str, Any]:

@@ -9,9 +9,18 @@ __all__ = ["AscSearchError", "ConfigError", "DataError", "CacheError", "BudgetEr
 
 
 class AscSearchError(Exception):
-    """Base class: an error caused by input, not by a bug. ``exit_code`` is what the CLI returns."""
+    """Base class: an error caused by input, not by a bug. ``exit_code`` is what the CLI returns.
+
+    ``params`` names the parameters of the library call the message mentions (e.g. ``("num_samples",)``): library
+    messages name parameters, never command-line flags; the CLI rewrites the first mention of each into the flag that
+    sets it (``num_samples`` -> ``--num-samples``).
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str = "", *, params: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.params = tuple(params)
 
 
 class ConfigError(AscSearchError):

@@ -171,7 +171,7 @@ def fake_run(tmp_path):
             trained = status in ("completed", "early_stopped")
             acc = float(0.3 + 0.4 * (1 - np.exp(-pb / 50_000)) + rng.normal(0, 0.03)) if trained else np.nan
             rows.append(dict(
-                trial_id=f"t{i:03d}", number=i, status=status, p_base_channels=base,
+                trial_id=i, status=status, p_base_channels=base,
                 p_kd_weight=float(rng.uniform(0, 1)), p_temperature=float(rng.choice([1.0, 2.0, 4.0])),
                 p_emb_weight=float(rng.uniform(0, 1)), p_emb_loss=str(rng.choice(["mse", "cosine"])),
                 params=pb, param_bytes=pb, macs=macs, val_macro_accuracy=acc,

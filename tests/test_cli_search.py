@@ -34,10 +34,10 @@ def _space(tmp_path, **search):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["search", "{cache}"], "--space FILE is required"),
+        (["search", "{cache}"], "--space is required"),
         (["search", "{cache}", "--space", "{tmp}/missing.yaml"], "missing.yaml does not exist"),
         (["search", "{cache}", "--space", "{bad}"], "bad.yaml: search.max_concurrent: must be an integer >= 1, got 0"),
-        (["search", "{cache}", "--resume"], "--resume needs --name NAME"),
+        (["search", "{cache}", "--resume"], "--resume needs --name: the run to resume (a folder under --results-dir)"),
         (["search", "{cache}", "--space", "{space}", "--num-samples", "0"], "--num-samples must be a positive integer"),
         (["search", "{tmp}/nocache", "--space", "{space}", "--name", "x", "--results-dir", "{tmp}/r"], "nocache"),
     ],

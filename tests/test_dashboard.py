@@ -10,7 +10,8 @@ import pytest
 
 from asc_search.cli import main
 from asc_search.errors import NotFoundError
-from asc_search.results import analysis as R
+from asc_search.results.dashboard import dashboard_server
+from asc_search.search.runfolder import load_trials
 
 
 def _get(url: str) -> bytes:
@@ -21,8 +22,8 @@ def _get(url: str) -> bytes:
 
 def test_dashboard_serves_the_runs_study(fake_run):
     run = fake_run(name="dash", n=30, study=True)
-    n_completed = int((R.load_trials(run)["status"] == "completed").sum())
-    server, url, names = R.dashboard_server("dash", results_dir=run.parent, port=0)
+    n_completed = int((load_trials(run)["status"] == "completed").sum())
+    server, url, names = dashboard_server("dash", results_dir=run.parent, port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -44,15 +45,15 @@ def test_dashboard_serves_the_runs_study(fake_run):
 def test_dashboard_needs_a_study(fake_run, capsys):
     run = fake_run(name="nostudy", n=5)  # trials.parquet but no study.db
     with pytest.raises(NotFoundError, match="study.db does not exist"):
-        R.dashboard_server(run, port=0)
+        dashboard_server(run, port=0)
     assert main(["dashboard", "missing", "--results-dir", str(run.parent), "--port", "0"]) == 2
     assert "no search run named 'missing'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_dashboard_on_a_real_search_run(tiny_search_run):
-    trials = R.load_trials(tiny_search_run)
-    server, url, names = R.dashboard_server(tiny_search_run, port=0)
+    trials = load_trials(tiny_search_run)
+    server, url, names = dashboard_server(tiny_search_run, port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -57,7 +57,7 @@ def test_demo_refuses_existing_folder_and_bad_settings(tmp_path, capsys):
     (out / "notes.txt").write_text("keep")
     assert main(["demo", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "already exists and is not empty; pass --force" in err
+    assert "already exists and is not empty; replace it with --force, or choose another --out" in err
     assert main(["demo", "--out", str(out), "--force"]) == 2  # not a demo folder: never deleted
     assert "does not look like a demo folder" in capsys.readouterr().err
     assert (out / "notes.txt").read_text() == "keep"

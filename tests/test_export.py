@@ -11,7 +11,9 @@ import yaml
 
 from asc_search.config import DCASE_LABELS, Budget, get_profile
 from asc_search.errors import BudgetError, ConfigError, DataError, NotFoundError
-from asc_search.export.writer import ONNX_FILE, REPORT_FILE, STUDENT_YAML, WEIGHTS_FILE, load_export, write_export
+from asc_search.export.export import write_export
+from asc_search.export.folder import ONNX_FILE, REPORT_FILE, STUDENT_YAML, WEIGHTS_FILE
+from asc_search.export.load import load_export
 from asc_search.models.student import StudentConfig, build_student
 
 
@@ -86,7 +88,7 @@ def test_refuses_existing_folder_without_force(tmp_path):
     out = tmp_path / "export"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="already exists; pass --force"):
+    with pytest.raises(ConfigError, match="already exists; replace it with force"):
         _write(out)
     assert (out / "keep.txt").read_text() == "mine"  # untouched
     _write(out, force=True)
@@ -125,11 +127,10 @@ def test_export_run_best_trial(tiny_search_run, tmp_path):
     import hashlib
     import json
 
-    from asc_search.export.writer import export_run
-    from asc_search.results import analysis as R
+    from asc_search.export.export import export_run
+    from asc_search.search.runfolder import best_trial, load_trials, run_budget
 
-    table = R.load_trials(tiny_search_run)
-    best = R.leaderboard(table).iloc[0]
+    best = best_trial(load_trials(tiny_search_run), run_budget(tiny_search_run))
     out = tmp_path / "best"
     summary = export_run(tiny_search_run, out, device="cpu")
     assert summary.trial_id == str(best["trial_id"]) and not summary.retrained
@@ -160,10 +161,9 @@ def test_export_run_best_trial(tiny_search_run, tmp_path):
 @pytest.mark.slow
 def test_cli_export_named_trial_retrain_and_refusals(tiny_search_run, tmp_path, capsys):
     from asc_search.cli import main
-    from asc_search.results import analysis as R
+    from asc_search.search.runfolder import load_trials, ranked_trials
 
-    table = R.load_trials(tiny_search_run)
-    other = R.leaderboard(table).iloc[-1]["trial_id"]
+    other = ranked_trials(load_trials(tiny_search_run)).iloc[-1]["trial_id"]
     out = tmp_path / "named"
     assert main(["export", str(tiny_search_run), "--out", str(out), "--trial", str(other), "--retrain",
                  "--device", "cpu"]) == 0
@@ -174,7 +174,7 @@ def test_cli_export_named_trial_retrain_and_refusals(tiny_search_run, tmp_path, 
     before = (out / STUDENT_YAML).read_bytes()
     assert main(["export", str(tiny_search_run), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert f"export folder {out} already exists; pass --force" in err and "Traceback" not in err
+    assert f"export folder {out} already exists; replace it with --force" in err and "Traceback" not in err
     assert (out / STUDENT_YAML).read_bytes() == before
     # a trial that does not exist
     assert main(["export", str(tiny_search_run), "--out", str(tmp_path / "x"), "--trial", "999"]) == 2
@@ -199,10 +199,11 @@ def test_cli_export_bad_runs(fake_run, tmp_path, capsys):
 def test_export_without_its_checkpoint_says_retrain(tiny_search_run, tmp_path):
     import shutil
 
-    from asc_search.export.writer import export_run
+    from asc_search.export.export import export_run
 
     run = tmp_path / "moved"
     shutil.copytree(tiny_search_run, run, ignore=shutil.ignore_patterns("ray"))  # the Ray experiment is gone
-    with pytest.raises(NotFoundError, match="is gone.*--retrain"):
+    with pytest.raises(NotFoundError, match="is gone.*retrain") as info:
         export_run(run, tmp_path / "out", device="cpu")
+    assert info.value.params == ("retrain",)
     assert not (tmp_path / "out").exists()

@@ -14,8 +14,8 @@ from asc_search.cli import main
 from asc_search.config import DCASE_LABELS, Budget, get_profile
 from asc_search.data.features import LogMel
 from asc_search.errors import DataError, NotFoundError
+from asc_search.export.export import write_export
 from asc_search.export.predict import predict_files, windows
-from asc_search.export.writer import write_export
 from asc_search.models.student import StudentConfig, build_student
 
 

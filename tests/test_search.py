@@ -14,8 +14,10 @@ import yaml
 from optuna.trial import TrialState
 
 from asc_search.errors import ConfigError, NotFoundError
-from asc_search.search.driver import build_trials_table, prepare_trial_data, run_search
+from asc_search.search.driver import run_search
+from asc_search.search.runfolder import build_trials_table
 from asc_search.search.space import load_space
+from asc_search.search.trainable import prepare_trial_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,11 +176,11 @@ def test_run_refusals(quick_cache, tmp_path):
         run_search(quick_cache, dcase, name="x", results_dir=tmp_path / "r")
     (tmp_path / "r" / "taken").mkdir(parents=True)
     (tmp_path / "r" / "taken" / "run.json").write_text("{}")
-    with pytest.raises(ConfigError, match="already exists: pass --resume"):
+    with pytest.raises(ConfigError, match="already exists: resume that run, or choose another name"):
         run_search(quick_cache, space, name="taken", results_dir=tmp_path / "r")
     with pytest.raises(NotFoundError, match="no search run to resume"):
         run_search(quick_cache, None, name="never", results_dir=tmp_path / "r", resume=True)
-    with pytest.raises(ConfigError, match="--name 'a/b'"):
+    with pytest.raises(ConfigError, match="name 'a/b': use letters"):
         run_search(quick_cache, space, name="a/b", results_dir=tmp_path / "r")
     with pytest.raises(Exception, match="no teacher cache there"):
         run_search(quick_cache, space, name="nt", results_dir=tmp_path / "r", teacher_cache=tmp_path / "none")
@@ -252,7 +254,7 @@ def test_a_crashed_worker_is_retried_from_its_checkpoint(quick_cache, teacher_ca
         # at a trial's 2nd epoch report (its epoch-1 checkpoint is registered with Tune by then)
         if event == "result" and not killed and info["epoch"] == 2:
             assert info["pid"] in _own_trial_workers()  # a worker of this test's own Ray, nobody else's
-            killed.update(trial=info["trial"], epoch=info["epoch"])
+            killed.update(trial=info["trial_id"], epoch=info["epoch"])
             os.kill(info["pid"], signal.SIGKILL)
 
     result = run_search(quick_cache, space, teacher_cache=teacher_cache, name="crash", results_dir=tmp_path / "r",
@@ -284,7 +286,7 @@ def test_a_crashed_trial_without_retries_is_failed_and_the_search_goes_on(quick_
     def on_event(event, info):
         if event == "result" and not killed:
             assert info["pid"] in _own_trial_workers()
-            killed.update(trial=info["trial"])
+            killed.update(trial=info["trial_id"])
             os.kill(info["pid"], signal.SIGKILL)
 
     result = run_search(quick_cache, space, teacher_cache=teacher_cache, name="dead", results_dir=tmp_path / "r",

@@ -11,8 +11,9 @@ import pytest
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from asc_search.search.searcher import BudgetedSearcher, open_study, register_sink, unregister_sink
+from asc_search.search.searcher import BudgetedSearcher, register_sink, unregister_sink
 from asc_search.search.space import parse_space
+from asc_search.search.study import open_study
 
 # Only base_channels 8 (with one stage of one block) fits: most proposals are over budget.
 TIGHT = """
@@ -65,7 +66,7 @@ def test_suggest_returns_only_feasible_and_records_rejections(tmp_path):
     running = [t for t in trials if t.user_attrs["status"] == "running"]
     assert len(running) == 3 and len(rejected) > 0
     for cfg, t in zip(configs, running):
-        assert cfg["optuna_trial"] == t.number
+        assert cfg["trial_id"] == t.number
         assert t.state == TrialState.RUNNING
         assert t.user_attrs["param_bytes"] <= 1500 and t.user_attrs["macs"] <= 400_000
         assert all(v <= 0 for v in t.constraints.values())
@@ -78,6 +79,8 @@ def test_suggest_returns_only_feasible_and_records_rejections(tmp_path):
     # the constrained study never calls a rejected proposal its best
     kinds = [e for e, _ in events]
     assert kinds.count("rejected") == len(rejected) and kinds.count("started") == 3
+    # every event names its proposal by trial_id, the Optuna trial number
+    assert sorted(i["trial_id"] for _, i in events) == sorted(t.number for t in rejected + running)
 
 
 def test_tpe_learns_the_feasible_region_from_rejections(tmp_path):
@@ -109,7 +112,7 @@ def test_nsga2_multi_objective_rejections_are_constrained_complete(tmp_path):
     cfg = s.suggest("a")
     s.on_trial_complete("a", {"val_macro_accuracy": 0.4, "val_log_loss": 1.2, "epoch": 3, "epochs_planned": 3})
     study = s.study
-    done = study.trials[cfg["optuna_trial"]]
+    done = study.trials[cfg["trial_id"]]
     assert done.state == TrialState.COMPLETE
     assert done.values == [0.4, float(done.user_attrs["macs"]), float(done.user_attrs["param_bytes"])]
     # the Pareto front only ever holds feasible trials
@@ -166,18 +169,18 @@ def test_save_restore_reissues_proposals_tune_never_saw(tmp_path):
     fresh = _searcher(tmp_path, spec)
     fresh.restore(str(tmp_path / "state.pkl"))
     again = fresh.suggest("z")
-    assert again["optuna_trial"] == lost["optuna_trial"] and again["proposal"] == lost["proposal"]
+    assert again["trial_id"] == lost["trial_id"] and again["proposal"] == lost["proposal"]
     assert fresh.study.trials[half.number].state == TrialState.FAIL
     assert fresh.study.trials[half.number].user_attrs["status"] == "discarded"
     fresh.on_trial_complete("b", {"val_macro_accuracy": 0.6, "val_log_loss": 1.0, "epoch": 3, "epochs_planned": 3})
     fresh.on_trial_complete("z", {"val_macro_accuracy": 0.7, "val_log_loss": 1.0, "epoch": 3, "epochs_planned": 3})
     fresh.on_trial_complete("a", {"val_macro_accuracy": 0.1, "epoch": 3, "epochs_planned": 3})  # already told: ignored
     study = fresh.study
-    assert study.trials[first["optuna_trial"]].value == 0.5
-    assert study.trials[lost["optuna_trial"]].user_attrs["ray_trial_id"] == "z"
+    assert study.trials[first["trial_id"]].value == 0.5
+    assert study.trials[lost["trial_id"]].user_attrs["ray_trial_id"] == "z"
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     # the next proposal is a new one
-    assert fresh.suggest("y")["optuna_trial"] > lost["optuna_trial"]
+    assert fresh.suggest("y")["trial_id"] > lost["trial_id"]
 
 
 def test_restore_refuses_another_search_file(tmp_path):

@@ -10,7 +10,8 @@ import pytest
 
 from asc_search.complexity import cost_student
 from asc_search.errors import ConfigError
-from asc_search.search.space import Proposal, load_space, parse_space
+from asc_search.search.space import load_space, parse_space
+from asc_search.search.spec import Proposal
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = (ROOT / "search_spaces" / "quick.yaml").read_text()
@@ -36,7 +37,7 @@ def test_shipped_spaces_load():
          "bad.yaml: student.base_channels.low", "must be <= high"),
         # 3. float bound on an integer parameter
         ("base_channels: {type: int, low: 8, high: 40, step: 8}", "base_channels: {type: int, low: 8.5, high: 40}",
-         "student.base_channels.low", "must be an integer >= 1"),
+         "student.base_channels.low", "must be an integer, got 8.5"),
         # 4. unknown sampler
         ("sampler: tpe", "sampler: cmaes", "search.sampler", "one of 'tpe', 'random', 'nsga2'"),
         # 5. unknown distribution type
@@ -44,14 +45,14 @@ def test_shipped_spaces_load():
          "distill.kd_weight.type", "must be one of int, float, categorical, fixed"),
         # 6. bad categorical choice
         ("emb_loss: {type: categorical, choices: [mse, cosine]", "emb_loss: {type: categorical, choices: [mse, l1]",
-         "distill.emb_loss.choices[1]", "one of 'mse', 'cosine'"),
+         "distill.emb_loss.choices[1]", "must be one of mse, cosine, got 'l1'"),
         # 7. log scale from zero
         ("lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}", "lr: {type: float, low: 0.0, high: 1.0e-2, log: true}",
          "train.lr.low", "must be a number > 0"),
         # 8. unknown feature profile
         ("profile: quick", "profile: huge", "bad.yaml: profile", "one of 'dcase', 'dcase2023', 'quick'"),
         # 9. bad budget dtype
-        ("param_dtype: int8", "param_dtype: int4", "budget.param_dtype", "one of 'int8', 'float16', 'float32'"),
+        ("param_dtype: int8", "param_dtype: int4", "budget.param_dtype", "must be one of int8, float16, float32"),
         # 10. objectives
         ("objectives: [val_macro_accuracy]", "objectives: [macs]", "search.objectives", "must start with val_macro_accuracy"),
         # 11. condition on a parameter not declared before
@@ -69,6 +70,18 @@ def test_shipped_spaces_load():
         # 17. a mask wider than the profile's spectrogram
         ("  warmup_epochs: 0.5\n", "  warmup_epochs: 0.5\n  freq_mask: 40\n", "train.freq_mask",
          "must be smaller than the 40 mel bins of profile 'quick'"),
+        # 18-24. bounds the configs themselves check (DistillConfig, StudentConfig, TrainConfig, Budget, SplitConfig)
+        ("kd_weight: {type: float, low: 0.0, high: 1.0}", "kd_weight: {type: float, low: 0.0, high: 1.5}",
+         "distill.kd_weight.high", "must lie in [0, 1], got 1.5"),
+        ("expansion_rate: {type: float, low: 1.5, high: 3.5}", "expansion_rate: {type: float, low: 0.5, high: 3.5}",
+         "student.expansion_rate.low", "must be >= 1, got 0.5"),
+        ("  warmup_epochs: 0.5\n", "  warmup_epochs: 0.5\n  mixup_p: 2\n", "train.mixup_p", "must lie in [0, 1], got 2.0"),
+        ("strides: {b2: [2, 2], b3: [1, 2]}", "strides: {b2: [0, 2]}", "student.strides",
+         "must be a positive integer or a (freq, time) pair of positive integers, got [0, 2]"),
+        ("max_macs: 2000000", "max_macs: 0", "budget.max_macs", "must be a positive integer, got 0"),
+        ("val_fraction: 0.2", "val_fraction: 1.5", "split.val_fraction", "must be strictly between 0 and 1, got 1.5"),
+        ("  warmup_epochs: 0.5\n", "  warmup_epochs: 0.5\n  optimizer: sgd\n", "train.optimizer",
+         "must be one of adamw, adam, got 'sgd'"),
         # 16. unknown key inside a parameter
         ("expansion_rate: {type: float, low: 1.5, high: 3.5}", "expansion_rate: {type: float, low: 1.5, high: 3.5, steps: 2}",
          "student.expansion_rate.steps", "allowed keys here: type, when, default, low, high, step, log"),
@@ -81,6 +94,42 @@ def test_broken_files_name_file_key_and_allowed(old, new, where, allowed):
     message = str(info.value)
     assert message.startswith("bad.yaml: ")
     assert where in message and allowed in message, message
+
+
+def _of_kind(kind, value):
+    if isinstance(value, bool):
+        return kind == "bool"
+    return {"int": isinstance(value, int), "float": isinstance(value, (int, float)), "str": isinstance(value, str),
+            "bool": False}[kind]
+
+
+@pytest.mark.parametrize("section", ["student", "distill", "train"])
+def test_config_fields_accept_exactly_what_the_configs_accept(section):
+    """The search file's rule for a config field is the config's own check: it accepts a value exactly when the
+    config does and the value has the field's type (no bound of its own that could drift from the config's)."""
+    from asc_search.search.rules import Where
+    from asc_search.search.space import section_keys
+
+    probes = [-1, 0, 0.5, 1, 2, 3.5, 1e6, True, "mse", "adam", None]
+    checked = 0
+    for name, rule in section_keys(section).items():
+        if rule.config is None or rule.kind == "structured":
+            continue
+        for value in probes:
+            try:
+                rule.config(**{name: value, **rule.context})
+                config_ok = True
+            except Exception:
+                config_ok = False
+            try:
+                rule.check(Where("f.yaml"), value, f"{section}.{name}")
+                space_ok = True
+            except ConfigError as exc:
+                space_ok = False
+                assert str(exc).startswith(f"f.yaml: {section}.{name}: "), exc
+            assert space_ok == (config_ok and _of_kind(rule.kind, value)), (name, value)
+            checked += 1
+    assert checked >= 30
 
 
 def test_not_yaml_and_missing_file(tmp_path):
@@ -167,7 +216,7 @@ def test_num_samples_override_is_recorded():
     assert more.search.num_samples == 3 and "num_samples set to 3" in more.text
     assert more.sha256 != spec.sha256
     assert parse_space(more.text).search.num_samples == 3
-    with pytest.raises(ConfigError, match="--num-samples"):
+    with pytest.raises(ConfigError, match="num_samples must be a positive integer"):
         spec.with_num_samples(0)
 
 

@@ -13,7 +13,7 @@
    accuracy, test log loss. The inputs come from a finished demo folder (``asc-search demo``); when none is given,
    the demo is run first into the work folder.
 
-Nothing here prints; ``log`` receives progress lines.
+Nothing here prints; ``on_event`` (:mod:`asc_search._progress`) receives progress.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .._progress import OnEvent, log
 from ..errors import ConfigError, NotFoundError
 
 __all__ = ["AREAS", "QUICK_OVERRIDES", "run_area", "accuracy_table", "run_bench", "flatten"]
@@ -44,13 +44,6 @@ QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 #: The KD recipe the "with KD" baseline uses (CP-JKU's DCASE 2023 winner: 0.02 CE + 0.98 KD, T = 2).
 BASELINE_KD = {"kd_weight": 0.98, "temperature": 2.0}
-
-Log = Callable[[str], None]
-
-
-def _nolog(_m: str) -> None:
-    return None
-
 
 # ------------------------------------------------------------------------------------------------ per area
 
@@ -145,36 +138,61 @@ def _row(name: str, model: Any, input_shape: tuple[int, ...], budget: Any, metri
     }
 
 
+def _baseline_rows(recipe: Any, kd: dict[str, float], parts: dict[str, Any], embedding_shape: Any,
+                   labels: tuple[str, ...], input_shape: tuple[int, ...], budget: Any, dev: Any,
+                   on_event: OnEvent | None) -> list[dict[str, Any]]:
+    """The DCASE 2024 baseline architecture trained with ``recipe``, without KD and with ``kd``."""
+    import torch
+
+    from ..models.build import build_student_and_head
+    from ..models.presets import get_preset
+    from ..training.loop import fit
+    from ..training.losses import DistillConfig
+
+    (train, _), (val, _), (test, test_table) = parts["train"], parts["val"], parts["test"]
+    base_cfg = dataclasses.replace(get_preset("dcase2024_baseline").config, n_classes=len(labels),
+                                   in_channels=int(input_shape[1]))
+    rows = []
+    for name, distill in (
+        ("DCASE 2024 baseline, no KD", DistillConfig()),
+        (f"DCASE 2024 baseline, KD (w {kd['kd_weight']}, T {kd['temperature']})", DistillConfig(**kd)),
+    ):
+        log(on_event, f"training {name} ({recipe.epochs} epochs, lr {recipe.lr:.2g}, batch {recipe.batch_size})")
+        torch.manual_seed(recipe.seed)
+        model, head = build_student_and_head(base_cfg, distill, embedding_shape)
+        result = fit(model, train, val, recipe, distill=distill, head=head)
+        model.load_state_dict(result.best_state)
+        rows.append(_row(name, model, input_shape, budget, _score_model(model, test, test_table, labels, dev),
+                         kd=dataclasses.asdict(distill), best_epoch=result.best_epoch,
+                         val_macro_accuracy=result.best_metrics.get("val_macro_accuracy")))
+    return rows
+
+
 def accuracy_table(
     demo_dir: str | os.PathLike[str],
     *,
     device: str = "auto",
     kd: dict[str, float] | None = None,
     seed: int = 0,
-    log: Log = _nolog,
+    on_event: OnEvent | None = None,
 ) -> dict[str, Any]:
     """The accuracy table from a finished demo folder (see the module docstring)."""
-    import torch
-
     from .._runtime import resolve_device
     from ..data.cache import load_features
     from ..data.teacher_cache import load_teacher_targets
     from ..demo import SUMMARY_FILE, load_summary
-    from ..export.writer import load_export, split_tensors, trial_proposal
-    from ..models.presets import get_preset
-    from ..models.student import build_student
-    from ..results import analysis as R
+    from ..export.export import split_tensors
+    from ..export.load import load_export
+    from ..search.runfolder import SEARCH_FILE, best_trial, load_trials, trial_proposal
     from ..search.space import load_space
     from ..teacher.phase1 import load_teacher
-    from ..training.loop import fit
-    from ..training.losses import DistillConfig
 
     demo_dir = Path(demo_dir)
     if not (demo_dir / SUMMARY_FILE).is_file():
         raise NotFoundError(f"{demo_dir} holds no finished demo ({SUMMARY_FILE} missing); run `asc-search demo` first")
     paths = {k: Path(v) for k, v in load_summary(demo_dir)["paths"].items()}
     run_dir = paths["run"]
-    spec = load_space(run_dir / R.SEARCH_FILE)
+    spec = load_space(run_dir / SEARCH_FILE)
     budget = spec.budget
     features = load_features(paths["cache"])
     targets = load_teacher_targets(features, paths.get("teacher_cache"))
@@ -185,32 +203,20 @@ def accuracy_table(
     dev = resolve_device(device)
     rows = []
 
-    log("scoring the teacher on the test split")
+    log(on_event, "scoring the teacher on the test split")
     teacher = load_teacher(paths["teacher"])
     rows.append(_row(f"teacher ({teacher.meta.get('preset')})", teacher.model, input_shape, budget,
                      _score_model(teacher.model, test, test_table, labels, dev), kd=None,
                      val_macro_accuracy=teacher.meta.get("metrics", {}).get("val_macro_accuracy")))
 
-    table = R.load_trials(run_dir)
-    best = R.best_trial(table, budget=budget)
-    recipe = trial_proposal(best.to_dict()).train.replace(device=device, seed=seed)
-    base_cfg = dataclasses.replace(get_preset("dcase2024_baseline").config, n_classes=len(labels),
-                                   in_channels=int(input_shape[1]))
-    kd = dict(BASELINE_KD if kd is None else kd)
-    for name, distill in (
-        ("DCASE 2024 baseline, no KD", DistillConfig()),
-        (f"DCASE 2024 baseline, KD (w {kd['kd_weight']}, T {kd['temperature']})", DistillConfig(**kd)),
-    ):
-        log(f"training {name} ({recipe.epochs} epochs, lr {recipe.lr:.2g}, batch {recipe.batch_size})")
-        torch.manual_seed(seed)
-        model = build_student(base_cfg)
-        result = fit(model, train, val, recipe, distill=distill)
-        model.load_state_dict(result.best_state)
-        rows.append(_row(name, model, input_shape, budget, _score_model(model, test, test_table, labels, dev),
-                         kd=dataclasses.asdict(distill), best_epoch=result.best_epoch,
-                         val_macro_accuracy=result.best_metrics.get("val_macro_accuracy")))
+    best = best_trial(load_trials(run_dir), budget)
+    if best is None:
+        raise NotFoundError(f"the demo's run {run_dir} has no completed trial within budget")
+    recipe = trial_proposal(best).train.replace(device=device, seed=seed)
+    rows += _baseline_rows(recipe, dict(BASELINE_KD if kd is None else kd), parts, targets.embedding_shape, labels,
+                           input_shape, budget, dev, on_event)
 
-    log("scoring the best searched student (the demo's export)")
+    log(on_event, "scoring the best searched student (the demo's export)")
     exported = load_export(paths["export"])
     rows.append(_row(f"best searched student (trial {exported.record['provenance'].get('trial_id')})",
                      exported.model, input_shape, budget,
@@ -239,7 +245,7 @@ def run_bench(
     demo_dir: str | os.PathLike[str] | None = None,
     work_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
-    log: Log = _nolog,
+    on_event: OnEvent | None = None,
 ) -> dict[str, Any]:
     """Run the per-area benchmarks and the accuracy table; returns one JSON-ready dict."""
     unknown = [a for a in areas if a not in AREAS]
@@ -269,7 +275,7 @@ def run_bench(
         out["machine"]["torch"] = torch.__version__
         out["machine"]["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
         for area in areas:
-            log(f"benchmark: {area}")
+            log(on_event, f"benchmark: {area}")
             out["areas"][area] = run_area(area, quick=quick, work_dir=work / area)
         if accuracy:
             if demo_dir is None:
@@ -277,10 +283,10 @@ def run_bench(
 
                 settings = (DemoSettings(clips=800, teacher_epochs=4, num_samples=4, student_epochs=3, device=device)
                             if quick else DemoSettings(device=device))
-                log(f"accuracy table: running the demo first ({settings.clips} clips) into {work / 'demo'}")
-                run_demo(work / "demo", settings, force=True, log=lambda m: log(f"  {m}"))
+                log(on_event, f"accuracy table: running the demo first ({settings.clips} clips) into {work / 'demo'}")
+                run_demo(work / "demo", settings, force=True, on_event=on_event)
                 demo_dir = work / "demo"
-            out["accuracy"] = accuracy_table(demo_dir, device=device, log=log)
+            out["accuracy"] = accuracy_table(demo_dir, device=device, on_event=on_event)
     finally:
         if own_tmp is not None:
             own_tmp.cleanup()

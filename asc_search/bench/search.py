@@ -6,9 +6,9 @@
 (``clips`` training clips + 20 % validation clips; random teacher logits and pooled embeddings of the
 ``teacher_quick`` preset's width), with ``search_spaces/quick.yaml``:
 
-* ``rejection``: one over-budget proposal through :class:`asc_search.searcher.BudgetedSearcher` (Optuna ask,
+* ``rejection``: one over-budget proposal through :class:`asc_search.search.searcher.BudgetedSearcher` (Optuna ask,
   define-by-run sampling, torchinfo costing, constraint + attributes + tell in SQLite) against one trained quick
-  trial (:func:`asc_search.search.fit_proposal` of a feasible proposal, the space's epochs, 1 thread as in a trial).
+  trial (:func:`asc_search.search.trainable.fit_proposal` of a feasible proposal, the space's epochs, 1 thread as in a trial).
 * ``tune``: wall time of ``trials`` feasible quick proposals run through Ray Tune, 2 at a time (1 CPU each, FIFO,
   per-epoch checkpoints as in a search), against the same proposals one after the other in this process (same
   settings: 1 torch thread each). ``ray_init_s`` (starting a local Ray) is reported apart from the Tune wall time.
@@ -50,7 +50,7 @@ def _teacher_embedding_width(preset: str, input_shape: tuple[int, ...]) -> tuple
 
 
 def synthetic_trial_data(n_train: int, profile: str = "quick", seed: int = 0) -> dict[str, Any]:
-    """A payload shaped like :func:`asc_search.search.prepare_trial_data` output, of random spectrograms/targets."""
+    """A payload shaped like :func:`asc_search.search.trainable.prepare_trial_data` output, of random spectrograms/targets."""
     from ..config import get_profile
 
     prof = get_profile(profile)
@@ -83,8 +83,9 @@ def _proposals(spec: Any, n_feasible: int, workdir: Path, threads: int = 1) -> t
 
 def bench_rejection(data: dict[str, Any], workdir: Path, n_feasible: int = 3) -> dict[str, Any]:
     """Time per rejected proposal vs one trained quick trial."""
-    from ..search.driver import fit_proposal
+    from ..search.runfolder import Status
     from ..search.space import load_space
+    from ..search.trainable import fit_proposal
 
     spec = load_space(QUICK_SPACE)
     # warm-up outside the timing: imports, torchinfo's first pass, the SQLite schema
@@ -93,7 +94,7 @@ def bench_rejection(data: dict[str, Any], workdir: Path, n_feasible: int = 3) ->
     configs, searcher = _proposals(spec, n_feasible, workdir)
     suggest_s = time.perf_counter() - t0
     trials = searcher.study.get_trials(deepcopy=False)
-    rejected = [t for t in trials if t.user_attrs.get("status") == "rejected_budget"]
+    rejected = [t for t in trials if t.user_attrs.get("status") == Status.REJECTED]
     n_props = len(trials)
     cost_s = [float(t.user_attrs["cost_s"]) for t in rejected]
     t0 = time.perf_counter()
@@ -114,7 +115,7 @@ def bench_rejection(data: dict[str, Any], workdir: Path, n_feasible: int = 3) ->
 
 
 def _tune_trial(config: dict[str, Any], data: dict[str, Any], configs: list[dict]) -> None:
-    from ..search.driver import train_trial
+    from ..search.trainable import train_trial
 
     train_trial(configs[config["index"]], data)
 
@@ -124,8 +125,8 @@ def bench_tune(data: dict[str, Any], workdir: Path, n_trials: int = 4) -> dict[s
     from ray import tune
 
     from .._runtime import quiet_ray_env, ray_session
-    from ..search.driver import fit_proposal
     from ..search.space import load_space
+    from ..search.trainable import fit_proposal
 
     spec = load_space(QUICK_SPACE)
     configs, _ = _proposals(spec, n_trials, workdir / "t1", threads=1)
@@ -168,24 +169,24 @@ def bench_teacher_cache(profile: str, n_train: int, batch_size: int = 64, thread
     """One student epoch with cached targets vs the same plus the teacher forward over every batch."""
     from .._runtime import torch_threads
     from ..config import get_profile
-    from ..models.heads import ProjectionHead
+    from ..models.build import build_student_and_head
     from ..models.presets import get_preset
-    from ..models.student import StudentConfig, build_student
+    from ..models.student import StudentConfig
     from ..models.teacher import build_teacher
     from ..training.loop import TensorData, TrainConfig, fit
     from ..training.losses import DistillConfig
 
     data = synthetic_trial_data(n_train, profile)
     prof = get_profile(profile)
-    student_cfg = StudentConfig()  # the DCASE 2024 baseline shape
-    student = build_student(student_cfg)
-    head = ProjectionHead(student_cfg.embedding_channels(), tuple(data["teacher_embedding_shape"]))
+    distill = DistillConfig(kd_weight=0.5, emb_weight=1.0)
+    # the DCASE 2024 baseline shape, with the projection head that embedding matching trains
+    student, head = build_student_and_head(StudentConfig(), distill, data["teacher_embedding_shape"])
     t = lambda k: torch.from_numpy(data[k])  # noqa: E731
     train = TensorData(t("train_x"), t("train_y"), t("train_logits"), t("train_emb"))
     val = TensorData(t("val_x"), t("val_y"))
     cfg = TrainConfig(epochs=1, batch_size=batch_size, device="cpu", num_threads=threads, warmup_epochs=0.0, seed=0)
     t0 = time.perf_counter()
-    res = fit(student, train, val, cfg, distill=DistillConfig(kd_weight=0.5, emb_weight=1.0), head=head)
+    res = fit(student, train, val, cfg, distill=distill, head=head)
     cached_s = time.perf_counter() - t0
     val_s = float(res.history[-1].get("epoch_time_s", cached_s)) if res.history else cached_s
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from typing import Any
 
 from rich.console import Console
@@ -50,6 +49,8 @@ def _fmt(v: Any) -> str:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ..bench.runner import run_bench, write_json
     from ..errors import ConfigError
+    from ._render import Renderer
+    from .demo import DemoPrinter
 
     areas = tuple(a.strip() for a in args.areas.split(",") if a.strip())
     if args.json:
@@ -58,17 +59,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if Path(args.json).is_dir():
             raise ConfigError(f"--json {args.json} is a folder; expected a file name")
     console = Console() if sys.stdout.isatty() else Console(width=160)
-    err = Console(stderr=True)
-    start = time.perf_counter()
-    result = run_bench(
-        quick=args.quick,
-        areas=areas,
-        accuracy=not args.no_accuracy,
-        demo_dir=args.demo_dir,
-        work_dir=args.work_dir,
-        device=args.device,
-        log=lambda m: err.print(f"[dim]{time.perf_counter() - start:7.1f}s  {m}[/dim]", highlight=False),
-    )
+    printer = DemoPrinter()  # the bench may run the demo first
+    with Renderer(console=printer.console, other=printer) as render:
+        result = run_bench(
+            quick=args.quick,
+            areas=areas,
+            accuracy=not args.no_accuracy,
+            demo_dir=args.demo_dir,
+            work_dir=args.work_dir,
+            device=args.device,
+            on_event=render,
+        )
     from ..bench.runner import flatten
 
     for area, entry in result["areas"].items():

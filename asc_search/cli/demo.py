@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from ._args import positive_int
+from .search import SearchPrinter
+
+__all__ = ["register", "DemoPrinter"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="synth -> features (quick profile) -> teacher train -> embed -> search (search_spaces/quick.yaml)"
         " -> export, on local Ray, in under 10 minutes on 2 CPU cores; ends with a summary and where every file is.",
     )
-    p.add_argument("--out", default=str(Path("results") / "demo"), help="output folder (default: results/demo)")
+    p.add_argument("--out", dest="out_dir", default=str(Path("results") / "demo"),
+                   help="output folder (default: results/demo)")
     p.add_argument("--clips", type=positive_int, default=None, help="synthetic clips in all (default 3000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, split, teacher and search (default 0)")
     p.add_argument("--teacher-epochs", type=positive_int, default=None, help="teacher epochs (default 12)")
@@ -31,10 +36,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
+class DemoPrinter:
+    """The demo's own events, with the time since it started: each step (bold), teacher epochs; the search's trial
+    events go to a :class:`SearchPrinter`. The ``other=`` handler of a :class:`~asc_search.cli._render.Renderer`."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.search = SearchPrinter(console)
+        self.console = self.search.console
+        self.start = time.perf_counter()
+
+    def _line(self, text: str, style: str) -> None:
+        elapsed = time.perf_counter() - self.start
+        self.console.print(f"[{style}]{elapsed:6.1f}s  {text}[/{style}]", highlight=False, soft_wrap=True)
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "step":
+            self._line(f"[{info['n']}/{info['of']}] {info['text']}", "bold")
+        elif event == "epoch":
+            nan = float("nan")
+            self._line(f"    {info.get('task')} epoch {info.get('epoch')}/{info.get('epochs')}: train loss "
+                       f"{info.get('train_loss', nan):.3f}, val macro acc {info.get('val_macro_accuracy', nan):.3f}",
+                       "dim")
+        else:
+            self.search(event, info)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import sys
 
     from ..demo import DemoSettings, run_demo
+    from ._render import Renderer
 
     console = Console() if sys.stdout.isatty() else Console(width=120)
     kw = {"seed": args.seed, "device": args.device}
@@ -45,14 +76,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.space is not None:
         kw["space"] = Path(args.space)
     settings = DemoSettings(**kw)
-    start = time.perf_counter()
-
-    def log(message: str) -> None:
-        elapsed = time.perf_counter() - start
-        style = "bold" if message.startswith("[") else "dim"
-        console.print(f"[{style}]{elapsed:6.1f}s  {message}[/{style}]", highlight=False, soft_wrap=True)
-
-    s = run_demo(args.out, settings, force=args.force, log=log)
+    printer = DemoPrinter()
+    with Renderer(console=printer.console, other=printer) as render:
+        s = run_demo(args.out_dir, settings, force=args.force, on_event=render)
 
     table = Table(title="asc-search demo: summary")
     table.add_column("")

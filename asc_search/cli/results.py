@@ -57,11 +57,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", metavar="NAME|PATH", help=_RUN_HELP)
     p.add_argument("--out", required=True, help="export folder to create")
     p.add_argument("--results-dir", default=None, help="folder holding named runs (default: ./results)")
-    p.add_argument("--trial", default=None, help="export this trial id instead of the best one")
+    p.add_argument("--trial", dest="trial_id", default=None,
+                   help="export this trial (its trial_id, the Optuna trial number) instead of the best one")
     p.add_argument("--retrain", action="store_true", help="retrain from scratch on train + validation")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.add_argument("--cache", default=None, help="feature cache to score on (default: the one the run used)")
-    p.add_argument("--teacher-cache", default=None, help="teacher cache for --retrain (default: the run's)")
+    p.add_argument("--cache", dest="cache_dir", default=None,
+                   help="feature cache to score on (default: the one the run used)")
+    p.add_argument("--teacher-cache", dest="teacher_cache_dir", default=None,
+                   help="teacher cache for --retrain (default: the run's)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device for retraining/scoring")
     p.add_argument("--json", action="store_true", help="print the export summary as JSON")
     p.set_defaults(func=_cmd_export)
@@ -103,9 +106,10 @@ def _fmt(value: Any, kind: str = "") -> str:
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
-    from ..results import analysis as R
+    from ..results.tables import analyse_run, strip_prefix
+    from ..search.runfolder import STATUSES, Status
 
-    res = R.analyse_run(
+    res = analyse_run(
         args.run, results_dir=args.results_dir, top=args.top, plots_dir=args.plots_dir, plots=not args.no_plots,
         include_stopped=args.all,
     )
@@ -116,11 +120,8 @@ def _cmd_results(args: argparse.Namespace) -> int:
     console = _console()
     counts = res.counts
     console.print(f"[bold]Run[/bold] {res.name}  ({res.run_dir})")
-    console.print(
-        "proposals: "
-        + ", ".join(f"{k}={v}" for k, v in counts.items() if k != "total")
-        + f"  (total {counts['total']})"
-    )
+    shown = [s for s in STATUSES if s != Status.RUNNING or counts[s]]
+    console.print("proposals: " + ", ".join(f"{s}={counts[s]}" for s in shown) + f"  (total {counts['total']})")
     if res.budget:
         b = res.budget
         console.print(f"budget: {b.max_param_bytes:,} bytes at {b.param_dtype}, {b.max_macs:,} MACs")
@@ -132,7 +133,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
                       ("MACs", "right"), ("val macro acc", "right"), ("val log loss", "right"), ("epochs", "right")):
         board.add_column(col, justify=just)
     for col in res.distill:
-        board.add_column(R.strip_prefix(col), justify="right")
+        board.add_column(strip_prefix(col), justify="right")
     for _, row in res.board.iterrows():
         board.add_row(
             str(row["rank"]) if row["rank"] > 0 else "-", str(row["trial_id"]), str(row["status"]),
@@ -158,9 +159,9 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from ..results import analysis as R
+    from ..results.dashboard import dashboard_server
 
-    server, url, names = R.dashboard_server(args.run, results_dir=args.results_dir, host=args.host, port=args.port)
+    server, url, names = dashboard_server(args.run, results_dir=args.results_dir, host=args.host, port=args.port)
     console = _console()
     console.print(f"optuna-dashboard for study {', '.join(names)} at [bold]{url}[/bold]  (Ctrl-C stops it)")
     import signal
@@ -183,21 +184,22 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ..export import writer as E
-    from ._render import stderr_console
+    from ..export.export import export_run
+    from ._render import Renderer
 
-    summary = E.export_run(
-        args.run,
-        args.out,
-        results_dir=args.results_dir,
-        trial_id=args.trial,
-        retrain=args.retrain,
-        force=args.force,
-        cache_dir=args.cache,
-        teacher_cache_dir=args.teacher_cache,
-        device=args.device,
-        log=lambda msg, console=stderr_console(): console.print(f"[dim]{msg}[/dim]"),
-    )
+    with Renderer() as render:
+        summary = export_run(
+            args.run,
+            args.out,
+            results_dir=args.results_dir,
+            trial_id=args.trial_id,
+            retrain=args.retrain,
+            force=args.force,
+            cache_dir=args.cache_dir,
+            teacher_cache_dir=args.teacher_cache_dir,
+            device=args.device,
+            on_event=render,
+        )
     if args.json:
         json.dump(summary.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "experiment. Ctrl-C stops the search; --resume finishes it."
         ),
     )
-    p.add_argument("cache_dir", metavar="CACHE_DIR", help="feature cache (from `asc-search data features`)")
+    p.add_argument("cache_dir", metavar="CACHE_DIR", help="feature cache (from `asc-search features`)")
     p.add_argument("--space", metavar="FILE", help="search file, e.g. search_spaces/quick.yaml (not needed with --resume)")
     p.add_argument(
         "--teacher-cache", metavar="DIR", help="teacher cache (default: CACHE_DIR/teacher, from `asc-search teacher embed`)"
@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 class SearchPrinter:
-    """Compact live progress: one line per trial start/end, rejections summed up, the best score so far."""
+    """Compact live progress of a search's events: one line per trial start/end, rejections summed up, the best
+    score so far. The ``other=`` handler of a :class:`~asc_search.cli._render.Renderer`."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True, highlight=False)
@@ -72,7 +73,6 @@ class SearchPrinter:
             self.done = int(counts.get("trained", 0))
             self.rejected = int(counts.get("rejected_budget", 0))
             self.running = set(int(n) for n in info.get("running", []))
-            self.done = int(counts.get("completed", 0)) + int(counts.get("early_stopped", 0)) + int(counts.get("failed", 0))
             verb = "resuming" if info.get("resume") else "searching"
             c.print(
                 f"{self._stamp()} {verb} [bold]{info['name']}[/bold] -> {info['run_dir']} "
@@ -82,14 +82,14 @@ class SearchPrinter:
             self.rejected += 1
             self.rejected_since += 1
         elif event == "started":
-            self.running.add(int(info["trial"]))
+            self.running.add(int(info["trial_id"]))
             skipped = f" (+{self.rejected_since} rejected)" if self.rejected_since else ""
             self.rejected_since = 0
             what = "re-issued" if info.get("reissued") else "started"
             cost = f"{info['params']:,} params, {info['macs'] / 1e6:.2f} M MACs" if "params" in info else ""
-            c.print(f"{self._stamp()} trial {info['trial']:>4} {what}: {cost}{skipped}  {self._state()}")
+            c.print(f"{self._stamp()} trial {info['trial_id']:>4} {what}: {cost}{skipped}  {self._state()}")
         elif event in ("completed", "early_stopped", "failed"):
-            number = int(info["trial"])
+            number = int(info["trial_id"])
             self.running.discard(number)
             self.done += 1
             acc = info.get("val_macro_accuracy")
@@ -110,6 +110,8 @@ def _run(args: argparse.Namespace) -> int:
     import logging
 
     from ..search.driver import run_search
+    from ..search.runfolder import TRIALS_FILE
+    from ._render import Renderer
 
     # Tune logs each trial failure with a traceback; the search records it (trials.parquet `error`, the Ray trial's
     # error.txt) and prints one line per failed trial instead.
@@ -117,17 +119,18 @@ def _run(args: argparse.Namespace) -> int:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
     printer = SearchPrinter()
-    result = run_search(
-        args.cache_dir,
-        args.space,
-        teacher_cache=args.teacher_cache,
-        name=args.name,
-        results_dir=args.results_dir,
-        num_samples=args.num_samples,
-        address=args.address,
-        resume=args.resume,
-        on_event=printer,
-    )
+    with Renderer(console=printer.console, other=printer) as render:
+        result = run_search(
+            args.cache_dir,
+            args.space,
+            teacher_cache=args.teacher_cache,
+            name=args.name,
+            results_dir=args.results_dir,
+            num_samples=args.num_samples,
+            address=args.address,
+            resume=args.resume,
+            on_event=render,
+        )
     out = Console(highlight=False)
     counts = result.counts
     table = Table(title=f"search {result.name}", show_header=False)
@@ -146,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
             f"{int(b['params']):,} params, {int(b['param_bytes']):,} bytes, {int(b['macs']):,} MACs",
         )
     table.add_row("run folder", str(result.run_dir))
-    table.add_row("trials", str(Path(result.run_dir) / "trials.parquet"))
+    table.add_row("trials", str(Path(result.run_dir) / TRIALS_FILE))
     table.add_row("time", f"{result.duration_s:.0f} s")
     out.print(table)
     if result.interrupted:

@@ -1,23 +1,19 @@
-"""The deployable student: export a run's best trial, load an export, predict on audio files."""
+"""The deployable student: export a run's best trial, load an export back, predict on audio files.
 
+* :mod:`.folder`: the export folder's file names, format version and its student.yaml;
+* :mod:`.export`: ``export_run`` (choose the trial, restore or retrain it, score it once) and ``write_export``;
+* :mod:`.onnx`: the ONNX graph, checked against torch with onnxruntime;
+* :mod:`.report`: report.md;
+* :mod:`.load`: ``load_export`` -> :class:`ExportedStudent`;
+* :mod:`.predict`: running an export on audio files.
+"""
+
+from .export import ExportSummary, export_run, split_tensors, write_export
+from .folder import EXPORT_FORMAT, ONNX_FILE, REPORT_FILE, STUDENT_YAML, WEIGHTS_FILE, read_student_yaml
+from .load import ExportedStudent, load_export
+from .onnx import export_onnx
 from .predict import FilePrediction, Prediction, collect_audio, predict_files, read_audio, windows, write_csv
-from .writer import (
-    EXPORT_FORMAT,
-    ONNX_FILE,
-    REPORT_FILE,
-    STUDENT_YAML,
-    WEIGHTS_FILE,
-    ExportedStudent,
-    ExportSummary,
-    export_onnx,
-    export_run,
-    load_export,
-    run_info,
-    split_tensors,
-    trial_proposal,
-    trial_state_dict,
-    write_export,
-)
+from .report import report_markdown
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -25,16 +21,15 @@ __all__ = [
     "WEIGHTS_FILE",
     "ONNX_FILE",
     "REPORT_FILE",
+    "read_student_yaml",
     "ExportSummary",
-    "ExportedStudent",
     "export_run",
     "write_export",
-    "export_onnx",
-    "load_export",
-    "trial_proposal",
-    "trial_state_dict",
-    "run_info",
     "split_tensors",
+    "export_onnx",
+    "report_markdown",
+    "ExportedStudent",
+    "load_export",
     "FilePrediction",
     "Prediction",
     "collect_audio",

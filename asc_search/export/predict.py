@@ -111,7 +111,7 @@ def predict_files(
     """Scene and class probabilities for every audio file named by ``inputs`` (files or folders)."""
     from .._runtime import resolve_device
     from ..data.features import LogMel
-    from .writer import load_export
+    from .load import load_export
 
     exported = load_export(export_dir)
     files = collect_audio(inputs)

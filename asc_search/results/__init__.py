@@ -1,63 +1,26 @@
-"""A search run's results: trials table, leaderboard, Pareto front, plots and the dashboard."""
+"""Looking at a search run: its tables (leaderboard, Pareto front), its plots and the dashboard on its study.
 
-from .analysis import (
-    DEFAULT_RESULTS_DIR,
-    REQUIRED_COLUMNS,
-    SEARCH_FILE,
-    STATUSES,
-    STUDY_FILE,
-    TRAINED_STATUSES,
-    TRIALS_FILE,
-    RunResults,
-    analyse_run,
-    best_trial,
-    dashboard_server,
-    distill_columns,
-    leaderboard,
-    list_runs,
-    load_budget,
-    load_trials,
-    make_plots,
-    param_columns,
-    pareto_front,
-    pareto_mask,
-    plot_accuracy_over_trials,
-    plot_budget_plane,
-    plot_pareto_front,
-    resolve_run,
-    status_counts,
-    strip_prefix,
-    study_names,
-    study_storage_url,
-)
+The run folder itself (file names, the trials table, the best-trial rule, status counts) belongs to
+:mod:`asc_search.search.runfolder`; this package reads it and never imports the search driver (nor Ray).
+"""
+
+from .dashboard import dashboard_server, study_names
+from .plots import PLOT_FILES, make_plots, plot_accuracy_over_trials, plot_budget_plane, plot_pareto_front
+from .tables import RunResults, analyse_run, distill_columns, leaderboard, pareto_front, pareto_mask, strip_prefix
 
 __all__ = [
-    "STATUSES",
-    "TRAINED_STATUSES",
-    "REQUIRED_COLUMNS",
-    "DEFAULT_RESULTS_DIR",
-    "TRIALS_FILE",
-    "STUDY_FILE",
-    "SEARCH_FILE",
-    "list_runs",
-    "resolve_run",
-    "load_trials",
-    "param_columns",
-    "distill_columns",
-    "strip_prefix",
-    "status_counts",
+    "RunResults",
+    "analyse_run",
     "leaderboard",
     "pareto_front",
     "pareto_mask",
-    "load_budget",
-    "best_trial",
-    "RunResults",
-    "analyse_run",
+    "distill_columns",
+    "strip_prefix",
+    "PLOT_FILES",
+    "make_plots",
     "plot_accuracy_over_trials",
     "plot_pareto_front",
     "plot_budget_plane",
-    "make_plots",
-    "study_storage_url",
     "study_names",
     "dashboard_server",
 ]

@@ -1,6 +1,14 @@
-"""Phase II: the budgeted Ray Tune + Optuna search (space files, the searcher, the driver).
+"""Phase II: the budgeted Ray Tune + Optuna search, one idea per module:
 
-Public names are imported on first use (the searcher pulls in Ray and Optuna), so importing this package is cheap.
+* :mod:`.spec`: what a search file is (SearchSpec, ParamSpec, SearchSettings), a proposal and its cost;
+* :mod:`.space`: reading and validating search files (:mod:`.rules`: what each key accepts);
+* :mod:`.study`: the Optuna study (storage, sampler);
+* :mod:`.searcher`: the Tune searcher that rejects over-budget proposals before training;
+* :mod:`.trainable`: one trial (its data, training a proposal, the Tune trainable);
+* :mod:`.driver`: ``run_search``;
+* :mod:`.runfolder`: the run folder (file names, statuses, run.json, checkpoints, the trials table, the best trial).
+
+Public names are imported on first use (the searcher pulls in Ray), so importing this package is cheap.
 """
 
 from __future__ import annotations
@@ -10,40 +18,39 @@ from typing import Any
 
 #: public name -> the module of this package that defines it
 _EXPORTS: dict[str, str] = {
-    "ParamSpec": "space",
-    "SearchSettings": "space",
-    "SearchSpec": "space",
-    "Proposal": "space",
-    "Cost": "space",
-    "OBJECTIVES": "space",
-    "SAMPLERS": "space",
-    "EMBED_BLOCK_CHOICES": "space",
+    "ParamSpec": "spec",
+    "SearchSettings": "spec",
+    "SearchSpec": "spec",
+    "Proposal": "spec",
+    "Cost": "spec",
+    "OBJECTIVES": "spec",
+    "SAMPLERS": "spec",
+    "EMBED_BLOCK_CHOICES": "spec",
+    "resolve_embed_block": "spec",
     "load_space": "space",
     "resolve_space": "space",
     "builtin_spaces": "space",
     "builtin_spaces_dir": "space",
     "parse_space": "space",
-    "resolve_embed_block": "space",
+    "make_sampler": "study",
+    "make_storage": "study",
+    "open_study": "study",
     "BudgetedSearcher": "searcher",
-    "make_sampler": "searcher",
-    "make_storage": "searcher",
-    "open_study": "searcher",
     "register_sink": "searcher",
     "unregister_sink": "searcher",
-    "STATUS_COMPLETED": "searcher",
-    "STATUS_EARLY_STOPPED": "searcher",
-    "STATUS_FAILED": "searcher",
-    "STATUS_REJECTED": "searcher",
-    "STATUS_RUNNING": "searcher",
+    "prepare_trial_data": "trainable",
+    "fit_proposal": "trainable",
+    "train_trial": "trainable",
     "DEFAULT_RESULTS_DIR": "driver",
     "SearchResult": "driver",
-    "prepare_trial_data": "driver",
-    "fit_proposal": "driver",
-    "train_trial": "driver",
     "run_search": "driver",
-    "build_trials_table": "driver",
-    "write_trials_table": "driver",
-    "connect_ray": "driver",
+    "Status": "runfolder",
+    "RunRecord": "runfolder",
+    "build_trials_table": "runfolder",
+    "write_trials_table": "runfolder",
+    "load_trials": "runfolder",
+    "best_trial": "runfolder",
+    "status_counts": "runfolder",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -17,7 +17,10 @@ trial), and it tells trials stopped by ASHA to Optuna as COMPLETE with their low
   proposals that Optuna knows but Tune never heard of (asked after Tune's last checkpoint), so that no proposal is
   lost and none trains twice.
 
-The study lives in SQLite (``optuna.storages.RDBStorage``), readable by optuna-dashboard while the search runs.
+Each proposal's figures go into its Optuna trial's user attributes under the trials table's column names
+(:mod:`asc_search.search.runfolder.trials`). Tune's ``Searcher`` methods name Tune's trial id ``trial_id``; here it
+is the ``ray_trial_id``, and ``trial_id`` in events and trial configs is the Optuna trial number.
+
 Library code never prints: events go to an optional sink registered with :func:`register_sink`.
 """
 
@@ -27,107 +30,32 @@ import json
 import math
 import pickle
 import time
-import warnings
-from collections.abc import Callable
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from .._progress import OnEvent, emit
 from ..errors import AscSearchError, BudgetError, ConfigError
-from .space import SearchSpec
+from .runfolder import Status, trial_dirname
+from .spec import Cost, SearchSpec
+from .study import open_study
 
-__all__ = [
-    "BudgetedSearcher",
-    "make_sampler",
-    "make_storage",
-    "open_study",
-    "register_sink",
-    "unregister_sink",
-    "STATUS_COMPLETED",
-    "STATUS_EARLY_STOPPED",
-    "STATUS_FAILED",
-    "STATUS_REJECTED",
-    "STATUS_RUNNING",
-]
-
-STATUS_COMPLETED = "completed"
-STATUS_EARLY_STOPPED = "early_stopped"
-STATUS_FAILED = "failed"
-STATUS_REJECTED = "rejected_budget"
-STATUS_RUNNING = "running"
-#: A proposal interrupted while being costed (driver killed between ask and tell): not a judged proposal.
-STATUS_DISCARDED = "discarded"
+__all__ = ["BudgetedSearcher", "register_sink", "unregister_sink"]
 
 #: Event sinks by channel name (driver-side only). The searcher holds a channel name, not the sink, so that it
 #: stays picklable and a restored searcher reports to whatever sink the resuming process registered.
-_SINKS: dict[str, Callable[[str, dict[str, Any]], None]] = {}
+_SINKS: dict[str, OnEvent] = {}
 
 
-def register_sink(channel: str, sink: Callable[[str, dict[str, Any]], None]) -> None:
+def register_sink(channel: str, sink: OnEvent) -> None:
     """Route the events of searchers on ``channel`` to ``sink(event, info)``."""
     _SINKS[channel] = sink
 
 
 def unregister_sink(channel: str) -> None:
     _SINKS.pop(channel, None)
-
-
-def make_sampler(spec: SearchSpec) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler named by ``search.sampler``, seeded by ``search.seed``."""
-    s = spec.search
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if s.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=s.seed)
-        if s.sampler == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=s.population_size)
-        # multivariate + group handle the conditional (define-by-run) space; constant_liar keeps concurrent
-        # workers from being handed the same region while their trials run.
-        return optuna.samplers.TPESampler(
-            seed=s.seed,
-            n_startup_trials=s.n_startup_trials,
-            multivariate=True,
-            group=True,
-            constant_liar=True,
-        )
-
-
-def make_storage(storage_url: str) -> optuna.storages.RDBStorage:
-    """An RDBStorage; for SQLite with write-ahead logging and ``synchronous=NORMAL``.
-
-    A proposal costs ~25 small commits (one per suggested value and attribute); with SQLite's default rollback
-    journal each one waits for an fsync (~10 ms here), which made a rejected proposal cost more than its costing.
-    WAL + NORMAL is still safe when the process is killed (only an OS crash may lose the last commits), and readers
-    (optuna-dashboard) never block the writer.
-    """
-    storage = optuna.storages.RDBStorage(storage_url)
-    if storage_url.startswith("sqlite:"):
-        import sqlalchemy
-
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-        sqlalchemy.event.listen(storage.engine, "connect", _pragmas)
-        storage.engine.dispose()  # reconnect with the pragmas
-    return storage
-
-
-def open_study(spec: SearchSpec, storage_url: str, study_name: str, create: bool = True) -> optuna.Study:
-    """Create (or load) the run's study in ``storage_url`` with the spec's directions and sampler."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = make_storage(storage_url)
-    return optuna.create_study(
-        storage=storage,
-        study_name=study_name,
-        directions=spec.search.directions,
-        sampler=make_sampler(spec),
-        load_if_exists=create,
-    )
 
 
 def _finite(value: Any) -> float | None:
@@ -151,22 +79,16 @@ class BudgetedSearcher(Searcher):
 
     METRIC = "val_macro_accuracy"
 
-    def __init__(
-        self,
-        spec: SearchSpec,
-        storage_url: str,
-        study_name: str,
-        n_classes: int = 10,
-        channel: str | None = None,
-    ) -> None:
+    def __init__(self, spec: SearchSpec, storage_url: str, study_name: str, n_classes: int = 10,
+                 channel: str | None = None) -> None:
         super().__init__(metric=self.METRIC, mode="max")
         self.spec = spec
         self.storage_url = storage_url
         self.study_name = study_name
         self.n_classes = n_classes
         self.channel = channel
-        self._live: dict[str, int] = {}  # Ray trial id -> Optuna trial number, handed to Tune and not yet told
-        self._handed: dict[str, int] = {}  # every Ray trial id ever handed out -> Optuna trial number
+        self._live: dict[str, int] = {}  # Ray trial id -> trial id, handed to Tune and not yet told
+        self._handed: dict[str, int] = {}  # every Ray trial id ever handed out -> trial id
         self._reissue: list[int] = []  # feasible Optuna trials Tune never heard of (found on restore)
         self._consecutive_rejections = 0
         self.exhausted: str | None = None  # why the searcher gave up (too many rejections in a row, broken space)
@@ -197,12 +119,7 @@ class BudgetedSearcher(Searcher):
         return self._storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
 
     def _emit(self, event: str, **info: Any) -> None:
-        sink = _SINKS.get(self.channel) if self.channel else None
-        if sink is not None:
-            try:
-                sink(event, info)
-            except Exception:  # noqa: BLE001 - a display problem must never stop a search
-                pass
+        emit(_SINKS.get(self.channel) if self.channel else None, event, **info)
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         # The space comes from the search file, not from Tune's param_space; keep our metric and mode.
@@ -213,94 +130,100 @@ class BudgetedSearcher(Searcher):
 
     # ------------------------------------------------------------------ proposing
     def suggest(self, trial_id: str) -> dict | None:
+        """A feasible proposal for the Ray trial ``trial_id`` (re-issued, or asked until one fits the budget)."""
         if self.exhausted:
             return Searcher.FINISHED
         if self._reissue:
-            number = self._reissue.pop(0)
-            frozen = self._storage.get_trial(self._tid(number))
-            self._storage.set_trial_user_attr(self._tid(number), "ray_trial_id", trial_id)
-            self._live[trial_id] = number
-            self._handed[trial_id] = number
-            self._emit("started", trial=number, ray_trial_id=trial_id, reissued=True)
-            return self._trial_config(number, json.loads(frozen.user_attrs["config"]), frozen.user_attrs)
-        study = self.study
+            return self._reissue_one(trial_id)
         while True:
-            t0 = time.perf_counter()
-            trial = study.ask()
-            try:
-                proposal = self.spec.sample(trial, n_classes=self.n_classes, trial_seed=self.spec.search.seed + trial.number)
-                cost = self.spec.cost(proposal.student)
-            except Exception as exc:
-                # A proposal the configs refuse (e.g. an architecture the student factory cannot build) is a bug
-                # in the space, not an infeasible point: record it and stop asking.
-                trial.set_user_attr("status", STATUS_FAILED)
-                trial.set_user_attr("error", f"proposal could not be built: {exc}"[:500])
-                study.tell(trial, state=TrialState.FAIL)
-                self.exhausted = f"{self.spec.source}: proposal {trial.number} could not be built: {exc}"
-                self.exhausted_error = ConfigError
-                self._record_stop()
-                self._emit("error", trial=trial.number, message=self.exhausted)
+            drawn = self._propose_one()
+            if drawn is None:
                 return Searcher.FINISHED
-            for name, value in cost.constraints.items():
-                trial.set_constraint(name, value)
-            config = proposal.to_dict()
-            trial.set_user_attr("config", json.dumps(config))
-            trial.set_user_attr("params", cost.params)
-            trial.set_user_attr("param_bytes", cost.param_bytes)
-            trial.set_user_attr("macs", cost.macs)
-            trial.set_user_attr("cost_s", round(time.perf_counter() - t0, 4))
-            trial.set_user_attr("counter", cost.counter)
-            if not cost.passed:
-                trial.set_user_attr("status", STATUS_REJECTED)
-                study.tell(trial, values=self._placeholder_values(cost), state=TrialState.COMPLETE)
-                self._consecutive_rejections += 1
-                self._emit(
-                    "rejected",
-                    trial=trial.number,
-                    params=cost.params,
-                    param_bytes=cost.param_bytes,
-                    macs=cost.macs,
-                    consecutive=self._consecutive_rejections,
-                )
-                limit = self.spec.search.max_consecutive_rejections
-                if self._consecutive_rejections >= limit:
-                    self.exhausted = (
-                        f"{limit} proposals in a row were over the budget "
-                        f"({self.spec.budget.max_param_bytes} bytes at {self.spec.budget.param_dtype}, "
-                        f"{self.spec.budget.max_macs} MACs) in {self.spec.source}: narrow the student ranges "
-                        "(base_channels, channels_multiplier, expansion_rate, n_stages, blocks_per_stage) or raise "
-                        "search.max_consecutive_rejections"
-                    )
-                    self._record_stop()
-                    self._emit("exhausted", message=self.exhausted)
-                    return Searcher.FINISHED
-                continue
-            self._consecutive_rejections = 0
-            trial.set_user_attr("status", STATUS_RUNNING)
-            trial.set_user_attr("ray_trial_id", trial_id)
-            trial.set_user_attr("started_at", time.time())
-            self._live[trial_id] = trial.number
-            self._handed[trial_id] = trial.number
-            self._emit("started", trial=trial.number, ray_trial_id=trial_id, params=cost.params, macs=cost.macs)
-            return self._trial_config(trial.number, config, {"params": cost.params, "param_bytes": cost.param_bytes, "macs": cost.macs})
+            trial, config, cost = drawn
+            if cost.passed:
+                return self._accept(trial_id, trial, config, cost)
+            if self._reject(trial, cost):
+                return Searcher.FINISHED
 
-    def _record_stop(self) -> None:
-        """Keep why the search stopped proposing in the study itself (the driver reads it after Tune returns)."""
-        self.study.set_user_attr("stop_reason", self.exhausted)
-        self.study.set_user_attr("stop_error", self.exhausted_error.__name__)
+    def _reissue_one(self, ray_trial_id: str) -> dict:
+        """Hand out again a feasible proposal Tune never heard of (found by :meth:`_reconcile`)."""
+        number = self._reissue.pop(0)
+        frozen = self._storage.get_trial(self._tid(number))
+        self._storage.set_trial_user_attr(self._tid(number), "ray_trial_id", ray_trial_id)
+        self._live[ray_trial_id] = self._handed[ray_trial_id] = number
+        self._emit("started", trial_id=number, ray_trial_id=ray_trial_id, reissued=True)
+        return self._trial_config(number, json.loads(frozen.user_attrs["config"]), frozen.user_attrs)
 
-    def _trial_config(self, number: int, config: dict, attrs: dict) -> dict:
-        return {
-            "optuna_trial": number,
-            "proposal": config,
-            "cost": {k: int(attrs[k]) for k in ("params", "param_bytes", "macs")},
-        }
+    def _propose_one(self) -> tuple[optuna.Trial, dict, Cost] | None:
+        """Ask, sample and cost one proposal and record it on its Optuna trial; None when the space is broken."""
+        t0 = time.perf_counter()
+        trial = self.study.ask()
+        try:
+            proposal = self.spec.sample(trial, n_classes=self.n_classes,
+                                        trial_seed=self.spec.search.seed + trial.number)
+            cost = self.spec.cost(proposal.student)
+        except Exception as exc:
+            # A proposal the configs refuse (e.g. an architecture the student factory cannot build) is a bug in the
+            # space, not an infeasible point: record it and stop asking.
+            trial.set_user_attr("status", Status.FAILED.value)
+            trial.set_user_attr("error", f"proposal could not be built: {exc}"[:500])
+            self.study.tell(trial, state=TrialState.FAIL)
+            self._stop(f"{self.spec.source}: proposal {trial.number} could not be built: {exc}", ConfigError)
+            self._emit("error", trial_id=trial.number, message=self.exhausted)
+            return None
+        config = proposal.to_dict()
+        for name, value in cost.constraints.items():
+            trial.set_constraint(name, value)
+        for key, value in (("config", json.dumps(config)), ("params", cost.params), ("param_bytes", cost.param_bytes),
+                           ("macs", cost.macs), ("cost_s", round(time.perf_counter() - t0, 4)),
+                           ("counter", cost.counter)):
+            trial.set_user_attr(key, value)
+        return trial, config, cost
 
-    def _placeholder_values(self, cost: Any) -> list[float]:
-        out = []
-        for obj in self.spec.search.objectives:
-            out.append(0.0 if obj == "val_macro_accuracy" else float(getattr(cost, obj)))
-        return out
+    def _reject(self, trial: optuna.Trial, cost: Cost) -> bool:
+        """Tell an over-budget proposal (infeasible); True when the consecutive-rejection cap is reached."""
+        trial.set_user_attr("status", Status.REJECTED.value)
+        self.study.tell(trial, values=self._placeholder_values(cost), state=TrialState.COMPLETE)
+        self._consecutive_rejections += 1
+        self._emit("rejected", trial_id=trial.number, params=cost.params, param_bytes=cost.param_bytes, macs=cost.macs,
+                   consecutive=self._consecutive_rejections)
+        limit = self.spec.search.max_consecutive_rejections
+        if self._consecutive_rejections < limit:
+            return False
+        b = self.spec.budget
+        self._stop(
+            f"{limit} proposals in a row were over the budget ({b.max_param_bytes} bytes at {b.param_dtype}, "
+            f"{b.max_macs} MACs) in {self.spec.source}: narrow the student ranges (base_channels, channels_multiplier, "
+            "expansion_rate, n_stages, blocks_per_stage) or raise search.max_consecutive_rejections",
+            BudgetError,
+        )
+        self._emit("exhausted", message=self.exhausted)
+        return True
+
+    def _accept(self, ray_trial_id: str, trial: optuna.Trial, config: dict, cost: Cost) -> dict:
+        """Hand a feasible proposal to Tune as the Ray trial ``ray_trial_id``."""
+        self._consecutive_rejections = 0
+        trial.set_user_attr("status", Status.RUNNING.value)
+        trial.set_user_attr("ray_trial_id", ray_trial_id)
+        trial.set_user_attr("started_at", time.time())
+        self._live[ray_trial_id] = self._handed[ray_trial_id] = trial.number
+        self._emit("started", trial_id=trial.number, ray_trial_id=ray_trial_id, params=cost.params, macs=cost.macs)
+        return self._trial_config(trial.number, config, cost.to_dict())
+
+    def _stop(self, reason: str, error: type[AscSearchError]) -> None:
+        """Stop proposing; keep why in the study itself (the driver reads it after Tune returns)."""
+        self.exhausted, self.exhausted_error = reason, error
+        self.study.set_user_attr("stop_reason", reason)
+        self.study.set_user_attr("stop_error", error.__name__)
+
+    @staticmethod
+    def _trial_config(number: int, config: dict, figures: dict) -> dict:
+        """The config Tune carries to the trainable (see :mod:`asc_search.search.trainable`)."""
+        return {"trial_id": number, "proposal": config,
+                "cost": {k: int(figures[k]) for k in ("params", "param_bytes", "macs")}}
+
+    def _placeholder_values(self, cost: Cost) -> list[float]:
+        return [0.0 if obj == self.METRIC else float(getattr(cost, obj)) for obj in self.spec.search.objectives]
 
     # ------------------------------------------------------------------ results
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -309,22 +232,15 @@ class BudgetedSearcher(Searcher):
             return
         acc = _finite(result.get(self.METRIC))
         epoch = result.get("epoch")
-        tid = self._tid(number)
         if acc is not None and epoch is not None and not self.spec.search.multi_objective:
             # Intermediate values for the Optuna record (dashboard curves, PRUNED trial scores). Written through
             # the storage so that a resumed trial may report an epoch again.
             try:
-                self._storage.set_trial_intermediate_value(tid, int(epoch), acc)
+                self._storage.set_trial_intermediate_value(self._tid(number), int(epoch), acc)
             except Exception:  # noqa: BLE001 - e.g. the trial was told meanwhile
                 pass
-        self._emit(
-            "result",
-            trial=number,
-            epoch=epoch,
-            epochs_planned=result.get("epochs_planned"),
-            val_macro_accuracy=acc,
-            pid=result.get("pid"),
-        )
+        self._emit("result", trial_id=number, epoch=epoch, epochs_planned=result.get("epochs_planned"),
+                   val_macro_accuracy=acc, pid=result.get("pid"))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         number = self._live.pop(trial_id, None)
@@ -335,54 +251,47 @@ class BudgetedSearcher(Searcher):
         if frozen.state.is_finished():  # told before the driver stopped (a resumed copy finishing again)
             return
         result = result or {}
+        attrs = self._outcome(number, trial_id, frozen, result, error)
+        status = attrs["status"]
+        values = None
+        if status == Status.COMPLETED:
+            values = [attrs["val_macro_accuracy"] if obj == self.METRIC else float(frozen.user_attrs[obj])
+                      for obj in self.spec.search.objectives]
+        for key, value in attrs.items():
+            if value is not None:
+                self._storage.set_trial_user_attr(tid, key, value.value if isinstance(value, Status) else value)
+        state = {Status.COMPLETED: TrialState.COMPLETE, Status.EARLY_STOPPED: TrialState.PRUNED}.get(status,
+                                                                                                   TrialState.FAIL)
+        self.study.tell(number, values=values, state=state)
+        self._emit(status.value, trial_id=number, val_macro_accuracy=attrs["val_macro_accuracy"],
+                   epochs=attrs["epochs"], params=frozen.user_attrs.get("params"), macs=frozen.user_attrs.get("macs"),
+                   error=attrs.get("error"))
+
+    def _outcome(self, number: int, ray_trial_id: str, frozen: Any, result: dict, error: bool) -> dict[str, Any]:
+        """The trial's final user attributes: its status and scores (or why it failed)."""
         acc = _finite(result.get(self.METRIC))
-        loss = _finite(result.get("val_log_loss"))
         epoch = result.get("epoch")
         planned = result.get("epochs_planned")
-        started = frozen.user_attrs.get("started_at")
         duration = _finite(result.get("time_total_s"))
-        if duration is None and started is not None:
-            duration = time.time() - float(started)
-        attrs: dict[str, Any] = {
-            "val_macro_accuracy": acc,
-            "val_log_loss": loss,
-            "epochs": int(epoch) if epoch is not None else 0,
-            "duration_s": duration,
-            "finished_at": time.time(),
-            "resumed_from_epoch": result.get("resumed_from_epoch"),
-        }
+        if duration is None and frozen.user_attrs.get("started_at") is not None:
+            duration = time.time() - float(frozen.user_attrs["started_at"])
+        attrs: dict[str, Any] = {"val_macro_accuracy": acc, "val_log_loss": _finite(result.get("val_log_loss")),
+                                 "epochs": int(epoch) if epoch is not None else 0, "duration_s": duration,
+                                 "finished_at": time.time(), "resumed_from_epoch": result.get("resumed_from_epoch")}
         if error or result.get("diverged") or acc is None or epoch is None:
-            status, state, values = STATUS_FAILED, TrialState.FAIL, None
+            attrs["status"] = Status.FAILED
             if error:
-                attrs["error"] = f"the trial raised (see ray/trial_{number}_{trial_id}/error.txt in the run folder)"
+                where = f"ray/{trial_dirname(number, ray_trial_id)}/error.txt"
+                attrs["error"] = f"the trial raised (see {where} in the run folder)"
             elif result.get("diverged"):
                 attrs["error"] = f"loss diverged (NaN/inf) in epoch {int(epoch or 0) + 1}"
             else:
                 attrs["error"] = "the trial ended without reporting a validation score"
         elif planned is not None and int(epoch) < int(planned):
-            status, state, values = STATUS_EARLY_STOPPED, TrialState.PRUNED, None
+            attrs["status"] = Status.EARLY_STOPPED
         else:
-            status, state = STATUS_COMPLETED, TrialState.COMPLETE
-            values = []
-            for obj in self.spec.search.objectives:
-                if obj == "val_macro_accuracy":
-                    values.append(acc)
-                else:
-                    values.append(float(frozen.user_attrs[obj]))
-        attrs["status"] = status
-        for key, value in attrs.items():
-            if value is not None:
-                self._storage.set_trial_user_attr(tid, key, value)
-        self.study.tell(number, values=values, state=state)
-        self._emit(
-            status,
-            trial=number,
-            val_macro_accuracy=acc,
-            epochs=attrs["epochs"],
-            params=frozen.user_attrs.get("params"),
-            macs=frozen.user_attrs.get("macs"),
-            error=attrs.get("error"),
-        )
+            attrs["status"] = Status.COMPLETED
+        return attrs
 
     # ------------------------------------------------------------------ save / restore
     def get_state(self) -> dict[str, Any]:
@@ -400,7 +309,8 @@ class BudgetedSearcher(Searcher):
 
     def set_state(self, state: dict[str, Any]) -> None:
         if state.get("space_sha256") not in (None, self.spec.sha256):
-            raise BudgetError("the saved searcher state belongs to another search file; resume with the run's own search.yaml")
+            raise BudgetError("the saved searcher state belongs to another search file; resume with the run's own "
+                              "search.yaml")
         self._live = dict(state["live"])
         self._handed = dict(state["handed"])
         self._reissue = list(state.get("reissue", []))
@@ -423,9 +333,9 @@ class BudgetedSearcher(Searcher):
         for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if frozen.number in known:
                 continue
-            if frozen.user_attrs.get("status") == STATUS_RUNNING and "config" in frozen.user_attrs:
+            if frozen.user_attrs.get("status") == Status.RUNNING and "config" in frozen.user_attrs:
                 self._reissue.append(frozen.number)  # feasible, asked after Tune's last checkpoint
             else:  # interrupted between ask and tell: never judged, never shown
-                self._storage.set_trial_user_attr(self._tid(frozen.number), "status", STATUS_DISCARDED)
+                self._storage.set_trial_user_attr(self._tid(frozen.number), "status", Status.DISCARDED.value)
                 self.study.tell(frozen.number, state=TrialState.FAIL)
         self._reissue.sort()

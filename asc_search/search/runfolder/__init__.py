@@ -1,0 +1,118 @@
+"""The run folder ``RESULTS_DIR/NAME/`` of a search, and the one place that names, reads and writes its parts::
+
+    search.yaml      the search file as run                         SEARCH_FILE
+    run.json         what produced the run (RunRecord)              RUN_FILE      record.py
+    study.db         the Optuna study (SQLite)                      STUDY_FILE
+    ray/             Tune's experiment: trial folders, checkpoints   RAY_DIR       checkpoints.py
+    trials.parquet   one row per proposal                           TRIALS_FILE   trials.py
+    plots/           the PNG plots of ``asc-search results``         PLOTS_DIR
+
+* :mod:`.layout`: the file names, the proposal statuses (:class:`Status`, :data:`TRAINED`) and the run's state
+  (:class:`RunState`), finding a run by name or path;
+* :mod:`.record`: ``run.json`` (:class:`RunRecord`, its documented schema), the study name, the run's budget;
+* :mod:`.checkpoints`: a trial checkpoint's files, writing one, finding a trial's newest one, reading its weights;
+* :mod:`.trials`: the trials table (schema, built from the study with Optuna only, written, read), THE best-trial
+  rule (:func:`best_trial`) and THE status count (:func:`status_counts`).
+
+A trial's id everywhere is ``trial_id``, the Optuna trial number; ``ray_trial_id`` is only Tune's id of the Ray
+trial that trained it. Nothing here imports Ray.
+"""
+
+from .checkpoints import (
+    BEST_FILE,
+    RESUME_FILE,
+    TRIAL_MARKER,
+    Checkpoint,
+    find_checkpoints,
+    latest_checkpoint,
+    load_best_weights,
+    read_resume_state,
+    trial_dirname,
+    trial_errors,
+    write_checkpoint,
+)
+from .layout import (
+    DEFAULT_RESULTS_DIR,
+    PLOTS_DIR,
+    RAY_DIR,
+    RUN_FILE,
+    SEARCH_FILE,
+    STATUSES,
+    STUDY_FILE,
+    TRAINED,
+    TRIALS_FILE,
+    WITH_WEIGHTS,
+    RunState,
+    Status,
+    is_run_dir,
+    list_runs,
+    resolve_run,
+    study_url,
+)
+from .record import RunRecord, is_running, read_run_record, run_budget, study_name, write_run_record
+from .trials import (
+    PARAM_PREFIX,
+    RANKING,
+    REQUIRED_COLUMNS,
+    TRIAL_COLUMNS,
+    best_trial,
+    build_trials_table,
+    load_trials,
+    param_columns,
+    rank,
+    ranked_trials,
+    select_trial,
+    status_counts,
+    trial_proposal,
+    write_trials_table,
+)
+
+__all__ = [
+    "DEFAULT_RESULTS_DIR",
+    "SEARCH_FILE",
+    "RUN_FILE",
+    "STUDY_FILE",
+    "RAY_DIR",
+    "TRIALS_FILE",
+    "PLOTS_DIR",
+    "Status",
+    "STATUSES",
+    "TRAINED",
+    "WITH_WEIGHTS",
+    "RunState",
+    "is_run_dir",
+    "list_runs",
+    "resolve_run",
+    "study_url",
+    "RunRecord",
+    "read_run_record",
+    "write_run_record",
+    "study_name",
+    "run_budget",
+    "is_running",
+    "BEST_FILE",
+    "RESUME_FILE",
+    "TRIAL_MARKER",
+    "Checkpoint",
+    "trial_dirname",
+    "write_checkpoint",
+    "read_resume_state",
+    "find_checkpoints",
+    "latest_checkpoint",
+    "trial_errors",
+    "load_best_weights",
+    "PARAM_PREFIX",
+    "TRIAL_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "RANKING",
+    "build_trials_table",
+    "write_trials_table",
+    "load_trials",
+    "trial_proposal",
+    "param_columns",
+    "rank",
+    "ranked_trials",
+    "best_trial",
+    "select_trial",
+    "status_counts",
+]

@@ -1,0 +1,148 @@
+"""One trial: the data it trains on (put in Ray's object store once), training one proposal, and the Ray Tune
+function trainable that reports every epoch with a checkpoint and resumes from one.
+
+The trial config Tune carries (made by :class:`~asc_search.search.searcher.BudgetedSearcher`)::
+
+    {"trial_id": Optuna trial number, "proposal": Proposal.to_dict(), "cost": {"params", "param_bytes", "macs"}}
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import CacheError
+from .runfolder import read_resume_state, write_checkpoint
+from .spec import Proposal, SearchSpec
+
+__all__ = ["prepare_trial_data", "fit_proposal", "train_trial"]
+
+
+def prepare_trial_data(features: Any, teacher: Any, spec: SearchSpec) -> dict[str, Any]:
+    """The train and validation arrays one trial needs (never the test split), as numpy arrays for the object store.
+
+    ``features``: a :class:`~asc_search.data.cache.FeatureSet`; ``teacher``:
+    :class:`~asc_search.data.teacher_cache.TeacherTargets` aligned to ``features.table`` rows, or None (no
+    distillation). Teacher embeddings are stored float16 (half the object store; ``fit`` turns each batch into
+    float32).
+    """
+    import torch
+
+    parts = features.split_indices(spec.split)
+    out: dict[str, Any] = {
+        "labels": list(features.labels),
+        "input_shape": list(features.input_shape),
+        "profile": features.profile.name,
+        "teacher_embedding_shape": list(teacher.embedding_shape) if teacher is not None else None,
+    }
+    for name in ("train", "val"):
+        idx, part = parts[name]
+        if not len(idx):
+            raise CacheError(
+                f"{features.cache_dir}: the {name} split is empty after carving validation with {spec.split} "
+                f"(from {spec.source}); the cache needs train clips from several recording locations"
+            )
+        index = torch.from_numpy(idx)
+        out[f"{name}_x"] = features.x.index_select(0, index).numpy()
+        out[f"{name}_y"] = part["label"].to_numpy(dtype=np.int64)
+        out[f"{name}_files"] = part["filename"].to_numpy().astype(str).tolist()
+        if teacher is not None:
+            out[f"{name}_logits"] = teacher.logits.index_select(0, index).float().numpy()
+            out[f"{name}_emb"] = teacher.embeddings.index_select(0, index).to(torch.float16).numpy()
+    return out
+
+
+def _tensor_data(data: dict[str, Any], name: str, proposal: Proposal) -> Any:
+    import torch
+
+    from ..training.loop import TensorData
+
+    def tensor(key: str) -> Any:
+        arr = data.get(key)
+        if arr is None:
+            return None
+        with warnings.catch_warnings():  # object-store arrays are read-only; fit never writes to its inputs
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(arr)
+
+    return TensorData(
+        x=tensor(f"{name}_x"),
+        y=tensor(f"{name}_y"),
+        teacher_logits=tensor(f"{name}_logits") if proposal.distill.uses_teacher_logits else None,
+        teacher_emb=tensor(f"{name}_emb") if proposal.distill.uses_embeddings else None,
+    )
+
+
+def fit_proposal(
+    config: dict[str, Any],
+    data: dict[str, Any],
+    on_epoch: Callable[[int, dict[str, Any], dict[str, Any]], Any] | None = None,
+    start_state: dict[str, Any] | None = None,
+) -> Any:
+    """Build the proposal's student (+ projection head) and train it on the trial data; returns the FitResult.
+
+    ``config`` is a trial config (see the module docstring), ``data`` the output of :func:`prepare_trial_data`.
+    No Ray here.
+    """
+    from ..models.build import build_student_and_head
+    from ..training.loop import fit
+
+    proposal = Proposal.from_dict(config["proposal"])
+    model, head = build_student_and_head(proposal.student, proposal.distill, data.get("teacher_embedding_shape"))
+    return fit(model, _tensor_data(data, "train", proposal), _tensor_data(data, "val", proposal), proposal.train,
+               distill=proposal.distill, head=head, on_epoch=on_epoch, start_state=start_state)
+
+
+def _epoch_report(epoch: int, metrics: dict[str, Any], state: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
+    nan = float("nan")
+    return {
+        "val_macro_accuracy": float(metrics.get("val_macro_accuracy", nan)),
+        "val_log_loss": float(metrics.get("val_log_loss", nan)),
+        "train_loss": float(metrics.get("train_loss", nan)),
+        "epoch": int(epoch),
+        "best_epoch": int(state.get("best_epoch") or epoch),
+        "best_val_macro_accuracy": float((state.get("best_metrics") or metrics).get("val_macro_accuracy", nan)),
+        "epoch_time_s": float(metrics.get("epoch_time_s", 0.0)),
+        "pid": os.getpid(),  # the worker process (shown in the Ray dashboard, useful to inspect a slow trial)
+        **fixed,
+    }
+
+
+def train_trial(config: dict[str, Any], data: dict[str, Any]) -> None:
+    """The Ray Tune function trainable: one proposal, trained with distillation, reported every epoch with a
+    checkpoint (:func:`asc_search.search.runfolder.write_checkpoint`); resumes from Tune's last checkpoint."""
+    from ray import tune
+
+    from ..training.loop import DivergedError
+
+    proposal = Proposal.from_dict(config["proposal"])
+    trial_id = int(config["trial_id"])
+    checkpoint = tune.get_checkpoint()
+    start_state = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            start_state = read_resume_state(d)
+    last_epoch = int(start_state["epoch"]) if start_state is not None else 0
+    # resumed_from_epoch > 0: this attempt continued from a checkpoint (a retry, or a resumed search)
+    fixed = {"epochs_planned": proposal.train.epochs, "resumed_from_epoch": last_epoch,
+             **{k: int(v) for k, v in config["cost"].items()}}
+
+    def on_epoch(epoch: int, metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        nonlocal last_epoch
+        last_epoch = epoch
+        with tempfile.TemporaryDirectory() as d:
+            write_checkpoint(d, trial_id=trial_id, ray_trial_id=tune.get_context().get_trial_id(), epoch=epoch,
+                             state=state, student_config=proposal.student.to_dict())
+            tune.report(_epoch_report(epoch, metrics, state, fixed), checkpoint=tune.Checkpoint.from_directory(d))
+
+    try:
+        fit_proposal(config, data, on_epoch=on_epoch, start_state=start_state)
+    except DivergedError as exc:
+        # Reported, not raised: a diverged proposal would diverge again; Tune must not retry it.
+        tune.report({"val_macro_accuracy": 0.0, "val_log_loss": float("nan"), "epoch": int(last_epoch),
+                     "diverged": True, "error": str(exc)[:500], **fixed})
