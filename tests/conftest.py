@@ -221,8 +221,11 @@ def tiny_search_run(quick_cache, teacher_cache, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory):
     """`asc-search demo` run end to end at the smallest useful size (400 clips, 1 teacher epoch, 2 trained
-    trials of 1 epoch); returns its DemoSummary (read-only for tests)."""
+    trials of 1 epoch); returns its DemoSummary (read-only for tests), with the events it sent as ``.events``."""
     from asc_search.demo import DemoSettings, run_demo
 
     settings = DemoSettings(clips=400, teacher_epochs=1, num_samples=2, student_epochs=1, device="cpu")
-    return run_demo(tmp_path_factory.mktemp("demo") / "demo", settings)
+    events = []
+    summary = run_demo(tmp_path_factory.mktemp("demo") / "demo", settings, on_event=lambda e, i: events.append((e, i)))
+    summary.events = events
+    return summary

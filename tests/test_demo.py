@@ -42,6 +42,27 @@ def test_demo_end_to_end(tiny_demo):
 
 
 @pytest.mark.slow
+def test_demo_reports_every_step_through_on_event(tiny_demo):
+    events = tiny_demo.events
+    steps = [i for e, i in events if e == "step"]
+    assert [(s["n"], s["name"]) for s in steps] == list(enumerate(
+        ["synth", "features", "teacher", "embed", "search", "export"], start=1))
+    # the steps' own progress reaches the caller: bars for synth, features and embed, the teacher's epochs, the
+    # search's trials (named by trial_id) and the export's lines
+    order = [i["n"] for e, i in events if e == "step"]
+    assert order == sorted(order)
+    progress_tasks = {i["task"] for e, i in events if e == "progress"}
+    assert len(progress_tasks) >= 3
+    for name in ("synth", "features", "embed"):
+        start = next(k for k, (e, i) in enumerate(events) if e == "step" and i["name"] == name)
+        assert events[start + 1][0] == "progress", name  # its first event is its bar starting
+    assert [i["epoch"] for e, i in events if e == "epoch" and i["task"] == "teacher"] == [1]
+    started = [i["trial_id"] for e, i in events if e == "started"]
+    assert len(started) == 2 and str(tiny_demo.student["trial_id"]) in map(str, started)
+    assert any(e == "log" and "scoring once on the test split" in i["message"] for e, i in events)
+
+
+@pytest.mark.slow
 def test_demo_outputs_feed_the_other_commands(tiny_demo, capsys):
     s = tiny_demo
     assert main(["results", str(s.paths["run"]), "--json", "--no-plots"]) == 0

@@ -17,7 +17,6 @@ from asc_search.errors import ConfigError, NotFoundError
 from asc_search.search.driver import run_search
 from asc_search.search.runfolder import build_trials_table
 from asc_search.search.space import load_space
-from asc_search.search.trainable import prepare_trial_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,31 +140,6 @@ def test_diverging_trials_fail_and_the_search_goes_on(quick_cache, teacher_cache
     assert len(failed) == 2 and result.counts["trained"] == 2
     assert failed["error"].str.contains("diverged").all()
     assert [t.state for t in _study(result.run_dir).get_trials() if t.user_attrs["status"] == "failed"] == [TrialState.FAIL] * 2
-
-
-def test_no_test_split_reaches_the_trials(quick_cache, teacher_cache, tmp_path):
-    from asc_search.data.cache import load_features
-    from asc_search.data.teacher_cache import load_teacher_targets
-
-    spec = load_space(tiny_space(tmp_path))
-    fs = load_features(quick_cache)
-    payload = prepare_trial_data(fs, load_teacher_targets(fs, teacher_cache), spec)
-    test_files = set(fs.table.loc[fs.table["split"] == "test", "filename"])
-    assert test_files
-    seen = set(payload["train_files"]) | set(payload["val_files"])
-    assert not seen & test_files
-    assert len(payload["train_x"]) + len(payload["val_x"]) == (fs.table["split"] == "train").sum()
-    # nothing in the payload holds more rows than train + val
-    for key, value in payload.items():
-        if hasattr(value, "shape") and value.ndim:
-            assert value.shape[0] in (len(payload["train_y"]), len(payload["val_y"])), key
-    # validation = whole recording locations, disjoint from the training ones
-    ident = fs.table.set_index("filename")["identifier"]
-    assert not set(ident[payload["train_files"]]) & set(ident[payload["val_files"]])
-    # rows and targets stay aligned: the first val row is the feature row of its file
-    row = fs.table.index[fs.table["filename"] == payload["val_files"][0]][0]
-    assert np.array_equal(payload["val_x"][0], fs.x[row].numpy())
-    assert payload["val_y"][0] == fs.table.loc[row, "label"]
 
 
 def test_run_refusals(quick_cache, tmp_path):

@@ -3,17 +3,14 @@ read, PRUNED/FAIL/COMPLETE mapping, the consecutive-rejection cap, and save/rest
 
 from __future__ import annotations
 
-import json
 import pickle
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from asc_search.search.searcher import BudgetedSearcher, register_sink, unregister_sink
 from asc_search.search.space import parse_space
-from asc_search.search.study import open_study
 
 # Only base_channels 8 (with one stage of one block) fits: most proposals are over budget.
 TIGHT = """
@@ -190,14 +187,3 @@ def test_restore_refuses_another_search_file(tmp_path):
     other = _searcher(tmp_path, _spec(**{"epochs: 3": "epochs: 4"}))
     with pytest.raises(Exception, match="another search file"):
         other.restore(str(tmp_path / "state.pkl"))
-
-
-def test_open_study_is_persistent(tmp_path):
-    spec = _spec()
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    s = BudgetedSearcher(spec, url, "p")
-    s.suggest("a")
-    again = optuna.load_study(study_name="p", storage=url)
-    assert len(again.trials) == len(s.study.trials)
-    assert open_study(spec, url, "p").directions == [optuna.study.StudyDirection.MAXIMIZE]
-    assert json.loads(again.trials[-1].user_attrs["config"])["student"]["n_classes"] == 10
