@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="synth -> features (quick profile) -> teacher train -> embed -> search (search_spaces/quick.yaml)"
         " -> export, on local Ray, in under 10 minutes on 2 CPU cores; ends with a summary and where every file is.",
     )
-    p.add_argument("--out", dest="out_dir", default=str(Path("results") / "demo"),
+    p.add_argument("--out", dest="out_dir", metavar="DIR", default=str(Path("results") / "demo"),
                    help="output folder (default: results/demo)")
     p.add_argument("--clips", type=positive_int, default=None, help="synthetic clips in all (default 3000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, split, teacher and search (default 0)")

@@ -57,13 +57,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", metavar="NAME|PATH", help=_RUN_HELP)
     p.add_argument("--out", required=True, help="export folder to create")
     p.add_argument("--results-dir", default=None, help="folder holding named runs (default: ./results)")
-    p.add_argument("--trial", dest="trial_id", default=None,
+    p.add_argument("--trial", dest="trial_id", metavar="ID", default=None,
                    help="export this trial (its trial_id, the Optuna trial number) instead of the best one")
     p.add_argument("--retrain", action="store_true", help="retrain from scratch on train + validation")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.add_argument("--cache", dest="cache_dir", default=None,
+    p.add_argument("--cache", dest="cache_dir", metavar="DIR", default=None,
                    help="feature cache to score on (default: the one the run used)")
-    p.add_argument("--teacher-cache", dest="teacher_cache_dir", default=None,
+    p.add_argument("--teacher-cache", dest="teacher_cache_dir", metavar="DIR", default=None,
                    help="teacher cache for --retrain (default: the run's)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device for retraining/scoring")
     p.add_argument("--json", action="store_true", help="print the export summary as JSON")

@@ -41,7 +41,7 @@ _EXPORTS: dict[str, str] = {
     "prepare_trial_data": "trainable",
     "fit_proposal": "trainable",
     "train_trial": "trainable",
-    "DEFAULT_RESULTS_DIR": "driver",
+    "DEFAULT_RESULTS_DIR": "runfolder",
     "SearchResult": "driver",
     "run_search": "driver",
     "Status": "runfolder",

@@ -58,7 +58,7 @@ from .spec import SearchSpec
 from .study import open_study
 from .trainable import prepare_trial_data, train_trial
 
-__all__ = ["DEFAULT_RESULTS_DIR", "SearchResult", "run_search"]
+__all__ = ["SearchResult", "run_search"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 

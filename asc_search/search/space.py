@@ -53,6 +53,13 @@ PARAM_TYPES = ("int", "float", "categorical")
 TRAIN_RESERVED = ("seed", "device", "num_threads")
 #: StudentConfig fields the search sets itself (from the feature cache, and from ``distill.embed_block``).
 STUDENT_RESERVED = ("n_classes", "in_channels", "embed_block")
+#: Config fields the search sets per trial, by section, and where their value comes from.
+_RESERVED = {
+    "train": {key: "seed: search.seed + trial number; device and num_threads: from search.resources"
+              for key in TRAIN_RESERVED},
+    "student": {key: "n_classes and in_channels: from the feature cache; embed_block: from distill.embed_block"
+                for key in STUDENT_RESERVED},
+}
 _TOP_KEYS = ("description", "profile", "split", "budget", "student", "distill", "train", "search")
 
 
@@ -240,12 +247,9 @@ def _parse_params(w: Where, top: dict) -> dict[str, tuple[ParamSpec, ...]]:
     for section in ("student", "distill", "train"):
         sec = w.mapping(top.get(section), section)
         rules = section_keys(section)
-        reserved = {"train": TRAIN_RESERVED, "student": STUDENT_RESERVED}.get(section, ())
-        for key in reserved:
+        for key in _RESERVED.get(section, ()):
             if key in sec:
-                raise w.error(f"{section}.{key}", "is set by the search itself (seed: search.seed + trial number; "
-                              "device and num_threads: from search.resources; n_classes and in_channels: from the "
-                              "feature cache; embed_block: from distill.embed_block); remove it")
+                raise w.error(f"{section}.{key}", f"is set by the search itself ({_RESERVED[section][key]}); remove it")
         w.keys(sec, section, tuple(rules))
         specs = []
         for name, raw_param in sec.items():

@@ -15,7 +15,8 @@
   rule (:func:`best_trial`) and THE status count (:func:`status_counts`).
 
 A trial's id everywhere is ``trial_id``, the Optuna trial number; ``ray_trial_id`` is only Tune's id of the Ray
-trial that trained it. Nothing here imports Ray.
+trial that trained it. Nothing here imports Ray. The public names of the four modules are this package's
+``__all__``: import them from ``asc_search.search.runfolder``.
 """
 
 from .checkpoints import (

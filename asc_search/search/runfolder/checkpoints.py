@@ -21,20 +21,6 @@ from typing import Any, NamedTuple
 from ...errors import DataError, NotFoundError
 from .layout import RAY_DIR
 
-__all__ = [
-    "BEST_FILE",
-    "RESUME_FILE",
-    "TRIAL_MARKER",
-    "Checkpoint",
-    "trial_dirname",
-    "write_checkpoint",
-    "read_resume_state",
-    "find_checkpoints",
-    "latest_checkpoint",
-    "trial_errors",
-    "load_best_weights",
-]
-
 BEST_FILE = "best.pt"
 RESUME_FILE = "resume.pt"
 TRIAL_MARKER = "trial.json"

@@ -8,25 +8,6 @@ from pathlib import Path
 
 from ...errors import NotFoundError
 
-__all__ = [
-    "DEFAULT_RESULTS_DIR",
-    "SEARCH_FILE",
-    "RUN_FILE",
-    "STUDY_FILE",
-    "RAY_DIR",
-    "TRIALS_FILE",
-    "PLOTS_DIR",
-    "Status",
-    "STATUSES",
-    "TRAINED",
-    "WITH_WEIGHTS",
-    "RunState",
-    "is_run_dir",
-    "list_runs",
-    "resolve_run",
-    "study_url",
-]
-
 #: Where runs land when no results folder is given (relative to the working directory).
 DEFAULT_RESULTS_DIR = Path("results")
 SEARCH_FILE = "search.yaml"  # the search file as run (its sha256 in run.json)

@@ -15,7 +15,7 @@ Schema (one JSON object; every key is always written, ``null`` where it does not
     seed, num_samples         search.seed and the trained trials asked for
     created_utc, asc_search_version, versions    the provenance stamp (asc_search._io.provenance)
     status                    running | finished | interrupted | stopped (:class:`RunState`)
-    finished_utc              when the driver last ended; resumed_utc: [when each --resume started]
+    finished_utc              when the driver last ended; resumed_utc: [when each resume started]
     address                   the Ray cluster joined (null: a local Ray)
     counts                    proposals per status when the driver ended (status_counts)
     stop_reason               why the searcher stopped proposing early, if it did
@@ -36,8 +36,6 @@ from ..._io import write_json_atomic
 from ...config import Budget
 from ...errors import ConfigError, DataError
 from .layout import RUN_FILE, SEARCH_FILE, RunState
-
-__all__ = ["RunRecord", "read_run_record", "write_run_record", "study_name", "run_budget", "is_running"]
 
 
 @dataclass

@@ -31,23 +31,6 @@ from .checkpoints import find_checkpoints, latest_checkpoint, trial_errors
 from .layout import SEARCH_FILE, STATUSES, STUDY_FILE, TRAINED, TRIALS_FILE, WITH_WEIGHTS, Status, study_url
 from .record import is_running, study_name
 
-__all__ = [
-    "PARAM_PREFIX",
-    "TRIAL_COLUMNS",
-    "REQUIRED_COLUMNS",
-    "RANKING",
-    "build_trials_table",
-    "write_trials_table",
-    "load_trials",
-    "trial_proposal",
-    "param_columns",
-    "rank",
-    "ranked_trials",
-    "best_trial",
-    "select_trial",
-    "status_counts",
-]
-
 PARAM_PREFIX = "p_"
 #: The columns every trials table has, in order, with their dtype (``p_<name>`` columns follow ``status``).
 TRIAL_COLUMNS: dict[str, str] = {
