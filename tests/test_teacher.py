@@ -60,7 +60,7 @@ def test_embed_matches_a_direct_forward_and_joins_the_features(teacher_cache, te
     fs = load_features(quick_cache)
     tt = load_teacher_targets(fs, teacher_cache)
     teacher = load_teacher(teacher_dir)
-    logits, fmap = predict(teacher.model, fs.x, 64, "cpu", with_embedding=True)
+    logits, fmap = predict(teacher.model, fs.x, 64, "cpu", embedding=lambda f: f)
     assert torch.allclose(tt.logits, logits, atol=1e-4)
     assert torch.allclose(tt.embeddings, fmap.mean(dim=(2, 3), keepdim=True), atol=1e-4)
     meta = tt.meta
@@ -93,8 +93,8 @@ def test_ensemble_averages_logits_and_concatenates_embeddings(teacher_dir, quick
     out = embed_features(cache, [teacher_dir, t2], embedding="concat", pool=(2, 1), device="cpu", shard_rows=150)
     assert out == cache / "teacher" and len(read_teacher_cache_meta(out)["files"]) == 3
     tt = load_teacher_targets(fs)  # found at the default location
-    l1, f1 = predict(load_teacher(teacher_dir).model, fs.x, 128, "cpu", with_embedding=True)
-    l2, f2 = predict(load_teacher(t2).model, fs.x, 128, "cpu", with_embedding=True)
+    l1, f1 = predict(load_teacher(teacher_dir).model, fs.x, 128, "cpu", embedding=lambda f: f)
+    l2, f2 = predict(load_teacher(t2).model, fs.x, 128, "cpu", embedding=lambda f: f)
     assert not torch.allclose(l1, l2, atol=1e-3)
     assert torch.allclose(tt.logits, (l1 + l2) / 2, atol=1e-4)
     pooled = torch.cat([torch.nn.functional.adaptive_avg_pool2d(f, (2, 1)) for f in (f1, f2)], dim=1)

@@ -10,7 +10,7 @@ A teacher folder (``asc-search teacher train CACHE_DIR --out TEACHER_DIR``)::
 
 The test split is scored once, at the end, with the checkpoint chosen on the location-disjoint validation split.
 The embedding is the teacher's second-to-last-layer feature map (before the classifier), average-pooled to a small
-grid (default 1 x 1: a vector of C values; ``pool=None`` keeps it spatial). See :mod:`asc_search.teacher_cache`
+grid (default 1 x 1: a vector of C values; ``pool=None`` keeps it spatial). See :mod:`asc_search.data.teacher_cache`
 for the cache's format.
 """
 
@@ -154,7 +154,7 @@ def train_teacher(
 
     ``train_config`` overrides everything of :func:`default_train_config` (``epochs``, ``seed`` and ``device`` are
     used only when it is None). ``on_epoch(epoch, metrics)`` reports progress (it cannot stop the run).
-    ``features`` may pass an already loaded :class:`~asc_search.cache.FeatureSet` of ``cache_dir``.
+    ``features`` may pass an already loaded :class:`~asc_search.data.cache.FeatureSet` of ``cache_dir``.
     """
     from ..complexity import measure
     from ..models.teacher import build_teacher
@@ -327,19 +327,12 @@ def _embed_shard(payload: dict[str, Any], x: np.ndarray | torch.Tensor) -> tuple
         model = build_teacher(config)
         model.load_state_dict(state)
         model.to(device)
-        with torch.no_grad():
-            lg, emb = [], []
-            model.eval()
-            for start in range(0, xt.shape[0], payload["batch_size"]):
-                xb = xt[start : start + payload["batch_size"]].to(device).float()
-                out, fmap = model.forward_with_embedding(xb)
-                lg.append(out.float().cpu())
-                if i == 0 or payload["embedding"] == "concat":
-                    emb.append(_pool(fmap.float(), pool).cpu())
-        lg_t = torch.cat(lg)
+        if i == 0 or payload["embedding"] == "concat":
+            lg_t, emb = predict(model, xt, payload["batch_size"], device, embedding=lambda f: _pool(f, pool))
+            embs.append(emb)
+        else:
+            lg_t = predict(model, xt, payload["batch_size"], device)
         logits_sum = lg_t if logits_sum is None else logits_sum + lg_t
-        if emb:
-            embs.append(torch.cat(emb))
     n_teachers = len(payload["teachers"])
     logits = logits_sum / n_teachers if n_teachers > 1 else logits_sum
     if len(embs) > 1:
