@@ -155,23 +155,24 @@ def run_train(args: argparse.Namespace) -> int:
     table.add_column("macro acc", justify="right")
     table.add_column("accuracy", justify="right")
     table.add_column("log loss", justify="right")
-    table.add_column("seen dev.", justify="right")
-    table.add_column("unseen dev.", justify="right")
+    table.add_column("seen dev. macro", justify="right")
+    table.add_column("unseen dev. macro", justify="right")
     for name in ("val", "test"):
         s = metrics.get(name)
         if s:
             table.add_row(name, str(s["n"]), _fmt(s["macro_accuracy"], True), _fmt(s["accuracy"], True),
-                          _fmt(s["log_loss"]), _fmt(s.get("seen_accuracy"), True), _fmt(s.get("unseen_accuracy"), True))
+                          _fmt(s["log_loss"]), _fmt(s.get("seen_macro_accuracy"), True), _fmt(s.get("unseen_macro_accuracy"), True))
     console.print(table)
     test, val = metrics.get("test"), metrics.get("val") or {}
     if test:
-        dev = Table(title="accuracy per device (* unseen: only in the test split)")
-        for col in ("device", "seen", "test clips", "test acc", "val acc"):
+        dev = Table(title="macro accuracy per device (* unseen: only in the test split)")
+        for col in ("device", "seen", "test clips", "test macro acc", "val macro acc"):
             dev.add_column(col, justify="left" if col in ("device", "seen") else "right")
         for d, v in test.get("per_device", {}).items():
             val_dev = val.get("per_device", {}).get(d, {})
             seen = {True: "seen", False: "unseen*", None: "?"}[v["seen"]]
-            dev.add_row(d, seen, str(v["n"]), _fmt(v["acc"], True), _fmt(val_dev.get("acc"), True))
+            dev.add_row(d, seen, str(v["n"]), _fmt(v["macro_accuracy"], True),
+                        _fmt(val_dev.get("macro_accuracy"), True))
         console.print(dev)
         cls = Table(title="accuracy per class")
         for col in ("class", "test acc", "val acc"):
