@@ -87,11 +87,11 @@ def _second_teacher(teacher_dir, dest):
 @pytest.mark.slow
 def test_ensemble_averages_logits_and_concatenates_embeddings(teacher_dir, quick_cache, tmp_path):
     cache = tmp_path / "cache"
-    shutil.copytree(quick_cache, cache)  # embed writes into CACHE_DIR/teacher by default
+    shutil.copytree(quick_cache, cache)  # embed writes beside the feature cache by default: tmp_path/cache-teacher
     t2 = _second_teacher(teacher_dir, tmp_path / "t2")
     fs = load_features(cache)
     out = embed_features(cache, [teacher_dir, t2], embedding="concat", pool=(2, 1), device="cpu", shard_rows=150)
-    assert out == cache / "teacher" and len(read_teacher_cache_meta(out)["files"]) == 3
+    assert out == tmp_path / "cache-teacher" and len(read_teacher_cache_meta(out)["files"]) == 3
     tt = load_teacher_targets(fs)  # found at the default location
     l1, f1 = predict(load_teacher(teacher_dir).model, fs.x, 128, "cpu", embedding=lambda f: f)
     l2, f2 = predict(load_teacher(t2).model, fs.x, 128, "cpu", embedding=lambda f: f)

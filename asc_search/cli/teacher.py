@@ -57,13 +57,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "embed",
         help="write the teacher cache (embeddings + logits per clip) of a feature cache",
         description="Run the teacher(s) on every clip of CACHE_DIR and write embeddings and logits to a Parquet "
-        "teacher cache (default CACHE_DIR/teacher, where the search finds it). Several --teacher: logits are "
-        "averaged; the embedding is the first teacher's or the concatenation of all.",
+        "teacher cache (default CACHE_DIR-teacher beside CACHE_DIR, where the search finds it). Several --teacher: "
+        "logits are averaged; the embedding is the first teacher's or the concatenation of all.",
     )
     e.add_argument("cache_dir", metavar="CACHE_DIR", type=Path)
     e.add_argument("--teacher", action="append", required=True, type=Path, metavar="DIR", help="a teacher folder "
                    "(repeat for an ensemble)")
-    e.add_argument("--out", type=Path, default=None, help="teacher cache folder (default CACHE_DIR/teacher)")
+    e.add_argument("--out", type=Path, default=None, help="teacher cache folder (default CACHE_DIR-teacher)")
     e.add_argument("--address", default=None, help="run the shards as Ray tasks on this cluster (e.g. auto, "
                    "HOST:6379)")
     e.add_argument("--embedding", default="first", choices=("first", "concat"),
@@ -82,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     i.add_argument("cache_dir", metavar="CACHE_DIR", type=Path)
     i.add_argument("file", metavar="FILE.parquet", type=Path)
-    i.add_argument("--out", type=Path, default=None, help="teacher cache folder (default CACHE_DIR/teacher)")
+    i.add_argument("--out", type=Path, default=None, help="teacher cache folder (default CACHE_DIR-teacher)")
     i.set_defaults(func=run_import)
 
 

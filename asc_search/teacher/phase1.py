@@ -32,12 +32,7 @@ from .._progress import OnEvent, emit, progress
 from .._runtime import ray_session, resolve_device, torch_threads
 from ..config import SplitConfig
 from ..data.cache import load_features
-from ..data.teacher_cache import (
-    DEFAULT_SHARD_ROWS,
-    default_teacher_cache_dir,
-    import_teacher_cache,
-    write_teacher_cache,
-)
+from ..data.teacher_cache import DEFAULT_SHARD_ROWS, import_teacher_cache, teacher_cache_path, write_teacher_cache
 from ..errors import CacheError, ConfigError, NotFoundError
 from ..training.loop import FitResult, TensorData, TrainConfig, fit, predict
 from ..training.metrics import score
@@ -365,7 +360,7 @@ def embed_features(
     on_event: OnEvent | None = None,
     features: Any = None,
 ) -> Path:
-    """Write the teacher cache for every clip of the feature cache (default ``CACHE_DIR/teacher``).
+    """Write the teacher cache for every clip of the feature cache (default ``CACHE_DIR-teacher``, beside it).
 
     Several teachers: their logits are averaged; the embedding is the first teacher's (``embedding="first"``) or
     the channel-wise concatenation of all (``"concat"``). With ``address`` the shards run as Ray tasks on that
@@ -433,7 +428,7 @@ def embed_features(
         "compute": {"address": address, "device": payload["device"], "shard_rows": shard_rows, "batch_size": batch_size},
         **provenance(),
     }
-    out = Path(out_dir) if out_dir is not None else default_teacher_cache_dir(fs.cache_dir)
+    out = Path(out_dir) if out_dir is not None else teacher_cache_path(fs.cache_dir)
     return write_teacher_cache(out, fs.table["filename"].to_numpy(), embs, logits, meta, shard_rows=shard_rows)
 
 
