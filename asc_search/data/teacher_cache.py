@@ -286,22 +286,8 @@ def _to_matrix(column: pa.ChunkedArray, width: int, path: Path, name: str) -> np
     return out
 
 
-def import_teacher_cache(
-    features: Any,
-    file: str | os.PathLike,
-    out_dir: str | os.PathLike | None = None,
-    embedding_shape: tuple[int, int, int] | None = None,
-) -> Path:
-    """Validate an external Parquet file (columns ``filename``, ``embedding``, ``logits``) and adopt it as the
-    teacher cache of ``features`` (written in the same format as ``teacher embed``, aligned by filename).
-
-    ``embedding`` may be a list or fixed-size-list column (width inferred, uniform); its (C, H, W) comes from
-    ``embedding_shape``, else the file's ``asc_search`` metadata, else (width, 1, 1). ``logits`` must have one
-    value per label of the feature cache. Clips in the file that the feature cache lacks are ignored (counted in
-    the metadata); clips the feature cache has that the file lacks, duplicates, NaN/inf values and wrong widths
-    are errors naming the file and row.
-    """
-    path = Path(file)
+def _read_external(path: Path) -> tuple[pa.Table, np.ndarray]:
+    """(table, filenames) of an external teacher file, checked: readable, the three columns, rows, string names."""
     if not path.is_file():
         raise CacheError(f"{path}: no such file")
     try:
@@ -322,8 +308,26 @@ def import_teacher_cache(
     if fn_col.null_count:
         row = int(np.flatnonzero(fn_col.is_null().to_numpy(zero_copy_only=False))[0])
         raise CacheError(f"{path}: column 'filename' is null in row {row}")
-    names = fn_col.to_numpy(zero_copy_only=False).astype(object)
+    return table, fn_col.to_numpy(zero_copy_only=False).astype(object)
 
+
+def import_teacher_cache(
+    features: Any,
+    file: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    embedding_shape: tuple[int, int, int] | None = None,
+) -> Path:
+    """Validate an external Parquet file (columns ``filename``, ``embedding``, ``logits``) and adopt it as the
+    teacher cache of ``features`` (written in the same format as ``teacher embed``, aligned by filename).
+
+    ``embedding`` may be a list or fixed-size-list column (width inferred, uniform); its (C, H, W) comes from
+    ``embedding_shape``, else the file's ``asc_search`` metadata, else (width, 1, 1). ``logits`` must have one
+    value per label of the feature cache. Clips in the file that the feature cache lacks are ignored (counted in
+    the metadata); clips the feature cache has that the file lacks, duplicates, NaN/inf values and wrong widths
+    are errors naming the file and row.
+    """
+    path = Path(file)
+    table, names = _read_external(path)
     emb_width = _list_widths(table.column("embedding"), path, "embedding")
     k = len(features.labels)
     lg_width = _list_widths(table.column("logits"), path, "logits")
