@@ -4,12 +4,13 @@
 
 Each step is the public function of its own module (nothing re-implemented here):
 :func:`asc_search.data.synth.synthesize`, :func:`asc_search.data.features.build_feature_cache`,
-:func:`asc_search.teacher.phase1.train_teacher`, :func:`asc_search.teacher.phase1.embed_features`,
+:func:`asc_search.teacher.train_teacher`, :func:`asc_search.teacher.embed_features`,
 :func:`asc_search.search.driver.run_search` and :func:`asc_search.export.export.export_run`. The output folder
 holds::
 
     OUT/data/                 the synthetic TAU-layout data set
-    OUT/cache/                the quick-profile feature cache (OUT/cache/teacher/: the teacher cache)
+    OUT/cache/                the quick-profile feature cache
+    OUT/cache-teacher/        the teacher cache
     OUT/teacher/              the trained teacher
     OUT/results/demo/         the search run (trials.parquet, study.db, search.yaml, run.json, Ray experiment)
     OUT/export/               the exported best student (student.yaml, .safetensors, .onnx, report.md)
@@ -153,7 +154,7 @@ def run_demo(
     from .export.export import export_run
     from .search.driver import run_search
     from .search.space import load_space
-    from .teacher.phase1 import embed_features, train_teacher
+    from .teacher import embed_features, train_teacher
 
     settings = settings or DemoSettings()
     out = Path(out_dir).resolve()
@@ -171,11 +172,9 @@ def run_demo(
         space = _space_for(settings, out)
         teacher_run = train_teacher(
             paths["cache"], paths["teacher"], epochs=settings.teacher_epochs, seed=settings.seed,
-            device=settings.device, split=load_space(space).split,
-            on_epoch=lambda epoch, m: emit(on_event, "epoch", **{**m, "task": "teacher", "epoch": epoch,
-                                                                 "epochs": settings.teacher_epochs}),
+            device=settings.device, split=load_space(space).split, on_event=on_event,
         )
-    with steps.run("embed", "teacher embeddings + logits for every clip -> cache/teacher"):
+    with steps.run("embed", "teacher embeddings + logits for every clip -> cache-teacher"):
         paths["teacher_cache"] = Path(embed_features(paths["cache"], [paths["teacher"]], device=settings.device,
                                                      on_event=on_event))
     with steps.run("search", f"budgeted search ({Path(settings.space).name}) on local Ray -> {paths['results']}"):

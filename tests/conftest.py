@@ -83,7 +83,7 @@ def quick_cache(synth_root, tmp_path_factory):
 def teacher_dir(quick_cache, tmp_path_factory):
     """A tiny trained teacher (teacher_quick, 2 epochs, CPU) on ``quick_cache`` (read-only for tests)."""
     from asc_search.data.cache import load_features
-    from asc_search.teacher.phase1 import default_train_config, train_teacher
+    from asc_search.teacher import default_train_config, train_teacher
 
     fs = load_features(quick_cache)
     cfg = default_train_config(fs.x.shape[1:], epochs=2, seed=0, device="cpu", batch_size=32)
@@ -94,7 +94,7 @@ def teacher_dir(quick_cache, tmp_path_factory):
 def teacher_cache(quick_cache, teacher_dir, tmp_path_factory):
     """The teacher cache (pooled 1x1 embeddings + logits) of ``quick_cache`` by ``teacher_dir``, kept OUTSIDE the
     feature cache: pass it as ``teacher_cache_dir`` / ``--teacher-cache`` (read-only for tests)."""
-    from asc_search.teacher.phase1 import embed_features
+    from asc_search.teacher import embed_features
 
     return embed_features(quick_cache, [teacher_dir], tmp_path_factory.mktemp("tcache") / "teacher", device="cpu")
 

@@ -34,8 +34,11 @@ def test_demo_end_to_end(tiny_demo):
     assert len(trained) == 2  # num_samples counts trained trials only
     assert (trained["param_bytes"] <= s.budget["max_param_bytes"]).all() and (trained["macs"] <= s.budget["max_macs"]).all()
     assert s.student["param_bytes"] <= s.budget["max_param_bytes"] and s.student["macs"] <= s.budget["max_macs"]
-    assert 0.0 <= s.student["test_macro_accuracy"] <= 1.0 and 0.0 <= s.teacher["test_macro_accuracy"] <= 1.0
     assert s.teacher["params"] > 1_000_000
+    # the counts add up: every proposal has one status, and the trained ones are those num_samples asked for
+    p = s.proposals
+    assert p["total"] == len(trials) == sum(v for k, v in p.items() if k not in ("total", "trained"))
+    assert p["completed"] + p["early_stopped"] + p["failed"] == 2
     saved = json.loads((out / SUMMARY_FILE).read_text())
     assert saved["student"]["trial_id"] == s.student["trial_id"]
     assert set(saved["timings_s"]) >= {"synth", "features", "teacher", "embed", "search", "export", "total"}
@@ -60,6 +63,39 @@ def test_demo_reports_every_step_through_on_event(tiny_demo):
     started = [i["trial_id"] for e, i in events if e == "started"]
     assert len(started) == 2 and str(tiny_demo.student["trial_id"]) in map(str, started)
     assert any(e == "log" and "scoring once on the test split" in i["message"] for e, i in events)
+
+
+@pytest.mark.slow
+def test_demo_files_load_and_agree_with_the_summary(tiny_demo):
+    """Each figure of the summary is recomputed from the files it names (a wrong split, a wrong metric, a stale
+    cache or a summary copied from the wrong place would show here)."""
+    import torch
+    import yaml
+
+    from asc_search.data.cache import load_features
+    from asc_search.data.teacher_cache import load_teacher_targets, teacher_cache_path
+    from asc_search.teacher import load_teacher
+    from asc_search.training import predict, score
+
+    s = tiny_demo
+    fs = load_features(s.paths["cache"])
+    assert s.paths["teacher_cache"] == teacher_cache_path(s.paths["cache"])  # beside the feature cache, not in it
+    targets = load_teacher_targets(fs)  # found at the default location, joined by filename
+    teacher = load_teacher(s.paths["teacher"])  # its checkpoint matches the recorded fingerprint
+    test = torch.from_numpy((fs.table["split"] == "test").to_numpy(copy=True))
+    logits = predict(teacher.model, fs.x[test], 256, "cpu")
+    assert torch.allclose(targets.logits[test], logits, atol=1e-4)  # the cached logits are this teacher's
+    table = fs.table[test.numpy()].reset_index(drop=True)
+    scores = score(logits, fs.y[test], table, fs.labels)
+    assert scores["n"] == 100  # 25 % of the 400 clips are test clips
+    assert scores["macro_accuracy"] == pytest.approx(s.teacher["test_macro_accuracy"], abs=1e-9)
+    assert set(scores["per_device"]) >= {"s4", "s5", "s6"}
+    record = yaml.safe_load((s.paths["export"] / "student.yaml").read_text())
+    test_metrics = record["metrics"]["test"]
+    assert test_metrics["n"] == scores["n"] and test_metrics["macro_accuracy"] == s.student["test_macro_accuracy"]
+    for kind in ("seen", "unseen"):  # one definition: macro accuracy over those devices' clips
+        assert s.student[f"{kind}_macro_accuracy"] == test_metrics[f"{kind}_macro_accuracy"] is not None
+    assert record["model"]["config"] and record["complexity"]["passed"] is True
 
 
 @pytest.mark.slow

@@ -34,16 +34,28 @@ def test_log_loss_matches_hand_computation_and_clips():
     assert M.log_loss(torch.tensor([[1000.0, -1000.0]]), torch.tensor([1])) == pytest.approx(-math.log(M.LOG_LOSS_EPS))
 
 
-def test_score_per_device_marks_seen_and_unseen():
-    y = torch.tensor([0, 1, 0, 1])
-    logits = _onehot_logits([0, 1, 1, 1], k=2)
-    table = pd.DataFrame({"device": ["a", "a", "s5", "s5"]})
-    s = M.score(logits, y, table, labels=["x", "y"])
-    assert s["per_class"] == {"x": 0.5, "y": 1.0}
-    assert s["per_device"]["a"] == {"acc": 1.0, "macro_accuracy": 1.0, "n": 2, "seen": True}
-    assert s["per_device"]["s5"]["acc"] == 0.5 and s["per_device"]["s5"]["seen"] is False
-    assert s["seen_accuracy"] == 1.0 and s["unseen_accuracy"] == 0.5
-    assert s["n"] == 4 and s["macro_accuracy"] == pytest.approx(0.75)
+def test_score_per_device_marks_seen_and_unseen_with_macro_accuracy():
+    # device a (seen): 4 clips of class 0, 3 right, 1 clip of class 1, right -> plain 0.8, macro (0.75 + 1) / 2
+    # device s5 (unseen): class 0 right, class 1 wrong twice -> plain 1/3, macro (1 + 0) / 2
+    # device zz: neither seen nor unseen
+    y = torch.tensor([0, 0, 0, 0, 1, 0, 1, 1, 1])
+    pred = [0, 0, 0, 1, 1, 0, 0, 0, 1]
+    table = pd.DataFrame({"device": ["a"] * 5 + ["s5"] * 3 + ["zz"]})
+    s = M.score(_onehot_logits(pred, k=2), y, table, labels=["x", "y"])
+    a, s5 = s["per_device"]["a"], s["per_device"]["s5"]
+    assert a["macro_accuracy"] == pytest.approx(0.875) and a["accuracy"] == pytest.approx(0.8)
+    assert a["n"] == 5 and a["seen"] is True
+    assert s5["macro_accuracy"] == pytest.approx(0.5) and s5["accuracy"] == pytest.approx(1 / 3) and s5["seen"] is False
+    assert s["per_device"]["zz"]["seen"] is None and list(s["per_device"]) == ["a", "s5", "zz"]
+    # seen / unseen: the macro accuracy over all clips of those devices (not the plain share of clips right)
+    assert s["seen_macro_accuracy"] == pytest.approx(0.875)
+    assert s["unseen_macro_accuracy"] == pytest.approx(0.5)
+    assert "seen_accuracy" not in s and "unseen_accuracy" not in s
+    assert s["n"] == 9 and s["per_class"] == {"x": pytest.approx(4 / 5), "y": pytest.approx(2 / 4)}
+    assert s["macro_accuracy"] == pytest.approx((4 / 5 + 2 / 4) / 2)
+    # no clip of an unseen device: None, not 0
+    only_seen = M.score(_onehot_logits([0, 1], k=2), torch.tensor([0, 1]), pd.DataFrame({"device": ["a", "b"]}))
+    assert only_seen["unseen_macro_accuracy"] is None and only_seen["seen_macro_accuracy"] == 1.0
 
 
 def test_bad_shapes_are_refused():

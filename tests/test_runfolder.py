@@ -37,6 +37,7 @@ from asc_search.search.runfolder import (
     write_run_record,
     write_trials_table,
 )
+from asc_search.training.loop import FitState
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -153,8 +154,10 @@ def test_checkpoint_write_then_load_best_weights(tmp_path):
     folder = run / "ray" / trial_dirname(7, "x") / "checkpoint_000000"
     folder.mkdir(parents=True)
     weights = {"w": torch.randn(3, 2), "b": torch.zeros(2)}
-    state = {"best_state": weights, "best_epoch": 2, "best_metrics": {"val_macro_accuracy": 0.5, "cm": [[1]]},
-             "epoch": 3, "optimizer": {"lr": 1e-3}}
+    state = FitState(epoch=3, model=weights, head=None, optimizer={"lr": 1e-3}, scheduler={}, scaler=None,
+                     generator=torch.Generator().get_state(), numpy_rng={}, torch_rng=torch.get_rng_state(),
+                     cuda_rng=None, history=[], best_state=weights, best_head=None,
+                     best_metrics={"val_macro_accuracy": 0.5, "cm": [[1]]}, best_epoch=2, train_config={})
     write_checkpoint(folder, trial_id=7, ray_trial_id="x", epoch=3, state=state, student_config={"n_classes": 10})
     best = torch.load(folder / "best.pt", weights_only=True)  # plain values only
     assert best["best_metrics"] == {"val_macro_accuracy": 0.5} and best["student_config"] == {"n_classes": 10}

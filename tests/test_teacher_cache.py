@@ -15,9 +15,11 @@ import torch
 from asc_search.config import DCASE_LABELS, get_profile
 from asc_search.data.cache import FeatureSet
 from asc_search.data.teacher_cache import (
+    default_teacher_cache_dir,
     import_teacher_cache,
     load_teacher_targets,
     read_teacher_cache_meta,
+    teacher_cache_path,
     write_teacher_cache,
 )
 from asc_search.errors import CacheError
@@ -45,28 +47,28 @@ def _meta(fs):
 
 
 def test_round_trip_is_exact_and_joins_by_filename_not_row_order(tmp_path):
-    fs = _features(tmp_path, n=30)
+    fs = _features(tmp_path / "cache", n=30)
     emb, logits = _targets(30)
     order = np.random.default_rng(1).permutation(30)  # write the rows shuffled, in 4 files
     names = fs.table["filename"].to_numpy()[order]
-    write_teacher_cache(tmp_path / "teacher", names, emb[order], logits[order], _meta(fs), shard_rows=8)
-    assert len(list((tmp_path / "teacher").glob("part-*.parquet"))) == 4
-    tt = load_teacher_targets(fs)  # default location CACHE_DIR/teacher
+    write_teacher_cache(tmp_path / "cache-teacher", names, emb[order], logits[order], _meta(fs), shard_rows=8)
+    assert len(list((tmp_path / "cache-teacher").glob("part-*.parquet"))) == 4
+    tt = load_teacher_targets(fs)  # default location: CACHE_DIR-teacher, beside the feature cache
     assert tt.embeddings.dtype == torch.float32 and tt.embedding_shape == (6, 2, 1)
     assert torch.equal(tt.embeddings, torch.from_numpy(emb))  # bit-exact, aligned to the feature table
     assert torch.equal(tt.logits, torch.from_numpy(logits))
-    meta = read_teacher_cache_meta(tmp_path / "teacher")
+    meta = read_teacher_cache_meta(tmp_path / "cache-teacher")
     assert meta["embedding_shape"] == [6, 2, 1] and meta["n_rows"] == 30 and meta["feature_fingerprint"] == "feat-fp"
 
 
 def test_mismatched_cache_is_refused(tmp_path):
-    fs = _features(tmp_path, n=12)
+    fs = _features(tmp_path / "cache", n=12)
     emb, logits = _targets(12)
-    write_teacher_cache(tmp_path / "teacher", fs.table["filename"], emb, logits, _meta(fs))
-    other = _features(tmp_path, n=12, fingerprint="another-fp")
+    write_teacher_cache(tmp_path / "cache-teacher", fs.table["filename"], emb, logits, _meta(fs))
+    other = _features(tmp_path / "cache", n=12, fingerprint="another-fp")
     with pytest.raises(CacheError, match="fingerprint 'feat-fp'.*another-fp"):
         load_teacher_targets(other)
-    bigger = _features(tmp_path, n=15)  # same fingerprint claimed, but 3 clips the teacher cache lacks
+    bigger = _features(tmp_path / "cache", n=15)  # same fingerprint claimed, but 3 clips the teacher cache lacks
     with pytest.raises(CacheError, match=r"3 clip\(s\) of the feature cache are missing, e.g. audio/park-x-12-0-a.wav"):
         load_teacher_targets(bigger)
     with pytest.raises(CacheError, match="no teacher cache"):
@@ -80,12 +82,12 @@ def _write_external(path, names, emb, logits, list_type=True):
 
 
 def test_import_adopts_a_valid_file(tmp_path):
-    fs = _features(tmp_path, n=20)
+    fs = _features(tmp_path / "cache", n=20)
     emb, logits = _targets(21, shape=(7, 1, 1))
     names = list(fs.table["filename"])[::-1] + ["audio/extra-clip.wav"]  # other order + one clip we lack
     src = _write_external(tmp_path / "ext.parquet", names, emb, logits)
     out = import_teacher_cache(fs, src)
-    assert out == tmp_path / "teacher"
+    assert out == tmp_path / "cache-teacher" == teacher_cache_path(fs.cache_dir)
     tt = load_teacher_targets(fs)
     assert torch.equal(tt.embeddings[:, :, 0, 0], torch.from_numpy(emb[:20][::-1, :, 0, 0].copy()))
     assert torch.equal(tt.logits, torch.from_numpy(logits[:20][::-1].copy()))
@@ -106,7 +108,7 @@ def test_import_adopts_a_valid_file(tmp_path):
     ],
 )
 def test_import_refuses_broken_files(tmp_path, case, message):
-    fs = _features(tmp_path, n=20)
+    fs = _features(tmp_path / "cache", n=20)
     emb, logits = _targets(20, shape=(7, 1, 1))
     names = list(fs.table["filename"])
     path = tmp_path / "ext.parquet"
@@ -132,4 +134,37 @@ def test_import_refuses_broken_files(tmp_path, case, message):
     with pytest.raises(CacheError, match=message) as info:
         import_teacher_cache(fs, path)
     assert str(path) in str(info.value)
-    assert not (tmp_path / "teacher").exists()  # nothing half-written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ext.parquet"]  # nothing half-written
+
+
+def test_default_location_is_beside_the_feature_cache_and_the_older_layout_is_still_read(tmp_path, monkeypatch):
+    cache = tmp_path / "data" / "cache-quick"
+    assert teacher_cache_path(cache) == tmp_path / "data" / "cache-quick-teacher"
+    assert teacher_cache_path(str(cache) + "/") == tmp_path / "data" / "cache-quick-teacher"
+    cache.mkdir(parents=True)
+    monkeypatch.chdir(cache)
+    assert teacher_cache_path(".") == tmp_path / "data" / "cache-quick-teacher"  # "." names the folder it is
+
+    fs = _features(cache, n=10)
+    emb, logits = _targets(10)
+    write_teacher_cache(cache / "teacher", fs.table["filename"], emb, logits, _meta(fs))  # the older layout
+    assert default_teacher_cache_dir(cache) == cache / "teacher"
+    assert torch.equal(load_teacher_targets(fs).logits, torch.from_numpy(logits))  # found there when alone
+    write_teacher_cache(teacher_cache_path(cache), fs.table["filename"], emb + 1, logits + 1, _meta(fs))
+    assert default_teacher_cache_dir(cache) == teacher_cache_path(cache)  # the current location wins
+    assert torch.equal(load_teacher_targets(fs).logits, torch.from_numpy(logits + 1))
+
+
+def test_teacher_cache_folder_reads_as_one_table(tmp_path):
+    import pyarrow.dataset as ds
+
+    fs = _features(tmp_path / "cache", n=20)
+    emb, logits = _targets(20)
+    out = write_teacher_cache(teacher_cache_path(fs.cache_dir), fs.table["filename"], emb, logits, _meta(fs),
+                              shard_rows=8)
+    frame = pd.read_parquet(out)
+    assert list(frame["filename"]) == list(fs.table["filename"])
+    np.testing.assert_array_equal(np.stack(frame["logits"].to_numpy()), logits)
+    table = ds.dataset(out).to_table()
+    assert table.num_rows == 20 and table.column_names == ["filename", "embedding", "logits"]
+    assert b"asc_search" in pq.read_schema(sorted(out.glob("*.parquet"))[-1]).metadata  # every footer has it

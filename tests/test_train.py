@@ -1,6 +1,6 @@
-"""The one training loop: learns, keeps the best epoch, stops on request, resumes exactly, refuses NaN."""
+"""The one training loop: learns, keeps the best epoch, resumes exactly from a saved state, refuses NaN."""
 
-import copy
+import io
 import math
 
 import pytest
@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from asc_search.errors import ConfigError
-from asc_search.training.loop import DivergedError, FitResult, TensorData, TrainConfig, fit
+from asc_search.training.loop import DivergedError, FitResult, FitState, TensorData, TrainConfig, fit
 from asc_search.training.losses import DistillConfig
 
 
@@ -71,26 +71,45 @@ def test_augmentations_and_distillation_run_with_head():
     assert res.head_state is not None and not any(k.startswith("0.") for k in res.best_state)  # head not in model
 
 
-def test_on_epoch_true_stops_and_resume_is_exact():
+class _Killed(Exception):
+    """Stands for a worker that dies after its checkpoint was written."""
+
+
+def test_resume_from_a_saved_state_is_exact():
     train, val = _data(), _data(60, seed=1)
     saved = {}
 
-    def stop_after_2(epoch, metrics, state):
-        assert metrics["epoch"] == epoch
-        saved["state"] = copy.deepcopy(state)  # the state holds live references: copy it, as a checkpoint would
-        return epoch == 2
+    def checkpoint_then_die(epoch, metrics, state):
+        assert metrics["epoch"] == epoch == state.epoch and state.history[-1] == metrics
+        # the state holds live references: save it, as the search's Ray checkpoint does (torch.save round trip)
+        buf = io.BytesIO()
+        torch.save(state.to_dict(), buf)
+        saved["bytes"] = buf.getvalue()
+        if epoch == 2:
+            raise _Killed
 
     torch.manual_seed(0)
-    part = fit(Tiny(), train, val, CFG, on_epoch=stop_after_2)
-    assert part.epochs_run == 2 and part.stopped_early and len(part.history) == 2
+    with pytest.raises(_Killed):
+        fit(Tiny(), train, val, CFG, on_epoch=checkpoint_then_die)
+
+    def load():  # a fresh copy each time: resuming trains on (and so changes) the optimiser tensors it is given
+        return torch.load(io.BytesIO(saved["bytes"]), weights_only=False)
+
+    assert load()["epoch"] == 2 and len(load()["history"]) == 2
 
     torch.manual_seed(0)
     full = fit(Tiny(), train, val, CFG)
-    resumed = fit(Tiny(), train, val, CFG, start_state=saved["state"])
+    resumed = fit(Tiny(), train, val, CFG, start_state=FitState.from_dict(load()))
     assert len(resumed.history) == 4 and resumed.epochs_run == 4
     assert resumed.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"], rel=1e-6)
+    assert resumed.best_epoch == full.best_epoch
     for k, v in full.best_state.items():
         assert torch.allclose(v.float(), resumed.best_state[k].float(), atol=1e-6), k
+    # a plain dict (a checkpoint written before FitState) resumes the same way; a foreign dict is refused
+    again = fit(Tiny(), train, val, CFG, start_state=load())
+    assert again.history[-1]["train_loss"] == pytest.approx(resumed.history[-1]["train_loss"], rel=1e-6)
+    with pytest.raises(ConfigError, match="start_state lacks epoch"):
+        fit(Tiny(), train, val, CFG, start_state={"model": {}})
 
 
 def test_nan_loss_raises_diverged():

@@ -133,7 +133,7 @@ def _row(name: str, model: Any, input_shape: tuple[int, ...], budget: Any, metri
         "within_budget": report.passed,
         "test_macro_accuracy": metrics["macro_accuracy"],
         "test_log_loss": metrics["log_loss"],
-        "test_unseen_accuracy": metrics.get("unseen_accuracy"),
+        "test_unseen_macro_accuracy": metrics.get("unseen_macro_accuracy"),
         **extra,
     }
 
@@ -185,7 +185,7 @@ def accuracy_table(
     from ..export.load import load_export
     from ..search.runfolder import SEARCH_FILE, best_trial, load_trials, trial_proposal
     from ..search.space import load_space
-    from ..teacher.phase1 import load_teacher
+    from ..teacher import load_teacher
 
     demo_dir = Path(demo_dir)
     if not (demo_dir / SUMMARY_FILE).is_file():

@@ -38,7 +38,7 @@ def bench_profile(
     from ..config import get_profile
     from ..models.presets import get_preset
     from ..models.teacher import build_teacher
-    from ..teacher.phase1 import default_train_config, embed_shard
+    from ..teacher import default_train_config, embed_shard
     from ..training.loop import TensorData, fit
 
     prof = get_profile(profile)

@@ -89,12 +89,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         table = Table(title=f"Accuracy on the built-in data ({acc['profile']} profile, {acc['split_sizes']['test']} "
                       f"test clips; budget {b['max_param_bytes']:,} B at {b['param_dtype']}, {b['max_macs']:,} MACs)")
         for col in ("model", "params", "bytes", "MACs", "within budget", "val macro acc", "test macro acc",
-                    "test log loss", "unseen-device acc"):
+                    "test log loss", "unseen-device macro acc"):
             table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
         for r in acc["rows"]:
             table.add_row(r["model"], _fmt(r["params"]), f"{_fmt(r['param_bytes'])} ({r['param_dtype']})",
                           _fmt(r["macs"]), _fmt(r["within_budget"]), _fmt(r.get("val_macro_accuracy")),
-                          _fmt(r["test_macro_accuracy"]), _fmt(r["test_log_loss"]), _fmt(r.get("test_unseen_accuracy")))
+                          _fmt(r["test_macro_accuracy"]), _fmt(r["test_log_loss"]), _fmt(r.get("test_unseen_macro_accuracy")))
         console.print(table)
         rc = acc["recipe"]
         console.print(f"baselines trained with the best student's recipe: {rc['epochs']} epochs, lr {rc['lr']:.3g}, "

@@ -60,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="compute the log-mel feature cache (Parquet) of a data set",
         description=(
             "Read every clip of the fold-1 setup (soundfile), resample to the profile's rate when needed, compute "
-            "log-mel spectrograms (torchaudio) and write them with the clip table to Parquet files in CACHE_DIR. "
+            "log-mel spectrograms (torchaudio) and write them with the clip table to Parquet files in CACHE_DIR "
+            "(which pandas, pyarrow or DuckDB read as one table; the manifest is CACHE_DIR/_manifest.json). "
             "Running again on unchanged inputs reuses the cache. Clips must be mono and last 1 s within 10 ms "
             "(within that they are padded or trimmed at the end)."
         ),
@@ -74,7 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"feature profile: {', '.join(f'{k} ({v.n_mels}x{v.n_frames})' for k, v in PROFILES.items())}; "
         "default quick",
     )
-    feat.add_argument("--workers", type=positive_int, default=None, metavar="N", help="processes (default: cores)")
+    feat.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                      help="audio decoding threads and torch threads (default: the cores, at most 8)")
     feat.add_argument("--labels", default=None, metavar="LABELS", help=_LABELS_HELP)
     feat.set_defaults(func=run_features)
 

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("cache_dir", metavar="CACHE_DIR", help="feature cache (from `asc-search features`)")
     p.add_argument("--space", metavar="FILE", help="search file, e.g. search_spaces/quick.yaml (not needed with --resume)")
     p.add_argument(
-        "--teacher-cache", metavar="DIR", help="teacher cache (default: CACHE_DIR/teacher, from `asc-search teacher embed`)"
+        "--teacher-cache", metavar="DIR", help="teacher cache (default: CACHE_DIR-teacher beside CACHE_DIR, or CACHE_DIR/teacher of an older cache; from `asc-search teacher embed`)"
     )
     p.add_argument("--name", metavar="NAME", help="run name (default: the search file's name + a timestamp)")
     p.add_argument("--results-dir", metavar="DIR", default="results", help="where runs go (default: ./results)")

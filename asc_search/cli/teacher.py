@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ._args import integer, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,15 +38,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("cache_dir", metavar="CACHE_DIR", type=Path, help="a feature cache (asc-search features)")
     t.add_argument("--out", required=True, type=Path, metavar="TEACHER_DIR", help="where to write the teacher")
-    t.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    t.add_argument("--epochs", type=positive_int, default=30, help="training epochs (default 30)")
     t.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches, augmentation, split")
     t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto = CUDA when present")
     t.add_argument("--preset", default=None, help="teacher preset (default: teacher for dcase, teacher_quick for "
                    "small inputs; see asc-search complexity --list)")
     t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
-    t.add_argument("--batch-size", type=int, default=None, help="clips per step (default 64)")
+    t.add_argument("--batch-size", type=positive_int, default=None, help="clips per step (default 64)")
     t.add_argument("--val-fraction", type=float, default=0.2, help="share of train locations held out for validation")
-    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's own choice)")
+    t.add_argument("--threads", type=integer, default=0, help="torch CPU threads (default 0: torch's own choice)")
     t.add_argument("--no-mixup", action="store_true", help="turn mixup off")
     t.add_argument("--no-mixstyle", action="store_true", help="turn Freq-MixStyle off")
     t.add_argument("--no-masking", action="store_true", help="turn frequency and time masking off")
@@ -57,20 +58,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "embed",
         help="write the teacher cache (embeddings + logits per clip) of a feature cache",
         description="Run the teacher(s) on every clip of CACHE_DIR and write embeddings and logits to a Parquet "
-        "teacher cache (default CACHE_DIR/teacher, where the search finds it). Several --teacher: logits are "
-        "averaged; the embedding is the first teacher's or the concatenation of all.",
+        "teacher cache (default CACHE_DIR-teacher beside CACHE_DIR, where the search finds it). Several --teacher: "
+        "logits are averaged; the embedding is the first teacher's or the concatenation of all.",
     )
     e.add_argument("cache_dir", metavar="CACHE_DIR", type=Path)
     e.add_argument("--teacher", action="append", required=True, type=Path, metavar="DIR", help="a teacher folder "
                    "(repeat for an ensemble)")
-    e.add_argument("--out", type=Path, default=None, help="teacher cache folder (default CACHE_DIR/teacher)")
+    e.add_argument("--out", type=Path, default=None, help="teacher cache folder (default CACHE_DIR-teacher)")
     e.add_argument("--address", default=None, help="run the shards as Ray tasks on this cluster (e.g. auto, "
                    "HOST:6379)")
     e.add_argument("--embedding", default="first", choices=("first", "concat"),
                    help="ensemble embedding: the first teacher's, or all concatenated along channels")
     e.add_argument("--pool", default="1x1", help="pool the feature map to HxW (default 1x1, a vector); "
                    "'spatial' keeps the full map")
-    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--batch-size", type=positive_int, default=256, help="clips per forward pass (default 256)")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     e.set_defaults(func=run_embed)
 
@@ -82,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     i.add_argument("cache_dir", metavar="CACHE_DIR", type=Path)
     i.add_argument("file", metavar="FILE.parquet", type=Path)
-    i.add_argument("--out", type=Path, default=None, help="teacher cache folder (default CACHE_DIR/teacher)")
+    i.add_argument("--out", type=Path, default=None, help="teacher cache folder (default CACHE_DIR-teacher)")
     i.set_defaults(func=run_import)
 
 
@@ -92,21 +93,8 @@ def _fmt(v: Any, pct: bool = False) -> str:
     return f"{100 * v:.1f} %" if pct else f"{v:.4f}"
 
 
-def run_train(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from .._runtime import resolve_device
-    from ..config import SplitConfig
-    from ..data.cache import load_features
-    from ..teacher.phase1 import check_teacher_out_dir, default_train_config, train_teacher
-
-    console = Console()
-    if args.epochs < 1:
-        raise ConfigError(f"--epochs must be a positive integer, got {args.epochs}")
-    check_teacher_out_dir(args.out, args.force, "--out folder")  # fail before the (long) load and training
-    resolve_device(args.device)
-    fs = load_features(args.cache_dir)
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields the options change (the rest keep the teacher defaults)."""
     overrides: dict[str, Any] = {"num_threads": args.threads}
     if args.lr is not None:
         overrides["lr"] = args.lr
@@ -120,29 +108,47 @@ def run_train(args: argparse.Namespace) -> int:
         overrides.update(freq_mask=0, time_mask=0)
     if args.no_roll:
         overrides["time_roll"] = 0
-    cfg = default_train_config(fs.x.shape[1:], epochs=args.epochs, seed=args.seed, device=args.device, **overrides)
-    console.print(
-        f"training a teacher on [bold]{args.cache_dir}[/bold] (profile {fs.profile.name}, {len(fs.table)} clips, "
-        f"input {'x'.join(map(str, fs.x.shape[1:]))}), {cfg.epochs} epochs"
-    )
+    return overrides
 
-    def progress(epoch: int, m: dict[str, Any]) -> None:
-        console.print(
-            f"epoch {epoch:3d}/{cfg.epochs}  train loss {m['train_loss']:.4f}  "
-            f"val macro acc {_fmt(m.get('val_macro_accuracy'), True)}  val log loss {_fmt(m.get('val_log_loss'))}  "
-            f"lr {m['lr']:.2e}  {m['epoch_time_s']:.1f} s"
+
+def run_train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ..config import SplitConfig
+    from ..teacher import check_teacher_out_dir, train_teacher
+    from ._render import Renderer
+
+    console = Console()
+    check_teacher_out_dir(args.out, args.force, "--out folder", "--force")  # names the options in the message
+
+    def epoch_line(event: str, m: dict[str, Any]) -> None:
+        if event == "epoch":
+            console.print(
+                f"epoch {m['epoch']:3d}/{m['epochs']}  train loss {m['train_loss']:.4f}  "
+                f"val macro acc {_fmt(m.get('val_macro_accuracy'), True)}  "
+                f"val log loss {_fmt(m.get('val_log_loss'))}  lr {m['lr']:.2e}  {m['epoch_time_s']:.1f} s"
+            )
+
+    with Renderer(other=epoch_line) as render:
+        run = train_teacher(
+            args.cache_dir,
+            args.out,
+            preset=args.preset,
+            epochs=args.epochs,
+            seed=args.seed,
+            device=args.device,
+            overrides=_train_overrides(args),
+            split=SplitConfig(val_fraction=args.val_fraction, seed=args.seed),
+            force=args.force,
+            on_event=render,
         )
+    _print_teacher(console, run)
+    return 0
 
-    run = train_teacher(
-        args.cache_dir,
-        args.out,
-        preset=args.preset,
-        train_config=cfg,
-        split=SplitConfig(val_fraction=args.val_fraction, seed=args.seed),
-        on_epoch=progress,
-        force=args.force,
-        features=fs,
-    )
+
+def _print_teacher(console: Any, run: Any) -> None:
+    from rich.table import Table
+
     meta, metrics = run.meta, run.metrics
     c = meta["complexity"]
     console.print(
@@ -155,23 +161,25 @@ def run_train(args: argparse.Namespace) -> int:
     table.add_column("macro acc", justify="right")
     table.add_column("accuracy", justify="right")
     table.add_column("log loss", justify="right")
-    table.add_column("seen dev.", justify="right")
-    table.add_column("unseen dev.", justify="right")
+    table.add_column("seen dev. macro", justify="right")
+    table.add_column("unseen dev. macro", justify="right")
     for name in ("val", "test"):
         s = metrics.get(name)
         if s:
             table.add_row(name, str(s["n"]), _fmt(s["macro_accuracy"], True), _fmt(s["accuracy"], True),
-                          _fmt(s["log_loss"]), _fmt(s.get("seen_accuracy"), True), _fmt(s.get("unseen_accuracy"), True))
+                          _fmt(s["log_loss"]), _fmt(s.get("seen_macro_accuracy"), True),
+                          _fmt(s.get("unseen_macro_accuracy"), True))
     console.print(table)
     test, val = metrics.get("test"), metrics.get("val") or {}
     if test:
-        dev = Table(title="accuracy per device (* unseen: only in the test split)")
-        for col in ("device", "seen", "test clips", "test acc", "val acc"):
+        dev = Table(title="macro accuracy per device (* unseen: only in the test split)")
+        for col in ("device", "seen", "test clips", "test macro acc", "val macro acc"):
             dev.add_column(col, justify="left" if col in ("device", "seen") else "right")
         for d, v in test.get("per_device", {}).items():
             val_dev = val.get("per_device", {}).get(d, {})
             seen = {True: "seen", False: "unseen*", None: "?"}[v["seen"]]
-            dev.add_row(d, seen, str(v["n"]), _fmt(v["acc"], True), _fmt(val_dev.get("acc"), True))
+            dev.add_row(d, seen, str(v["n"]), _fmt(v["macro_accuracy"], True),
+                        _fmt(val_dev.get("macro_accuracy"), True))
         console.print(dev)
         cls = Table(title="accuracy per class")
         for col in ("class", "test acc", "val acc"):
@@ -180,7 +188,6 @@ def run_train(args: argparse.Namespace) -> int:
             cls.add_row(lab, _fmt(acc, True), _fmt(val.get("per_class", {}).get(lab), True))
         console.print(cls)
     console.print(f"wrote {run.out_dir}/teacher.pt, teacher.json, metrics.json")
-    return 0
 
 
 def _parse_pool(text: str) -> tuple[int, int] | None:
@@ -209,13 +216,11 @@ def _describe_cache(console: Any, out: Path) -> None:
 def run_embed(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..teacher.phase1 import embed_features
+    from ..teacher import embed_features
     from ._render import Renderer
 
     console = Console()
     pool = _parse_pool(args.pool)
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}")
     with Renderer() as render:
         out = embed_features(
             args.cache_dir,
@@ -235,7 +240,7 @@ def run_embed(args: argparse.Namespace) -> int:
 def run_import(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..teacher.phase1 import import_teacher
+    from ..teacher import import_teacher
 
     out = import_teacher(args.cache_dir, args.file, args.out)
     _describe_cache(Console(), out)

@@ -1,14 +1,18 @@
-"""Parquet caches: shared helpers (atomic folder writes, fingerprints, tensor <-> fixed-size-list columns) and the
-feature-cache reader :func:`load_features`.
+"""Parquet caches: shared helpers (tensor <-> fixed-size-list columns, Parquet files with a JSON metadata record) and
+the feature-cache reader :func:`load_features`.
 
-A feature cache is a folder::
+A feature cache is a folder that any Parquet reader opens as one table (``pandas.read_parquet(CACHE_DIR)``,
+``pyarrow.dataset.dataset(CACHE_DIR)``, DuckDB's ``read_parquet('CACHE_DIR/*.parquet')``)::
 
-    CACHE_DIR/manifest.json          what produced it: profile, labels, shape, fingerprints, package version, files
     CACHE_DIR/features-00000.parquet one row per clip: the read_tau columns + ``x`` (fixed-size list, n_mels*n_frames)
     CACHE_DIR/features-00001.parquet ...
-    CACHE_DIR/teacher/               (the teacher cache, written later by Phase I)
+    CACHE_DIR/_manifest.json         what produced it: profile, labels, shape, fingerprints, versions, files, counts
+                                     (Parquet readers skip names starting with ``_``)
 
-Every Parquet file carries the same JSON record in its schema metadata under the key ``asc_search``.
+Every Parquet file carries the same JSON record in its schema metadata under the key ``asc_search``. The teacher
+cache lives beside the folder, never inside it (see :mod:`asc_search.data.teacher_cache`). A cache in the older
+layout (``manifest.json``, maybe a ``teacher/`` folder inside) still loads as it is;
+:func:`legacy_layout_hint` says how to move it to this layout.
 Tensors travel through Parquet as one fixed-size list column per tensor (row i = tensor i flattened, C order); the
 shape lives in the metadata. Reading converts whole chunks (never one row at a time) into one preallocated numpy
 array that torch then wraps without a copy.
@@ -41,16 +45,21 @@ __all__ = [
     "list_column_to_tensor",
     "write_parquet",
     "read_parquet_metadata",
+    "LEGACY_MANIFEST",
+    "manifest_path",
     "read_manifest",
     "is_feature_cache",
+    "legacy_layout_hint",
     "FeatureSet",
     "load_features",
 ]
 
 #: Schema-metadata key under which every asc-search Parquet file stores its JSON provenance record.
 META_KEY = b"asc_search"
-#: Name of the JSON manifest in a cache folder.
-MANIFEST = "manifest.json"
+#: Name of the JSON manifest in a cache folder (a leading ``_``: Parquet dataset readers skip it).
+MANIFEST = "_manifest.json"
+#: Its name in caches of the older layout (still read).
+LEGACY_MANIFEST = "manifest.json"
 #: ``kind`` of a feature cache's manifest.
 FEATURE_KIND = "asc_search.data.features"
 #: Bumped whenever the feature-cache layout changes (a cache of another format is rebuilt, never misread).
@@ -150,13 +159,23 @@ def read_parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ feature caches
+def manifest_path(cache_dir: str | os.PathLike) -> Path | None:
+    """The manifest file of the feature cache in ``cache_dir`` (``_manifest.json``, or ``manifest.json`` in a cache of
+    the older layout); None when there is neither."""
+    cache_dir = Path(cache_dir)
+    for name in (MANIFEST, LEGACY_MANIFEST):
+        if (cache_dir / name).is_file():
+            return cache_dir / name
+    return None
+
+
 def read_manifest(cache_dir: str | os.PathLike) -> dict[str, Any]:
     """The manifest of the feature cache in ``cache_dir``; :class:`CacheError` when there is none or it is broken."""
     cache_dir = Path(cache_dir)
-    path = cache_dir / MANIFEST
     if not cache_dir.is_dir():
         raise CacheError(f"{cache_dir}: no such feature cache folder; build one with `asc-search features`")
-    if not path.is_file():
+    path = manifest_path(cache_dir)
+    if path is None:
         raise CacheError(f"{cache_dir}: not a feature cache (no {MANIFEST}); build one with `asc-search features`")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -171,8 +190,25 @@ def read_manifest(cache_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def is_feature_cache(cache_dir: str | os.PathLike) -> bool:
-    """True when ``cache_dir`` holds a feature-cache manifest (valid or not)."""
-    return (Path(cache_dir) / MANIFEST).is_file()
+    """True when ``cache_dir`` holds a feature-cache manifest (valid or not; either name)."""
+    return manifest_path(cache_dir) is not None
+
+
+def legacy_layout_hint(cache_dir: str | os.PathLike) -> str | None:
+    """One line saying how to move a cache of the older layout to the current one (so that Parquet readers open
+    it); None when it has the current layout. The old layout still loads; nothing is moved automatically."""
+    from .teacher_cache import LEGACY_SUBDIR, teacher_cache_path
+
+    cache_dir = Path(cache_dir)
+    steps = []
+    if not (cache_dir / MANIFEST).is_file() and (cache_dir / LEGACY_MANIFEST).is_file():
+        steps.append(f"mv {cache_dir / LEGACY_MANIFEST} {cache_dir / MANIFEST}")
+    if (cache_dir / LEGACY_SUBDIR).is_dir():
+        steps.append(f"mv {cache_dir / LEGACY_SUBDIR} {teacher_cache_path(cache_dir)}")
+    if not steps:
+        return None
+    return (f"{cache_dir}: a feature cache in the older layout (it loads as it is); to let Parquet readers open it as "
+            f"one table, run: {' && '.join(steps)}")
 
 
 @dataclass
@@ -232,67 +268,38 @@ def load_features(cache_dir: str | os.PathLike, columns_only: bool = False) -> F
 
     cache_dir = Path(cache_dir)
     manifest = read_manifest(cache_dir)
+    where = manifest_path(cache_dir)
     if manifest["format_version"] != FORMAT_VERSION:
         raise CacheError(
-            f"{cache_dir / MANIFEST}: cache format {manifest['format_version']}, this version reads "
+            f"{where}: cache format {manifest['format_version']}, this version reads "
             f"{FORMAT_VERSION}; rebuild the cache with `asc-search features`"
         )
     try:
         profile = FeatureProfile.from_dict(manifest["profile"])
     except Exception as exc:  # noqa: BLE001 - a broken profile record is a cache problem
-        raise CacheError(f"{cache_dir / MANIFEST}: bad profile record ({exc})") from None
+        raise CacheError(f"{where}: bad profile record ({exc})") from None
     shape = tuple(int(v) for v in manifest["shape"])
     n_total = int(manifest["n_clips"])
     files = manifest["files"]
+    offsets = np.cumsum([0] + [int(entry["rows"]) for entry in files])
+    if offsets[-1] != n_total:
+        raise CacheError(f"{where}: its files hold {offsets[-1]} rows, its n_clips says {n_total}; rebuild the cache")
     x_np = None
     if not columns_only:
         x_np = np.empty((n_total, *shape), dtype=np.dtype(manifest.get("dtype", profile.storage_dtype)))
-    # files are read on 2 threads (Arrow decodes without the GIL), converted in manifest order
-    offsets = np.cumsum([0] + [int(entry["rows"]) for entry in files])
-    if offsets[-1] != n_total:
-        raise CacheError(
-            f"{cache_dir / MANIFEST}: its files hold {offsets[-1]} rows, its n_clips says {n_total}; rebuild the cache"
-        )
 
-    def read_one(k: int):
-        entry = files[k]
-        path = cache_dir / entry["name"]
-        if not path.is_file():
-            raise CacheError(f"{path}: listed in {MANIFEST} but missing; rebuild the cache")
-        meta = read_parquet_metadata(path)
-        if meta.get("fingerprint") != manifest["fingerprint"]:
-            raise CacheError(
-                f"{path}: fingerprint {meta.get('fingerprint')!r} differs from the manifest's "
-                f"{manifest['fingerprint']!r} (a file from another build); rebuild the cache"
-            )
-        try:
-            table = pq.read_table(path, columns=None if not columns_only else _table_columns(path))
-        except (OSError, pa.ArrowException) as exc:
-            raise CacheError(f"{path}: unreadable Parquet file ({exc}); rebuild the cache") from None
-        n = table.num_rows
-        if n != int(entry["rows"]):
-            raise CacheError(f"{path}: holds {n} rows, the manifest says {entry['rows']}; rebuild the cache")
-        if x_np is not None:
-            try:
-                list_column_to_numpy(table.column("x"), shape, out=x_np[offsets[k] : offsets[k] + n])
-            except (KeyError, ValueError) as exc:
-                raise CacheError(f"{path}: column 'x' does not hold spectrograms of shape {shape} ({exc})") from None
-            table = table.drop_columns(["x"])
-        return table
+    def read_one(k: int) -> pa.Table:
+        out = x_np[offsets[k] : offsets[k + 1]] if x_np is not None else None
+        return _read_part(where, files[k], manifest["fingerprint"], shape, out)
 
     from concurrent.futures import ThreadPoolExecutor
 
+    # files are read on 2 threads (Arrow decodes without the GIL), converted in manifest order
     with ThreadPoolExecutor(max_workers=max(1, min(2, len(files)))) as pool:
-        tables = list(pool.map(read_one, range(len(files))))
-    frames = [table.to_pandas() for table in tables]
-    row = int(offsets[-1])
-    if row != n_total:
-        raise CacheError(f"{cache_dir}: files hold {row} rows, the manifest says n_clips={n_total}; rebuild the cache")
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    x = torch.from_numpy(x_np) if x_np is not None else None
+        frames = [table.to_pandas() for table in pool.map(read_one, range(len(files)))]
     return FeatureSet(
-        table=frame,
-        x=x,
+        table=pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(),
+        x=torch.from_numpy(x_np) if x_np is not None else None,
         labels=tuple(manifest["labels"]),
         profile=profile,
         fingerprint=str(manifest["fingerprint"]),
@@ -301,10 +308,34 @@ def load_features(cache_dir: str | os.PathLike, columns_only: bool = False) -> F
     )
 
 
+def _read_part(manifest: Path, entry: Mapping[str, Any], fingerprint: str, shape: tuple[int, ...],
+               out: np.ndarray | None) -> pa.Table:
+    """The clip table of one Parquet file of a cache (``entry`` of its manifest), its spectrograms copied into
+    ``out`` (skipped when None); CacheError naming the file when it is missing, foreign or damaged."""
+    path = manifest.parent / entry["name"]
+    if not path.is_file():
+        raise CacheError(f"{path}: listed in {manifest.name} but missing; rebuild the cache")
+    meta = read_parquet_metadata(path)
+    if meta.get("fingerprint") != fingerprint:
+        raise CacheError(
+            f"{path}: fingerprint {meta.get('fingerprint')!r} differs from the manifest's "
+            f"{fingerprint!r} (a file from another build); rebuild the cache"
+        )
+    try:
+        table = pq.read_table(path, columns=None if out is not None else _table_columns(path))
+    except (OSError, pa.ArrowException) as exc:
+        raise CacheError(f"{path}: unreadable Parquet file ({exc}); rebuild the cache") from None
+    if table.num_rows != int(entry["rows"]):
+        raise CacheError(f"{path}: holds {table.num_rows} rows, the manifest says {entry['rows']}; rebuild the cache")
+    if out is None:
+        return table
+    try:
+        list_column_to_numpy(table.column("x"), shape, out=out)
+    except (KeyError, ValueError) as exc:
+        raise CacheError(f"{path}: column 'x' does not hold spectrograms of shape {shape} ({exc})") from None
+    return table.drop_columns(["x"])
+
+
 def _table_columns(path: Path) -> list[str]:
     return [name for name in pq.read_schema(path).names if name != "x"]
 
-
-def profile_from_meta(meta: Mapping[str, Any]) -> FeatureProfile:
-    """The :class:`FeatureProfile` recorded in a manifest or Parquet metadata record."""
-    return FeatureProfile.from_dict(dict(meta["profile"]))

@@ -4,7 +4,8 @@
 resamples it with ``torchaudio.transforms.Resample`` when the file's rate differs from the profile's, computes
 ``torchaudio.transforms.MelSpectrogram`` (power 2) and its natural log (``log(mel + 1e-5)``), and writes one row
 per clip (the :func:`asc_search.data.tau.read_tau` columns + the spectrogram ``x`` as a fixed-size list) into
-several Parquet files. See :mod:`asc_search.cache` for the layout and the reader.
+several Parquet files (and a manifest, ``_manifest.json``). See :mod:`asc_search.data.cache` for the layout and
+the reader.
 
 Policies:
 
@@ -20,10 +21,9 @@ Policies:
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +33,20 @@ import numpy as np
 import pyarrow as pa
 
 from .._io import atomic_output_dir, fingerprint_file, fingerprint_json, provenance, write_json_atomic
-from .._progress import OnEvent, emit
+from .._progress import OnEvent, emit, warn
 from .._runtime import torch_threads
 from ..config import FeatureProfile, get_profile
 from ..errors import CacheError, DataError
-from .cache import FEATURE_KIND, FORMAT_VERSION, MANIFEST, array_to_list_array, is_feature_cache, write_parquet
+from .cache import (
+    FEATURE_KIND,
+    FORMAT_VERSION,
+    MANIFEST,
+    array_to_list_array,
+    is_feature_cache,
+    legacy_layout_hint,
+    read_manifest,
+    write_parquet,
+)
 
 __all__ = [
     "LENGTH_TOLERANCE_S",
@@ -170,21 +179,19 @@ class LogMel:
         return spec.numpy()
 
 
-# ------------------------------------------------------------------------------------------- one part
-def _compute_part(task: dict[str, Any], logmel: LogMel, decoder: ThreadPoolExecutor, advance) -> dict[str, Any]:
-    """Decode + log-mel one part's clips and write its Parquet file.
+# ------------------------------------------------------------------------------------------ one file
+def _log_mels(root: Path, filenames: Sequence[str], rows: Sequence[int], logmel: LogMel, decoder: ThreadPoolExecutor,
+              advance: Callable[[int], None]) -> np.ndarray:
+    """The log-mels of the clips ``root / filenames`` ([n, n_mels, n_frames], the profile's storage dtype).
 
-    Decoding runs on ``decoder``'s threads (libsndfile releases the GIL) one batch ahead of the log-mel, which
-    runs on torch's intra-op threads: both cores stay busy without worker processes.
+    Decoding runs on ``decoder``'s threads (libsndfile releases the GIL) one batch ahead of the log-mel, which runs
+    on torch's intra-op threads: both cores stay busy without worker processes. ``rows``: each clip's meta.csv row,
+    named in errors. ``advance(k)`` is called as each batch of k clips is done.
     """
     profile = logmel.profile
-    root = Path(task["root"])
-    table = task["table"]
-    rows = task["meta_rows"]
     dtype = np.dtype(profile.storage_dtype)
-    n = len(table)
+    n = len(filenames)
     out = np.empty((n, profile.n_mels, profile.n_frames), dtype=dtype)
-    filenames = table["filename"].tolist()
 
     def submit(start: int) -> list:
         stop = min(n, start + _BATCH)
@@ -203,29 +210,28 @@ def _compute_part(task: dict[str, Any], logmel: LogMel, decoder: ThreadPoolExecu
                 samples, rate = future.result()
                 by_rate.setdefault(rate, []).append((start + offset, samples))
             for rate, items in by_rate.items():
-                spec = logmel(np.stack([s for _, s in items]), rate)
-                out[[i for i, _ in items]] = spec.astype(dtype)
+                spec = logmel(np.stack([s for _, s in items]), rate).astype(dtype)
+                bad = np.flatnonzero(~np.isfinite(spec).reshape(len(items), -1).all(axis=1))
+                if bad.size:  # finite audio far beyond full scale overflows the power (or float16)
+                    i = items[int(bad[0])][0]
+                    raise DataError(f"{root / filenames[i]}: its log-mel is not finite (meta.csv row {rows[i]}); "
+                                    "expected audio samples within [-1, 1]")
+                out[[i for i, _ in items]] = spec
             advance(len(current))
     finally:
         for future in pending:
             future.cancel()
-    # train-split statistics (float64 sums) for normalisation downstream
-    train = (table["split"] == "train").to_numpy()
-    x_train = out[train].astype(np.float32)
-    stats = dict(
-        count=int(train.sum()),
-        band_sum=x_train.sum(axis=(0, 2), dtype=np.float64).tolist(),
-        band_sumsq=np.square(x_train).sum(axis=(0, 2), dtype=np.float64).tolist(),
-        finite=bool(np.isfinite(out).all()),
-    )
-    del x_train
+    return out
+
+
+def _write_file(path: Path, table: Any, x: np.ndarray, meta: dict[str, Any]) -> None:
+    """One Parquet file of the cache: the clip table's columns + ``x`` (the spectrograms) + ``meta`` in its footer."""
     arrow = pa.Table.from_pandas(table.reset_index(drop=True), preserve_index=False)
-    arrow = arrow.append_column("x", array_to_list_array(out[:, None]))
+    arrow = arrow.append_column("x", array_to_list_array(x[:, None]))
     # no dictionary for the spectrograms: float16 has few distinct values, so Arrow would dictionary-encode them
     # and reading back would be 2-3x slower; the string columns do benefit from it
     dictionary = [name for name in arrow.column_names if name != "x"]
-    write_parquet(arrow, Path(task["out_path"]), task["meta"], row_group_size=1024, use_dictionary=dictionary)
-    return dict(name=Path(task["out_path"]).name, rows=n, stats=stats)
+    write_parquet(arrow, path, meta, row_group_size=1024, use_dictionary=dictionary)
 
 
 # ------------------------------------------------------------------------------------------------ build
@@ -289,11 +295,8 @@ def build_feature_cache_report(
     on_event: OnEvent | None = None,
 ) -> BuildReport:
     """Like :func:`build_feature_cache`, but says whether the cache was reused, how many clips and how long.
-    ``on_event`` receives ``progress`` events (clips done) while the cache is built."""
-    import torch
-    import torchaudio
-
-    from .cache import read_manifest
+    ``on_event`` receives ``progress`` events (clips done) while the cache is built, and a ``warning`` when a reused
+    cache has the older layout (with the commands that move it to the current one)."""
     from .tau import read_meta, read_tau
 
     started = time.perf_counter()
@@ -309,39 +312,14 @@ def build_feature_cache_report(
         {"dataset": data_fp, "profile": prof.to_dict(), "labels": label_tuple, "format": FORMAT_VERSION,
          "code": FEATURE_CODE}
     )
+    existing = _up_to_date(cache_dir, prof, fingerprint)
+    if existing is not None:
+        hint = legacy_layout_hint(cache_dir)
+        if hint:
+            warn(on_event, hint)
+        return BuildReport(cache_dir, True, int(existing["n_clips"]), len(existing["files"]),
+                           time.perf_counter() - started, fingerprint, prof.name)
 
-    # ---- what is at cache_dir already?
-    if cache_dir.exists():
-        if not cache_dir.is_dir():
-            raise CacheError(f"{cache_dir}: exists and is not a folder; expected a new or empty folder for the cache")
-        if is_feature_cache(cache_dir):
-            try:
-                manifest = read_manifest(cache_dir)
-            except CacheError as exc:
-                raise CacheError(f"{exc} (delete {cache_dir} to rebuild it)") from None
-            stored = manifest.get("profile", {})
-            if stored.get("name") != prof.name:
-                raise CacheError(
-                    f"{cache_dir}: holds a feature cache of profile {stored.get('name')!r} "
-                    f"({stored.get('n_mels')}x{manifest.get('shape', [0, 0, '?'])[-1]}); asked for profile "
-                    f"{prof.name!r}: choose another --out folder (one cache per profile) or delete this one"
-                )
-            if manifest["fingerprint"] == fingerprint and all((cache_dir / f["name"]).is_file() for f in manifest["files"]):
-                return BuildReport(cache_dir, True, int(manifest["n_clips"]), len(manifest["files"]),
-                                   time.perf_counter() - started, fingerprint, prof.name)
-            # same profile, changed inputs, labels or profile definition: rebuilt below, replacing the old cache
-            # (its teacher cache is stale too and goes with it)
-        elif any(cache_dir.iterdir()):
-            raise CacheError(
-                f"{cache_dir}: exists, is not empty and holds no feature cache ({MANIFEST} missing); expected a new or "
-                f"empty folder (refusing to replace it)"
-            )
-
-    # ---- plan parts
-    n = len(table)
-    per_file = rows_per_file or _rows_per_file(prof)
-    bounds = [(s, min(n, s + per_file)) for s in range(0, n, per_file)]
-    n_workers = max(1, workers or min(os.cpu_count() or 1, 8))
     file_meta = {
         "kind": FEATURE_KIND,
         "format_version": FORMAT_VERSION,
@@ -354,33 +332,14 @@ def build_feature_cache_report(
         "feature": f"{FEATURE_CODE}: torchaudio MelSpectrogram(power=2) -> log(mel + {LOG_FLOOR})",
         **provenance(),
     }
-    columns = [c for c in table.columns]
+    per_file = rows_per_file or _rows_per_file(prof)
+    n_workers = max(1, workers or min(os.cpu_count() or 1, 8))
     with atomic_output_dir(cache_dir) as tmp:
-        results: list[dict[str, Any]] = []
-        task_name = f"log-mel features ({prof.name})"
-        done = 0
-
-        def advance(m: int) -> None:
-            nonlocal done
-            done += m
-            emit(on_event, "progress", task=task_name, done=done, total=n)
-
-        advance(0)
-        with torch_threads(n_workers), ThreadPoolExecutor(n_workers, thread_name_prefix="decode") as decoder:
-            logmel = LogMel(prof)
-            for k, (a, b) in enumerate(bounds):
-                task = dict(
-                    root=str(root), table=table.iloc[a:b][columns].reset_index(drop=True), meta_rows=rows[a:b],
-                    out_path=str(tmp / f"features-{k:05d}.parquet"), meta=file_meta,
-                )
-                results.append(_compute_part(task, logmel, decoder, advance))
-        if not all(r["stats"]["finite"] for r in results):  # pragma: no cover - log(x + floor) of finite audio
-            raise DataError(f"{root}: non-finite log-mel values; check the audio for NaN/inf samples")
-        stats = _merge_stats(results, prof)
+        files = _write_files(root, tmp, table, rows, prof, file_meta, per_file, n_workers, on_event)
         manifest = dict(
             file_meta,
-            n_clips=n,
-            files=[{"name": r["name"], "rows": r["rows"]} for r in results],
+            n_clips=len(table),
+            files=files,
             dataset_root=str(root.resolve()),
             dataset_bytes=data_bytes,
             counts={
@@ -388,33 +347,67 @@ def build_feature_cache_report(
                 "device": {k: int(v) for k, v in table["device"].value_counts().sort_index().items()},
                 "scene": {k: int(v) for k, v in table["scene_label"].value_counts().sort_index().items()},
             },
-            stats=stats,
             length_policy=f"refuse clips off by more than {LENGTH_TOLERANCE_S * 1000:g} ms; pad/trim at the end within",
-            versions={"torch": torch.__version__, "torchaudio": torchaudio.__version__, "numpy": np.__version__,
-                      "pyarrow": pa.__version__},
-            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             build_seconds=round(time.perf_counter() - started, 3),
         )
         write_json_atomic(tmp / MANIFEST, manifest)
-    return BuildReport(cache_dir, False, n, len(results), time.perf_counter() - started, fingerprint, prof.name)
+    return BuildReport(cache_dir, False, len(table), len(files), time.perf_counter() - started, fingerprint, prof.name)
 
 
-def _merge_stats(results: list[dict[str, Any]], profile: FeatureProfile) -> dict[str, Any]:
-    count = sum(r["stats"]["count"] for r in results)
-    if count == 0:
-        return {"count": 0}
-    band_sum = np.sum([r["stats"]["band_sum"] for r in results], axis=0)
-    band_sumsq = np.sum([r["stats"]["band_sumsq"] for r in results], axis=0)
-    per_band = count * profile.n_frames
-    band_mean = band_sum / per_band
-    band_std = np.sqrt(np.maximum(band_sumsq / per_band - band_mean**2, 0.0))
-    mean = band_sum.sum() / (per_band * profile.n_mels)
-    std = float(np.sqrt(max(band_sumsq.sum() / (per_band * profile.n_mels) - mean**2, 0.0)))
-    return {
-        "count": int(count),
-        "split": "train",
-        "mean": float(mean),
-        "std": std,
-        "band_mean": [round(float(v), 6) for v in band_mean],
-        "band_std": [round(float(v), 6) for v in band_std],
-    }
+def _up_to_date(cache_dir: Path, prof: FeatureProfile, fingerprint: str) -> dict[str, Any] | None:
+    """The manifest of the cache at ``cache_dir`` when it is up to date (same fingerprint, every file there); None
+    when there is nothing to reuse (no folder, an empty one, or a cache of this profile built from other inputs,
+    labels or profile definition: rebuilt in place). CacheError when ``cache_dir`` must not be written: a file, a
+    cache of another profile, or a non-empty folder that is not a cache."""
+    if not cache_dir.exists():
+        return None
+    if not cache_dir.is_dir():
+        raise CacheError(f"{cache_dir}: exists and is not a folder; expected a new or empty folder for the cache")
+    if not is_feature_cache(cache_dir):
+        if any(cache_dir.iterdir()):
+            raise CacheError(
+                f"{cache_dir}: exists, is not empty and holds no feature cache ({MANIFEST} missing); expected a new or "
+                f"empty folder (refusing to replace it)"
+            )
+        return None
+    try:
+        manifest = read_manifest(cache_dir)
+    except CacheError as exc:
+        raise CacheError(f"{exc} (delete {cache_dir} to rebuild it)") from None
+    stored = manifest.get("profile", {})
+    if stored.get("name") != prof.name:
+        raise CacheError(
+            f"{cache_dir}: holds a feature cache of profile {stored.get('name')!r} "
+            f"({stored.get('n_mels')}x{manifest.get('shape', [0, 0, '?'])[-1]}); asked for profile "
+            f"{prof.name!r}: choose another --out folder (one cache per profile) or delete this one"
+        )
+    if manifest["fingerprint"] == fingerprint and all((cache_dir / f["name"]).is_file() for f in manifest["files"]):
+        return manifest
+    return None
+
+
+def _write_files(root: Path, out_dir: Path, table: Any, rows: Sequence[int], prof: FeatureProfile,
+                 meta: dict[str, Any], per_file: int, n_workers: int, on_event: OnEvent | None) -> list[dict[str, Any]]:
+    """Compute and write the cache's Parquet files into ``out_dir``, ``per_file`` clips each; their manifest entries
+    ``{"name", "rows"}``."""
+    n = len(table)
+    task = f"log-mel features ({prof.name})"
+    done = 0
+
+    def advance(k: int) -> None:
+        nonlocal done
+        done += k
+        emit(on_event, "progress", task=task, done=done, total=n)
+
+    advance(0)
+    files = []
+    filenames = table["filename"].tolist()
+    with torch_threads(n_workers), ThreadPoolExecutor(n_workers, thread_name_prefix="decode") as decoder:
+        logmel = LogMel(prof)
+        for k, a in enumerate(range(0, n, per_file)):
+            b = min(n, a + per_file)
+            x = _log_mels(root, filenames[a:b], rows[a:b], logmel, decoder, advance)
+            name = f"features-{k:05d}.parquet"
+            _write_file(out_dir / name, table.iloc[a:b], x, meta)
+            files.append({"name": name, "rows": b - a})
+    return files

@@ -1,12 +1,18 @@
 """The teacher cache: per clip, the teacher embedding and logits, in Parquet, joined to the feature cache by filename.
 
-Layout (default ``CACHE_DIR/teacher/``, where the search finds it without being told)::
+Layout (default ``CACHE_DIR-teacher/``, a sibling of the feature cache ``CACHE_DIR``, where the search finds it
+without being told; :func:`teacher_cache_path`)::
 
-    teacher/part-00000.parquet   columns: filename (string), embedding (fixed-size list float32, C*H*W values),
-    teacher/part-00001.parquet            logits (fixed-size list float32, K values)
+    CACHE_DIR-teacher/part-00000.parquet   columns: filename (string), embedding (fixed-size list float32, C*H*W
+    CACHE_DIR-teacher/part-00001.parquet   values), logits (fixed-size list float32, K values)
     ...
 
-Every file carries the same JSON record in its schema metadata (key ``asc_search``, see :mod:`asc_search.cache`):
+Beside the feature cache, not inside it, so that ``pandas.read_parquet(CACHE_DIR)`` and
+``pyarrow.dataset.dataset(CACHE_DIR)`` read the features alone, and either folder reads as one table. A teacher cache
+of the older layout (``CACHE_DIR/teacher/``) is still found when the sibling does not exist
+(:func:`default_teacher_cache_dir`).
+
+Every file carries the same JSON record in its schema metadata (key ``asc_search``, see :mod:`asc_search.data.cache`):
 ``kind`` = "asc_search.data.teacher_cache", ``embedding_shape`` [C, H, W], ``n_classes``, ``labels``, ``layer``,
 ``pool``, ``ensemble`` {mode, embedding}, ``teachers`` (each with its checkpoint fingerprint), ``feature_fingerprint``
 and ``feature_profile`` of the feature cache it was computed from, ``n_rows``, ``files``, ``source``
@@ -36,8 +42,11 @@ from .cache import array_to_list_array, list_column_to_numpy, read_parquet_metad
 __all__ = [
     "TEACHER_KIND",
     "TEACHER_FORMAT_VERSION",
-    "DEFAULT_SUBDIR",
+    "TEACHER_DIR_SUFFIX",
+    "LEGACY_SUBDIR",
+    "DEFAULT_SHARD_ROWS",
     "TeacherTargets",
+    "teacher_cache_path",
     "default_teacher_cache_dir",
     "write_teacher_cache",
     "read_teacher_cache",
@@ -48,8 +57,10 @@ __all__ = [
 
 TEACHER_KIND = "asc_search.data.teacher_cache"
 TEACHER_FORMAT_VERSION = 1
-#: Where ``teacher embed`` writes inside a feature cache by default.
-DEFAULT_SUBDIR = "teacher"
+#: The default teacher cache of the feature cache ``CACHE_DIR`` is the folder ``CACHE_DIR`` + this suffix, beside it.
+TEACHER_DIR_SUFFIX = "-teacher"
+#: Where the older layout kept it: a folder of this name inside the feature cache (still read).
+LEGACY_SUBDIR = "teacher"
 #: Rows per Parquet file (also the shard size of a cluster run, so both write the same files).
 DEFAULT_SHARD_ROWS = 8192
 
@@ -67,8 +78,23 @@ class TeacherTargets:
         return tuple(int(v) for v in self.embeddings.shape[1:])  # type: ignore[return-value]
 
 
+def teacher_cache_path(cache_dir: str | os.PathLike) -> Path:
+    """Where ``teacher embed`` and ``teacher import`` write the teacher cache of the feature cache ``cache_dir`` by
+    default: the sibling folder ``CACHE_DIR-teacher`` (``data/cache-quick`` -> ``data/cache-quick-teacher``)."""
+    path = Path(cache_dir)
+    if path.name in ("", ".", ".."):
+        path = path.resolve()
+    return path.with_name(path.name + TEACHER_DIR_SUFFIX)
+
+
 def default_teacher_cache_dir(cache_dir: str | os.PathLike) -> Path:
-    return Path(cache_dir) / DEFAULT_SUBDIR
+    """Where readers look for the teacher cache of ``cache_dir`` when none is named: :func:`teacher_cache_path`, or
+    ``CACHE_DIR/teacher`` (the older layout) when only that one exists."""
+    path = teacher_cache_path(cache_dir)
+    legacy = Path(cache_dir) / LEGACY_SUBDIR
+    if not path.exists() and legacy.is_dir():
+        return legacy
+    return path
 
 
 def write_teacher_cache(
@@ -196,8 +222,9 @@ def _align(feature_names: Any, names: Any, where: str) -> np.ndarray:
 def load_teacher_targets(features: Any, teacher_cache_dir: str | os.PathLike | None = None) -> TeacherTargets:
     """Teacher embeddings and logits aligned to ``features.table`` rows (joined by filename, never row order).
 
-    ``teacher_cache_dir`` defaults to ``features.cache_dir / "teacher"``. CacheError when the cache was computed
-    from another feature cache (fingerprint), lacks clips, has duplicate filenames or the wrong number of classes.
+    ``teacher_cache_dir`` defaults to :func:`default_teacher_cache_dir` of the feature cache. CacheError when the
+    cache was computed from another feature cache (fingerprint), lacks clips, has duplicate filenames or the wrong
+    number of classes.
     """
     teacher_dir = Path(teacher_cache_dir) if teacher_cache_dir is not None else default_teacher_cache_dir(features.cache_dir)
     meta = read_teacher_cache_meta(teacher_dir)
@@ -259,22 +286,8 @@ def _to_matrix(column: pa.ChunkedArray, width: int, path: Path, name: str) -> np
     return out
 
 
-def import_teacher_cache(
-    features: Any,
-    file: str | os.PathLike,
-    out_dir: str | os.PathLike | None = None,
-    embedding_shape: tuple[int, int, int] | None = None,
-) -> Path:
-    """Validate an external Parquet file (columns ``filename``, ``embedding``, ``logits``) and adopt it as the
-    teacher cache of ``features`` (written in the same format as ``teacher embed``, aligned by filename).
-
-    ``embedding`` may be a list or fixed-size-list column (width inferred, uniform); its (C, H, W) comes from
-    ``embedding_shape``, else the file's ``asc_search`` metadata, else (width, 1, 1). ``logits`` must have one
-    value per label of the feature cache. Clips in the file that the feature cache lacks are ignored (counted in
-    the metadata); clips the feature cache has that the file lacks, duplicates, NaN/inf values and wrong widths
-    are errors naming the file and row.
-    """
-    path = Path(file)
+def _read_external(path: Path) -> tuple[pa.Table, np.ndarray]:
+    """(table, filenames) of an external teacher file, checked: readable, the three columns, rows, string names."""
     if not path.is_file():
         raise CacheError(f"{path}: no such file")
     try:
@@ -295,8 +308,26 @@ def import_teacher_cache(
     if fn_col.null_count:
         row = int(np.flatnonzero(fn_col.is_null().to_numpy(zero_copy_only=False))[0])
         raise CacheError(f"{path}: column 'filename' is null in row {row}")
-    names = fn_col.to_numpy(zero_copy_only=False).astype(object)
+    return table, fn_col.to_numpy(zero_copy_only=False).astype(object)
 
+
+def import_teacher_cache(
+    features: Any,
+    file: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    embedding_shape: tuple[int, int, int] | None = None,
+) -> Path:
+    """Validate an external Parquet file (columns ``filename``, ``embedding``, ``logits``) and adopt it as the
+    teacher cache of ``features`` (written in the same format as ``teacher embed``, aligned by filename).
+
+    ``embedding`` may be a list or fixed-size-list column (width inferred, uniform); its (C, H, W) comes from
+    ``embedding_shape``, else the file's ``asc_search`` metadata, else (width, 1, 1). ``logits`` must have one
+    value per label of the feature cache. Clips in the file that the feature cache lacks are ignored (counted in
+    the metadata); clips the feature cache has that the file lacks, duplicates, NaN/inf values and wrong widths
+    are errors naming the file and row.
+    """
+    path = Path(file)
+    table, names = _read_external(path)
     emb_width = _list_widths(table.column("embedding"), path, "embedding")
     k = len(features.labels)
     lg_width = _list_widths(table.column("logits"), path, "logits")
@@ -331,7 +362,7 @@ def import_teacher_cache(
     feature_names = features.table["filename"].to_numpy()
     pos = _align(feature_names, names, str(path))
     extra = int(len(names) - len(np.unique(pos)))
-    out = Path(out_dir) if out_dir is not None else default_teacher_cache_dir(features.cache_dir)
+    out = Path(out_dir) if out_dir is not None else teacher_cache_path(features.cache_dir)
     meta = {
         "source": "import",
         "import": {"file": str(path.resolve()), "sha256": fingerprint_file(path, length=64), "ignored_rows": extra},

@@ -87,25 +87,16 @@ def _refuse_existing(out: Path, force: bool) -> None:
 
 def _score_test(model: torch.nn.Module, test_x: torch.Tensor, test_y: torch.Tensor, test_table: Any,
                 labels: tuple[str, ...], device: str) -> tuple[dict[str, Any], dict[str, float]]:
-    """The test scores (asc_search.training.metrics.score) and the macro accuracy on seen / unseen devices."""
+    """The test scores (asc_search.training.metrics.score: seen / unseen devices as macro accuracy) and those two."""
     from .._runtime import resolve_device
-    from ..config import SEEN_DEVICES, UNSEEN_DEVICES
     from ..training.loop import predict
-    from ..training.metrics import macro_accuracy, score
+    from ..training.metrics import score
 
     dev = resolve_device(device)
     logits = predict(model.to(dev), test_x, device=dev)
     model.cpu().eval()
     metrics = score(logits, test_y, test_table, labels)
-    seen_unseen = {}
-    if "device" in getattr(test_table, "columns", ()):
-        devices = test_table["device"].astype(str).to_numpy()
-        for kind, group in (("seen", SEEN_DEVICES), ("unseen", UNSEEN_DEVICES)):
-            mask = np.isin(devices, np.asarray(group))
-            if mask.any():
-                idx = torch.from_numpy(np.flatnonzero(mask))
-                seen_unseen[f"{kind}_macro_accuracy"] = macro_accuracy(logits[idx], test_y[idx], len(labels))
-    metrics.update(seen_unseen)
+    seen_unseen = {k: metrics[k] for k in ("seen_macro_accuracy", "unseen_macro_accuracy") if metrics.get(k) is not None}
     return metrics, seen_unseen
 
 

@@ -44,10 +44,11 @@ def report_markdown(record: Mapping[str, Any]) -> str:
     if val.get("val_macro_accuracy") is not None:
         lines.append(f"- validation macro accuracy during the search: {val['val_macro_accuracy']:.4f}")
     if test.get("per_device"):
-        lines += ["", "| device | seen | accuracy | clips |", "|---|:---:|---:|---:|"]
+        lines += ["", "| device | seen | macro accuracy | clips |", "|---|:---:|---:|---:|"]
         for dev, d in test["per_device"].items():
             seen = {True: "seen", False: "unseen", None: "?"}[d.get("seen")]
-            lines.append(f"| {dev} | {seen} | {d['acc']:.4f} | {d['n']} |")
+            macro = d.get("macro_accuracy")
+            lines.append(f"| {dev} | {seen} | {'-' if macro is None else f'{macro:.4f}'} | {d['n']} |")
     if test.get("per_class"):
         lines += ["", "| class | accuracy |", "|---|---:|"]
         for label, acc in test["per_class"].items():

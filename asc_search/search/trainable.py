@@ -12,13 +12,16 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import CacheError
 from .runfolder import read_resume_state, write_checkpoint
 from .spec import Proposal, SearchSpec
+
+if TYPE_CHECKING:
+    from ..training.loop import FitState
 
 __all__ = ["prepare_trial_data", "fit_proposal", "train_trial"]
 
@@ -81,7 +84,7 @@ def _tensor_data(data: dict[str, Any], name: str, proposal: Proposal) -> Any:
 def fit_proposal(
     config: dict[str, Any],
     data: dict[str, Any],
-    on_epoch: Callable[[int, dict[str, Any], dict[str, Any]], Any] | None = None,
+    on_epoch: Callable[[int, dict[str, Any], FitState], Any] | None = None,
     start_state: dict[str, Any] | None = None,
 ) -> Any:
     """Build the proposal's student (+ projection head) and train it on the trial data; returns the FitResult.
@@ -98,15 +101,15 @@ def fit_proposal(
                distill=proposal.distill, head=head, on_epoch=on_epoch, start_state=start_state)
 
 
-def _epoch_report(epoch: int, metrics: dict[str, Any], state: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
+def _epoch_report(epoch: int, metrics: dict[str, Any], state: FitState, fixed: dict[str, Any]) -> dict[str, Any]:
     nan = float("nan")
     return {
         "val_macro_accuracy": float(metrics.get("val_macro_accuracy", nan)),
         "val_log_loss": float(metrics.get("val_log_loss", nan)),
         "train_loss": float(metrics.get("train_loss", nan)),
         "epoch": int(epoch),
-        "best_epoch": int(state.get("best_epoch") or epoch),
-        "best_val_macro_accuracy": float((state.get("best_metrics") or metrics).get("val_macro_accuracy", nan)),
+        "best_epoch": int(state.best_epoch or epoch),
+        "best_val_macro_accuracy": float((state.best_metrics or metrics).get("val_macro_accuracy", nan)),
         "epoch_time_s": float(metrics.get("epoch_time_s", 0.0)),
         "pid": os.getpid(),  # the worker process (shown in the Ray dashboard, useful to inspect a slow trial)
         **fixed,
@@ -132,7 +135,7 @@ def train_trial(config: dict[str, Any], data: dict[str, Any]) -> None:
     fixed = {"epochs_planned": proposal.train.epochs, "resumed_from_epoch": last_epoch,
              **{k: int(v) for k, v in config["cost"].items()}}
 
-    def on_epoch(epoch: int, metrics: dict[str, Any], state: dict[str, Any]) -> None:
+    def on_epoch(epoch: int, metrics: dict[str, Any], state: FitState) -> None:
         nonlocal last_epoch
         last_epoch = epoch
         with tempfile.TemporaryDirectory() as d:

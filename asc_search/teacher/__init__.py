@@ -1,21 +1,17 @@
-"""Phase I: train a teacher, embed every clip with it (or an ensemble), import external targets."""
+"""Phase I: train a teacher (``train``), the teacher folder it writes and every later step loads (``folder``), and
+the teacher cache of embeddings and logits, computed by one teacher or an ensemble or imported (``embed``)."""
 
-from .phase1 import (
-    EMBEDDING_MODES,
+from .embed import EMBEDDING_MODES, embed_features, embed_shard, import_teacher
+from .folder import (
     METRICS_FILE,
     TEACHER_FILE,
     TEACHER_META,
     LoadedTeacher,
-    TeacherRun,
     check_teacher_out_dir,
-    default_teacher_preset,
-    default_train_config,
-    embed_features,
-    embed_shard,
-    import_teacher,
     load_teacher,
-    train_teacher,
+    write_teacher,
 )
+from .train import TeacherRun, default_teacher_preset, default_train_config, train_teacher
 
 __all__ = [
     "TEACHER_FILE",
@@ -25,6 +21,7 @@ __all__ = [
     "TeacherRun",
     "LoadedTeacher",
     "check_teacher_out_dir",
+    "write_teacher",
     "default_teacher_preset",
     "default_train_config",
     "train_teacher",

@@ -1,21 +1,26 @@
-"""Training building blocks: the one fit loop, distillation losses, augmentations and metrics."""
+"""Training building blocks, one idea per module: ``config`` (TrainConfig), ``data`` (TensorData), ``loop`` (the one
+fit loop and its FitState), ``losses`` (distillation), ``augment``, ``metrics`` (DCASE scores), ``inference``
+(the one batched forward loop)."""
 
 from .augment import Masking, freq_mixstyle, mixup, time_roll
-from .loop import OPTIMIZERS, DivergedError, FitResult, TensorData, TrainConfig, fit, predict
-from .losses import EMB_LOSSES, DistillConfig, distill_loss, distill_terms
+from .config import OPTIMIZERS, TrainConfig
+from .data import TensorData
+from .inference import predict
+from .loop import DivergedError, FitResult, FitState, fit
+from .losses import EMB_LOSSES, DistillConfig, distill_terms
 from .metrics import LOG_LOSS_EPS, accuracy, log_loss, macro_accuracy, per_class_accuracy, score
 
 __all__ = [
     "OPTIMIZERS",
     "TrainConfig",
     "TensorData",
+    "FitState",
     "FitResult",
     "DivergedError",
     "fit",
     "predict",
     "EMB_LOSSES",
     "DistillConfig",
-    "distill_loss",
     "distill_terms",
     "freq_mixstyle",
     "mixup",

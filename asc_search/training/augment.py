@@ -5,12 +5,12 @@
   of its own and another clip's statistics. Device characteristics live largely in these per-band statistics, so
   this simulates new devices.
 - :func:`mixup`: per-clip lam ~ Beta(alpha, alpha) (folded to >= 0.5), x = lam x + (1 - lam) x[perm]; the loss mixes
-  labels, teacher distributions and teacher embeddings with the same (perm, lam) (see :mod:`asc_search.distill`).
+  labels, teacher distributions and teacher embeddings with the same (perm, lam) (see :mod:`asc_search.training.losses`).
 - frequency / time masking: torchaudio's ``FrequencyMasking`` / ``TimeMasking`` with independent masks per clip.
 - :func:`time_roll`: circular shift along time by up to ``max_shift`` frames, per clip.
 
 Random draws use the torch generator / numpy Generator passed in (or torch's global RNG for torchaudio's masks,
-which :func:`asc_search.train.fit` seeds), so a seeded run is repeatable.
+which :func:`asc_search.training.fit` seeds), so a seeded run is repeatable.
 """
 
 from __future__ import annotations

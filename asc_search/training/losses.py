@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..config import reject_unknown_keys
 from ..errors import ConfigError
 
-__all__ = ["EMB_LOSSES", "DistillConfig", "distill_loss", "distill_terms"]
+__all__ = ["EMB_LOSSES", "DistillConfig", "distill_terms"]
 
 EMB_LOSSES = ("mse", "cosine")
 
@@ -98,7 +98,9 @@ def distill_terms(
     teacher_emb: torch.Tensor | None = None,
     mix: tuple[torch.Tensor, torch.Tensor | float] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Like :func:`distill_loss` but the parts stay tensors (no host sync); the training loop uses this."""
+    """The combined loss (a differentiable scalar) and its parts, detached tensors (no host sync): ``ce``, ``kd`` and
+    ``emb`` (when used) and ``loss``. ``y``: integer labels [N] or soft targets [N, K]; ``mix=(perm, lam)``: the
+    clips were mixed as lam_i * x_i + (1 - lam_i) * x_perm[i]. See the module docstring."""
     cfg = cfg or DistillConfig()
     s = student_logits.float()
     n = s.shape[0]
@@ -156,17 +158,3 @@ def distill_terms(
     parts["loss"] = loss.detach()
     return loss, parts
 
-
-def distill_loss(
-    student_logits: torch.Tensor,
-    y: torch.Tensor,
-    cfg: DistillConfig | None = None,
-    teacher_logits: torch.Tensor | None = None,
-    student_emb: torch.Tensor | None = None,
-    teacher_emb: torch.Tensor | None = None,
-    mix: tuple[torch.Tensor, torch.Tensor | float] | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The combined loss (a differentiable scalar) and its parts as floats: ``ce``, ``kd`` and ``emb`` (when
-    used) and ``loss``. ``y``: integer labels [N] or soft targets [N, K]. See the module docstring."""
-    loss, parts = distill_terms(student_logits, y, cfg, teacher_logits, student_emb, teacher_emb, mix)
-    return loss, {k: float(v) for k, v in parts.items()}

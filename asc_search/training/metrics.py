@@ -1,5 +1,5 @@
 """Scores the DCASE Task 1 way: macro-average class accuracy (the primary metric), accuracy, multi-class log loss,
-per-class accuracy and per-device accuracy with seen / unseen devices marked.
+per-class accuracy, and macro accuracy per device and over the seen / unseen devices.
 
 Everything works on plain tensors (logits [N, K], integer labels [N]); the per-device breakdown needs the clip
 table (a ``device`` column, row i <-> logits[i]).
@@ -72,6 +72,18 @@ def log_loss(logits: torch.Tensor, y: torch.Tensor, eps: float = LOG_LOSS_EPS) -
     return float(-torch.log(probs.gather(1, y[:, None])).mean())
 
 
+def _device_groups(devices: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(device, row mask) for every device present: seen devices first, then unseen, then any other (sorted)."""
+    present = set(devices)
+    order = [d for d in SEEN_DEVICES + UNSEEN_DEVICES if d in present]
+    order += sorted(present - set(order))
+    return [(dev, devices == dev) for dev in order]
+
+
+def _seen(device: str) -> bool | None:
+    return True if device in SEEN_DEVICES else (False if device in UNSEEN_DEVICES else None)
+
+
 def score(
     logits: torch.Tensor,
     y: torch.Tensor,
@@ -80,10 +92,14 @@ def score(
 ) -> dict[str, Any]:
     """All the figures DCASE reports, as a JSON-ready dict.
 
-    Keys: ``n``, ``macro_accuracy``, ``accuracy``, ``log_loss``, ``per_class`` {label: accuracy} and, when ``table``
-    (a DataFrame with a ``device`` column, row i <-> logits[i]) is given, ``per_device`` {device: {"acc", "macro_accuracy",
-    "n", "seen"}} plus ``seen_accuracy`` / ``unseen_accuracy`` (accuracy over all clips of seen / unseen devices).
-    ``seen`` is True for config.SEEN_DEVICES, False for config.UNSEEN_DEVICES and None for any other device name.
+    Keys: ``n``, ``macro_accuracy``, ``accuracy`` (plain: the share of clips right), ``log_loss``, ``per_class``
+    {label: accuracy} and, when ``table`` (a DataFrame with a ``device`` column, row i <-> logits[i]) is given:
+
+    * ``per_device`` {device: {"macro_accuracy", "accuracy", "n", "seen"}}: the macro accuracy over that device's
+      clips (the DCASE figure) and, labelled as such, its plain accuracy; ``seen`` is True for
+      config.SEEN_DEVICES, False for config.UNSEEN_DEVICES and None for any other device name;
+    * ``seen_macro_accuracy`` / ``unseen_macro_accuracy``: the macro accuracy over all clips of the seen / unseen
+      devices (None when there are none). This is the one definition of seen / unseen-device accuracy.
     """
     logits, y = _check(logits, y)
     n_classes = logits.shape[1]
@@ -99,28 +115,27 @@ def score(
         "log_loss": log_loss(logits, y),
         "per_class": {str(lab): (None if torch.isnan(a) else float(a)) for lab, a in zip(labels, pc)},
     }
-    if table is not None:
-        if "device" not in table.columns:
-            raise DataError(f"the clip table has no 'device' column (columns: {list(table.columns)})")
-        if len(table) != y.numel():
-            raise DataError(f"the clip table has {len(table)} rows but there are {y.numel()} predictions")
-        devices = table["device"].astype(str).to_numpy()
-        correct = (logits.argmax(1) == y).numpy()
-        per_device: dict[str, dict[str, Any]] = {}
-        order = [d for d in SEEN_DEVICES + UNSEEN_DEVICES if d in set(devices)]
-        order += sorted(set(devices) - set(order))
-        for dev in order:
-            mask = devices == dev
-            idx = torch.from_numpy(mask.nonzero()[0])
-            seen = True if dev in SEEN_DEVICES else (False if dev in UNSEEN_DEVICES else None)
-            per_device[dev] = {
-                "acc": float(correct[mask].mean()),
-                "macro_accuracy": macro_accuracy(logits[idx], y[idx], n_classes),
-                "n": int(mask.sum()),
-                "seen": seen,
-            }
-        out["per_device"] = per_device
-        for key, group in (("seen_accuracy", SEEN_DEVICES), ("unseen_accuracy", UNSEEN_DEVICES)):
-            mask = np.isin(devices, np.asarray(group))
-            out[key] = float(correct[mask].mean()) if mask.any() else None
+    if table is None:
+        return out
+    if "device" not in table.columns:
+        raise DataError(f"the clip table has no 'device' column (columns: {list(table.columns)})")
+    if len(table) != y.numel():
+        raise DataError(f"the clip table has {len(table)} rows but there are {y.numel()} predictions")
+    devices = table["device"].astype(str).to_numpy()
+
+    def macro(mask: np.ndarray) -> float | None:
+        if not mask.any():
+            return None
+        idx = torch.from_numpy(np.flatnonzero(mask))
+        return macro_accuracy(logits[idx], y[idx], n_classes)
+
+    correct = (logits.argmax(1) == y).numpy()
+    per_device: dict[str, dict[str, Any]] = {}
+    for dev, mask in _device_groups(devices):
+        accuracy_plain = float(correct[mask].mean())
+        per_device[dev] = {"macro_accuracy": macro(mask), "accuracy": accuracy_plain, "n": int(mask.sum()),
+                           "seen": _seen(dev)}
+    out["per_device"] = per_device
+    out["seen_macro_accuracy"] = macro(np.isin(devices, np.asarray(SEEN_DEVICES)))
+    out["unseen_macro_accuracy"] = macro(np.isin(devices, np.asarray(UNSEEN_DEVICES)))
     return out

@@ -43,15 +43,16 @@ def trial_dirname(trial_id: Any, ray_trial_id: str) -> str:
 
 
 def write_checkpoint(directory: str | os.PathLike[str], *, trial_id: int, ray_trial_id: str | None, epoch: int,
-                     state: Mapping[str, Any], student_config: Mapping[str, Any]) -> None:
-    """Write one checkpoint (best.pt, resume.pt, trial.json) of ``fit``'s ``state`` into ``directory``."""
+                     state: Any, student_config: Mapping[str, Any]) -> None:
+    """Write one checkpoint (best.pt, resume.pt, trial.json) of ``fit``'s ``state`` (a
+    :class:`~asc_search.training.loop.FitState`) into ``directory``."""
     import torch
 
     directory = Path(directory)
-    best_metrics = {k: v for k, v in (state.get("best_metrics") or {}).items() if isinstance(v, (int, float))}
-    torch.save({"best_state": state.get("best_state"), "best_epoch": state.get("best_epoch"),
+    best_metrics = {k: v for k, v in (state.best_metrics or {}).items() if isinstance(v, (int, float))}
+    torch.save({"best_state": state.best_state, "best_epoch": state.best_epoch,
                 "best_metrics": best_metrics, "student_config": dict(student_config)}, directory / BEST_FILE)
-    torch.save(dict(state), directory / RESUME_FILE)
+    torch.save(state.to_dict(), directory / RESUME_FILE)
     marker = {"trial_id": int(trial_id), "ray_trial_id": ray_trial_id, "epoch": int(epoch)}
     (directory / TRIAL_MARKER).write_text(json.dumps(marker), encoding="utf-8")
 

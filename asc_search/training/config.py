@@ -1,0 +1,96 @@
+"""How to train: :class:`TrainConfig`, the settings of :func:`asc_search.training.fit` (optimiser, schedule, device,
+augmentations), validated on construction with messages that name the key."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .._runtime import DEVICES
+from ..config import reject_unknown_keys
+from ..errors import ConfigError
+
+__all__ = ["OPTIMIZERS", "TrainConfig"]
+
+OPTIMIZERS = ("adamw", "adam")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Augmentations are off when their knob is 0."""
+
+    epochs: int = 10  # passes over the training set
+    lr: float = 1e-3  # peak learning rate (after warm-up)
+    weight_decay: float = 1e-4  # decoupled (AdamW) or L2 (Adam) weight decay
+    optimizer: str = "adamw"  # "adamw" or "adam"
+    batch_size: int = 64  # clips per step (a smaller last batch is dropped when the set is larger than a batch)
+    warmup_epochs: float = 1.0  # linear warm-up length (may be fractional); 0 = none
+    min_lr_ratio: float = 0.01  # the cosine decays to lr * min_lr_ratio
+    grad_clip: float = 0.0  # clip the global gradient norm to this (0 = off)
+    seed: int = 0  # seeds batch order, augmentation draws and torch's global RNG (init, dropout)
+    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+    amp: bool = True  # mixed precision on CUDA (bf16 when supported, else fp16 + GradScaler); ignored on CPU
+    num_threads: int = 0  # torch intra-op threads during fit (0 = leave as is)
+    eval_batch_size: int = 512  # clips per forward pass when scoring
+    device_data_max_bytes: int = 4 << 30  # on CUDA, keep the training tensors on the GPU when they fit this
+    # augmentations
+    mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixup; 0 = off
+    mixup_p: float = 1.0  # probability a batch is mixed (when mixup_alpha > 0)
+    freq_mixstyle_p: float = 0.0  # probability a batch gets Freq-MixStyle; 0 = off
+    freq_mixstyle_alpha: float = 0.3  # Beta(alpha, alpha) of the style mix
+    freq_mask: int = 0  # max frequency-mask width in mel bins (torchaudio FrequencyMasking); 0 = off
+    time_mask: int = 0  # max time-mask width in frames (torchaudio TimeMasking); 0 = off
+    time_roll: int = 0  # max circular time shift in frames; 0 = off
+
+    def __post_init__(self) -> None:
+        def num(key: str, lo: float | None = None, lo_open: bool = False, integer: bool = False) -> None:
+            value = getattr(self, key)
+            ok = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+            if ok and lo is not None:
+                ok = value > lo if lo_open else value >= lo
+            if not ok:
+                kind = "an integer" if integer else "a number"
+                bound = "" if lo is None else (f" > {lo}" if lo_open else f" >= {lo}")
+                raise ConfigError(f"train.{key} must be {kind}{bound}, got {value!r}")
+
+        num("epochs", 1, integer=True)
+        num("lr", 0, lo_open=True)
+        num("weight_decay", 0)
+        num("batch_size", 1, integer=True)
+        num("warmup_epochs", 0)
+        num("min_lr_ratio", 0)
+        num("grad_clip", 0)
+        num("seed", integer=True)
+        num("num_threads", 0, integer=True)
+        num("eval_batch_size", 1, integer=True)
+        num("device_data_max_bytes", 0, integer=True)
+        num("mixup_alpha", 0)
+        num("freq_mixstyle_alpha", 0, lo_open=True)
+        num("freq_mask", 0, integer=True)
+        num("time_mask", 0, integer=True)
+        num("time_roll", 0, integer=True)
+        for key in ("mixup_p", "freq_mixstyle_p"):
+            num(key, 0)
+            if getattr(self, key) > 1:
+                raise ConfigError(f"train.{key} must lie in [0, 1], got {getattr(self, key)!r}")
+        if self.min_lr_ratio > 1:
+            raise ConfigError(f"train.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio!r}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"train.device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if not isinstance(self.amp, bool):
+            raise ConfigError(f"train.amp must be true or false, got {self.amp!r}")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        reject_unknown_keys(cls, data, "train")
+        return cls(**data)
+
