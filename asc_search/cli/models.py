@@ -71,17 +71,22 @@ def _load_student_config(path: Path) -> Any:
 
     if not path.is_file():
         raise NotFoundError(f"student config file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
+    from .._yaml import MAX_YAML_BYTES, load_yaml
 
-            data = yaml.safe_load(text)
-    except Exception as exc:  # malformed YAML/JSON
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{path}: not valid YAML/JSON: {first}") from None
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size:,} bytes; expected a student config of at most "
+                          f"{MAX_YAML_BYTES:,} bytes")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the student config ({exc})") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    else:
+        data = load_yaml(text, str(path))
     if isinstance(data, dict) and set(data) == {"student"}:
         data = data["student"]
     if not isinstance(data, dict):

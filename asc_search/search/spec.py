@@ -19,7 +19,7 @@ import yaml
 
 from .._io import jsonable
 from ..config import Budget, FeatureProfile, SplitConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, quote
 
 __all__ = [
     "MISSING",
@@ -160,7 +160,7 @@ def resolve_embed_block(choice: str | None, n_blocks: tuple[int, ...]) -> str:
         return f"b{total}"
     if choice == "penultimate":
         return f"b{max(1, total - 1)}"
-    raise ConfigError(f"embed_block must be one of {', '.join(EMBED_BLOCK_CHOICES)}, got {choice!r}")
+    raise ConfigError(f"embed_block must be one of {', '.join(EMBED_BLOCK_CHOICES)}, got {quote(choice)}")
 
 
 @dataclass(frozen=True)
@@ -274,7 +274,7 @@ class SearchSpec:
         from .space import parse_space
 
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"num_samples must be a positive integer, got {n!r}", params=("num_samples",))
+            raise ConfigError(f"num_samples must be a positive integer, got {quote(n)}", params=("num_samples",))
         raw = yaml.safe_load(self.text) or {}
         raw["search"] = dict(raw.get("search") or {})
         raw["search"]["num_samples"] = n
