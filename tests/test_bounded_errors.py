@@ -102,3 +102,16 @@ def test_cli_refuses_a_bomb_and_an_oversized_file_in_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and expected in err and len(err) < 400, err
     assert not any(p.is_dir() for p in tmp_path.iterdir())  # nothing written
+
+
+def test_a_library_that_fails_to_import_is_named_in_one_line():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; from asc_search.cli import main; "
+            "sys.exit(main(['complexity', '--preset', 'teacher_quick']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("asc-search complexity: error: cannot import torch (") and done.stderr.count("\n") == 1
+    assert "unknown key" not in done.stderr and "Traceback" not in done.stderr
