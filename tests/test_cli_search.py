@@ -74,6 +74,9 @@ def test_interrupt_then_resume_finishes_without_loss_or_repeat(quick_cache, teac
             if " completed @" in seen:
                 break
         assert " completed @" in seen, seen
+        resumed = _cli(quick_cache, *common, "--resume")  # resuming a run that still runs is refused
+        _, err2 = resumed.communicate(timeout=120)
+        assert resumed.returncode == 2 and f"run run is in use by pid {proc.pid}" in err2, err2
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -120,6 +123,13 @@ def test_killed_driver_then_resume_finishes_without_loss_or_repeat(quick_cache, 
                 break
             seen += line
         assert " completed @" in seen, seen
+        # the same run started again while it runs (e.g. a Ray job submitted twice): refused before anything slow,
+        # naming the driver that holds it; the running search is not disturbed
+        second = _cli(quick_cache, "--space", space, *common)
+        _, err2 = second.communicate(timeout=120)
+        assert second.returncode == 2 and err2.count("\n") == 1, err2
+        assert f"error: run run is in use by pid {proc.pid} (started " in err2, err2
+        assert proc.poll() is None
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)

@@ -2,7 +2,8 @@
 
 One search writes the run folder ``RESULTS_DIR/NAME/`` (:mod:`asc_search.search.runfolder`). It runs as a few steps:
 
-1. **prepare** the search file and the run folder (a new run, or the run to resume with its own search.yaml);
+1. **prepare** the search file and the run folder (a new run, or the run to resume with its own search.yaml) and
+   take the run's lock (:mod:`~asc_search.search.runfolder.lock`) before anything slow: one driver per run;
 2. **load** the feature cache and the teacher cache, keep only the train and validation rows (validation = whole
    recording locations carved from train; the test split never reaches a trial) as the trial data, put in Ray's
    object store ONCE (``tune.with_parameters``): every trial on a node maps the same shared-memory copy;
@@ -36,17 +37,19 @@ from typing import Any
 from .._io import now_utc, provenance, write_text_atomic
 from .._progress import OnEvent, emit
 from .._runtime import connect_ray, quiet_ray_env
-from ..errors import BudgetError, CacheError, ConfigError, NotFoundError
+from ..errors import BudgetError, CacheError, ConfigError, NotFoundError, quote
 from .runfolder import (
     DEFAULT_RESULTS_DIR,
     RAY_DIR,
     SEARCH_FILE,
     STUDY_FILE,
+    RunLock,
     RunRecord,
     RunState,
     Status,
     best_trial,
     build_trials_table,
+    lock_run,
     read_run_record,
     status_counts,
     trial_dirname,
@@ -60,7 +63,8 @@ from .trainable import prepare_trial_data, train_trial
 
 __all__ = ["SearchResult", "run_search"]
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_NAME_MAX = 100
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass
@@ -84,6 +88,7 @@ class _Run:
     spec: SearchSpec
     resume: bool
     record: RunRecord | None  # run.json of the run resumed; None for a new run
+    lock: RunLock  # the run's lock, held until the search ends
     space_file: Path | None = None  # a new run's search file (as given) and its sha256
     space_file_sha256: str | None = None
 
@@ -119,14 +124,23 @@ def run_search(
     the trial by ``trial_id`` (the Optuna trial number).
     """
     t_start = time.time()
-    run = _prepare_run(space, name, Path(results_dir), num_samples, resume)
-    data = _load_data(run, Path(cache_dir), teacher_cache)
+    run = _prepare_run(space, name, Path(results_dir), num_samples, resume)  # holds the run's lock from here on
+    try:
+        return _search(run, Path(cache_dir), teacher_cache, address, on_event, t_start)
+    finally:
+        run.lock.release()
+
+
+def _search(run: _Run, cache_dir: Path, teacher_cache: Any, address: str | None, on_event: OnEvent | None,
+            t_start: float) -> SearchResult:
+    """Steps 2-6 for the run of step 1 (whose lock the caller holds)."""
+    data = _load_data(run, cache_dir, teacher_cache)
     quiet_ray_env()
     started_ray = connect_ray(address)
     channel = str(run.run_dir)
     try:
         _check_resources(run.spec)
-        record = _write_record(run, data, Path(cache_dir), address)
+        record = _write_record(run, data, cache_dir, address)
         storage_url = f"sqlite:///{run.run_dir / STUDY_FILE}"
         open_study(run.spec, storage_url, record.study_name)  # now, so that the dashboard can show it at once
         tuner = _build_tuner(run, data.payload, storage_url, record.study_name, data.n_classes, channel, on_event)
@@ -151,25 +165,18 @@ def run_search(
 
 
 def _prepare_run(space: Any, name: str | None, results_dir: Path, num_samples: int | None, resume: bool) -> _Run:
+    """The run to do, its lock held (released again when this step refuses it)."""
     if resume:
         if name is None:
             raise ConfigError("resume needs name: the run to resume (a folder under results_dir)",
                               params=("resume", "name", "results_dir"))
-        run_dir = (results_dir / name).resolve()
-        record = read_run_record(run_dir)
-        if not (run_dir / SEARCH_FILE).is_file() or record is None:
-            raise NotFoundError(f"{run_dir}: no search run to resume there (no {SEARCH_FILE} and run.json)")
-        if space is not None:
-            given = hashlib.sha256(Path(space).read_bytes()).hexdigest() if Path(space).is_file() else None
-            if given not in (record.space_file_sha256, record.space_sha256):
-                raise ConfigError(f"space {space} differs from the search file run {name!r} started with "
-                                  f"({record.space_file}); leave it out: a resumed run keeps its own {SEARCH_FILE}",
-                                  params=("space",))
-        spec = load_space(run_dir / SEARCH_FILE)
-        if num_samples is not None and num_samples != spec.search.num_samples:
-            raise ConfigError(f"num_samples {num_samples}: run {name!r} was started with {spec.search.num_samples}; "
-                              "a resumed run keeps its settings", params=("num_samples",))
-        return _Run(name=name, run_dir=run_dir, spec=spec, resume=True, record=record)
+        _check_name(name, results_dir)
+        lock = lock_run((results_dir / name).resolve(), name, new=False)
+        try:
+            return _resumed_run(space, name, lock, num_samples)
+        except BaseException:
+            lock.release()
+            raise
     if space is None:
         raise ConfigError("space is required: a search file, e.g. search_spaces/quick.yaml, or a built-in name "
                           "(quick, dcase)", params=("space",))
@@ -178,15 +185,37 @@ def _prepare_run(space: Any, name: str | None, results_dir: Path, num_samples: i
     if num_samples is not None:
         spec = spec.with_num_samples(num_samples)
     name = name or f"{Path(space).stem}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    if not _NAME_RE.match(name):
-        raise ConfigError(f"name {name!r}: use letters, digits, '.', '_' and '-' only (it names a folder under "
-                          f"{results_dir})", params=("name",))
-    run_dir = results_dir / name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"{run_dir} already exists: resume that run, or choose another name",
-                          params=("resume", "name"))
-    return _Run(name=name, run_dir=run_dir.resolve(), spec=spec, resume=False, record=None,
+    _check_name(name, results_dir)
+    lock = lock_run((results_dir / name).resolve(), name, new=True)
+    return _Run(name=name, run_dir=lock.run_dir, spec=spec, resume=False, record=None, lock=lock,
                 space_file=Path(space), space_file_sha256=original_sha)
+
+
+def _check_name(name: str, results_dir: Path) -> None:
+    if len(name) > _NAME_MAX:
+        raise ConfigError(f"name: at most {_NAME_MAX} characters (it names a folder under {results_dir}), got "
+                          f"{len(name):,}", params=("name",))
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"name {quote(name)}: use letters, digits, '.', '_' and '-' only, starting with a letter "
+                          f"or digit (it names a folder under {results_dir})", params=("name",))
+
+
+def _resumed_run(space: Any, name: str, lock: RunLock, num_samples: int | None) -> _Run:
+    run_dir = lock.run_dir
+    record = read_run_record(run_dir)
+    if not (run_dir / SEARCH_FILE).is_file() or record is None:
+        raise NotFoundError(f"{run_dir}: no search run to resume there (no {SEARCH_FILE} and run.json)")
+    if space is not None:
+        given = hashlib.sha256(Path(space).read_bytes()).hexdigest() if Path(space).is_file() else None
+        if given not in (record.space_file_sha256, record.space_sha256):
+            raise ConfigError(f"space {space} differs from the search file run {name!r} started with "
+                              f"({record.space_file}); leave it out: a resumed run keeps its own {SEARCH_FILE}",
+                              params=("space",))
+    spec = load_space(run_dir / SEARCH_FILE)
+    if num_samples is not None and num_samples != spec.search.num_samples:
+        raise ConfigError(f"num_samples {num_samples}: run {name!r} was started with {spec.search.num_samples}; "
+                          "a resumed run keeps its settings", params=("num_samples",))
+    return _Run(name=name, run_dir=run_dir, spec=spec, resume=True, record=record, lock=lock)
 
 
 # ------------------------------------------------------------------------------------------------ 2. data
