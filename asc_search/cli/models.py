@@ -98,17 +98,17 @@ def _load_student_config(path: Path) -> Any:
 
 
 def _print_list() -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from ..models.presets import PRESETS
+    from ._render import output_console
 
     table = Table(title="model presets")
     for col in ("preset", "family", "input shape", "dtype", "description"):
         table.add_column(col)
     for p in PRESETS.values():
         table.add_row(p.name, p.family, "x".join(map(str, p.input_shape)), p.param_dtype, p.description)
-    Console().print(table)
+    output_console().print(table)
     return 0
 
 
@@ -150,10 +150,11 @@ def run_complexity(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 1 if args.strict and not report.passed else 0
 
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from ._render import output_console
+
+    console = output_console()
     if args.layers:
         layers = Table(title=f"{label}: per layer")
         for col, justify in (("layer", "left"), ("type", "left"), ("params", "right"), ("MACs", "right")):

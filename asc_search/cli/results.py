@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ..errors import ConfigError
 from ._args import port, positive_int
+from ._render import output_console
 
 _RUN_HELP = "a run name under --results-dir (default ./results) or the path of a run folder"
 
@@ -85,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _console() -> Console:
     """stdout console; when piped or captured, wide enough that the leaderboard's columns are not cut."""
-    return Console() if sys.stdout.isatty() else Console(width=200)
+    return output_console()
 
 
 def _fmt(value: Any, kind: str = "") -> str:

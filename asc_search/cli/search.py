@@ -10,6 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ._render import output_console
+
 __all__ = ["register", "SearchPrinter"]
 
 
@@ -48,7 +50,7 @@ class SearchPrinter:
     score so far. The ``other=`` handler of a :class:`~asc_search.cli._render.Renderer`."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True, highlight=False)
+        self.console = console or output_console(stderr=True)
         self.t0 = time.time()
         self.running: set[int] = set()
         self.done = 0
@@ -131,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
             resume=args.resume,
             on_event=render,
         )
-    out = Console(highlight=False)
+    out = output_console()
     counts = result.counts
     table = Table(title=f"search {result.name}", show_header=False)
     table.add_column("what")
