@@ -134,6 +134,9 @@ def run_search(
 def _search(run: _Run, cache_dir: Path, teacher_cache: Any, address: str | None, on_event: OnEvent | None,
             t_start: float) -> SearchResult:
     """Steps 2-6 for the run of step 1 (whose lock the caller holds)."""
+    from ..data.cache import read_manifest
+
+    run.spec.check_feasible(n_classes=len(read_manifest(cache_dir)["labels"]))  # before minutes of loading
     data = _load_data(run, cache_dir, teacher_cache)
     quiet_ray_env()
     started_ray = connect_ray(address)

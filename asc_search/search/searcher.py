@@ -193,8 +193,9 @@ class BudgetedSearcher(Searcher):
         b = self.spec.budget
         self._stop(
             f"{limit} proposals in a row were over the budget ({b.max_param_bytes} bytes at {b.param_dtype}, "
-            f"{b.max_macs} MACs) in {self.spec.source}: narrow the student ranges (base_channels, channels_multiplier, "
-            "expansion_rate, n_stages, blocks_per_stage) or raise search.max_consecutive_rejections",
+            f"{b.max_macs} MACs) in {self.spec.source}, although its smallest student fits: most of the space is over "
+            "the budget; narrow the student ranges (base_channels, channels_multiplier, expansion_rate, n_stages, "
+            "blocks_per_stage) towards their low ends, or raise search.max_consecutive_rejections",
             BudgetError,
         )
         self._emit("exhausted", message=self.exhausted)
