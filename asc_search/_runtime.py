@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["DEVICES", "CONNECT_TIMEOUT_S", "TOKEN_HINT", "torch_threads", "resolve_device", "check_reachable",
+__all__ = ["DEVICES", "CONNECT_TIMEOUT_S", "TOKEN_HINT", "torch_threads", "resolve_device", "check_reachable", "check_trial_resources",
            "connect_ray", "ray_session", "quiet_ray_env"]
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -157,6 +157,23 @@ def connect_ray(address: str | None = None, **init_kwargs: Any) -> bool:
         raise ConfigError(f"address {target}: cannot join the Ray cluster ({detail[:300]}); is `ray start --head` "
                           f"running there? {TOKEN_HINT}", params=("address",)) from None
     return True
+
+
+def check_trial_resources(cpus: float, gpus: float, source: str) -> None:
+    """A trial asking for more CPUs or GPUs than any live node of the connected Ray cluster has would wait forever:
+    refuse it up front (ConfigError naming ``source``'s ``search.resources`` key and what the cluster has)."""
+    import ray
+
+    total = ray.cluster_resources()
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    for key, want, name in (("CPU", cpus, "cpus_per_trial"), ("GPU", gpus, "gpus_per_trial")):
+        most = max((float(r.get(key, 0.0)) for r in nodes), default=0.0)
+        if want > 0 and want > most:
+            raise ConfigError(
+                f"{source}: search.resources.{name} is {want:g} but the Ray cluster has "
+                f"{float(total.get(key, 0.0)):g} {key}(s) in all and at most {most:g} on one node: no trial could ever "
+                f"start; lower {name} (e.g. gpus_per_trial: 0 on a machine without a GPU)"
+            )
 
 
 @contextlib.contextmanager

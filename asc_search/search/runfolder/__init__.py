@@ -51,8 +51,8 @@ from .layout import (
     resolve_run,
     study_url,
 )
-from .lock import LOCK_FILE, RunInUseError, RunLock, lock_run, locked_run, run_holder
-from .record import RunRecord, is_running, read_run_record, run_budget, study_name, write_run_record
+from .lock import LOCK_FILE, NAME_MAX, RunInUseError, RunLock, check_run_name, lock_run, locked_run, run_holder
+from .record import RunRecord, is_running, read_run_record, run_budget, space_file_record, study_name, write_run_record
 from .trials import (
     PARAM_PREFIX,
     RANKING,
@@ -88,6 +88,9 @@ __all__ = [
     "resolve_run",
     "study_url",
     "LOCK_FILE",
+    "NAME_MAX",
+    "check_run_name",
+    "space_file_record",
     "RunInUseError",
     "RunLock",
     "lock_run",

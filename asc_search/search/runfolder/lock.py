@@ -16,16 +16,32 @@ import datetime as _dt
 import fcntl
 import json
 import os
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from ...errors import ConfigError, NotFoundError
+from ...errors import ConfigError, NotFoundError, quote
 
-__all__ = ["LOCK_FILE", "RunInUseError", "RunLock", "lock_run", "locked_run", "run_holder"]
+__all__ = ["LOCK_FILE", "NAME_MAX", "RunInUseError", "RunLock", "check_run_name", "lock_run", "locked_run",
+           "run_holder"]
 
 #: The lock file in a run folder (hidden: not part of the run's results).
 LOCK_FILE = ".lock"
+#: The longest run name (it names a folder).
+NAME_MAX = 100
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_run_name(name: str, results_dir: str | os.PathLike[str]) -> None:
+    """A run name must be a plain folder name: letters, digits, '.', '_' and '-', at most :data:`NAME_MAX`
+    characters (ConfigError naming ``name``)."""
+    if len(name) > NAME_MAX:
+        raise ConfigError(f"name: at most {NAME_MAX} characters (it names a folder under {results_dir}), got "
+                          f"{len(name):,}", params=("name",))
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"name {quote(name)}: use letters, digits, '.', '_' and '-' only, starting with a letter "
+                          f"or digit (it names a folder under {results_dir})", params=("name",))
 
 
 class RunInUseError(ConfigError):
