@@ -109,3 +109,15 @@ def test_cli_refuses_a_results_dir_that_is_a_file_and_a_long_name_at_once(tmp_pa
     err = capsys.readouterr().err
     assert "--name: at most 100 characters" in err and "letters, digits" not in err, err
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_run_json_names_the_search_file_relative_to_a_ray_job_working_dir(tmp_path):
+    from asc_search.search.runfolder import space_file_record
+
+    job = tmp_path / "ray" / "session_x" / "runtime_resources" / "working_dir_files" / "_ray_pkg_abc"
+    (job / "search_spaces").mkdir(parents=True)
+    (job / "search_spaces" / "quick.yaml").write_text("x")
+    assert space_file_record(job / "search_spaces" / "quick.yaml") == "search_spaces/quick.yaml"
+    mine = tmp_path / "quick.yaml"
+    mine.write_text("x")
+    assert space_file_record(mine) == str(mine.resolve())

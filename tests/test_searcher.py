@@ -196,3 +196,22 @@ def test_restore_refuses_another_search_file(tmp_path):
     other = _searcher(tmp_path, _spec(**{"epochs: 3": "epochs: 4"}))
     with pytest.raises(Exception, match="another search file"):
         other.restore(str(tmp_path / "state.pkl"))
+
+
+def test_a_retried_trial_is_reported(tmp_path):
+    from types import SimpleNamespace
+
+    from asc_search.search.searcher import RetryReporter, register_sink, unregister_sink
+
+    error = tmp_path / "error.txt"
+    error.write_text("Traceback (most recent call last):\n  ...\nray.exceptions.NodeDiedError: node 1a2b died\n\n")
+    events = []
+    register_sink("chan", lambda e, i: events.append((e, i)))
+    try:
+        trial = SimpleNamespace(config={"trial_id": 7}, num_failures=1, last_result={"epoch": 3},
+                                error_file=str(error))
+        RetryReporter("chan", max_failures=2).on_trial_recover(0, [trial], trial)
+    finally:
+        unregister_sink("chan")
+    assert events == [("retried", {"trial_id": 7, "attempt": 1, "max_failures": 2, "epoch": 3,
+                                   "error": "ray.exceptions.NodeDiedError: node 1a2b died"})]
