@@ -52,6 +52,7 @@ def test_a_truncated_cache_file_is_not_reused_but_rebuilt(mini_tau, tmp_path, ca
 def test_force_rebuilds_an_up_to_date_cache(mini_tau, tmp_path, capsys):
     out = tmp_path / "cache"
     assert main(["features", str(mini_tau), "--out", str(out)]) == 0
+    capsys.readouterr()
     stamp = (out / MANIFEST).stat().st_mtime_ns
     assert main(["features", str(mini_tau), "--out", str(out)]) == 0
     said = capsys.readouterr().out
