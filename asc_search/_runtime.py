@@ -117,6 +117,21 @@ def check_reachable(target: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         ) from None
 
 
+def _enable_token_auth() -> None:
+    """``RAY_AUTH_MODE=token`` for this process (and what it starts). Ray reads the mode into its configuration when
+    it is first imported: refresh that too when Ray is already imported (as ``ray.init`` does for clusters it finds)."""
+    import sys
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if "ray" in sys.modules:
+        try:
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except Exception:  # noqa: BLE001 - a private hook of Ray's; without it the join fails with TOKEN_HINT
+            pass
+
+
 def _token_available() -> bool:
     if os.environ.get("RAY_AUTH_TOKEN"):
         return True
@@ -133,18 +148,22 @@ def connect_ray(address: str | None = None, **init_kwargs: Any) -> bool:
     ConfigError at once); with a token at hand (see :data:`TOKEN_HINT`) and ``RAY_AUTH_MODE`` unset, token
     authentication is switched on for this process, as ``ray.init`` does only for clusters it finds itself.
     """
+    import sys
+
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        return False
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    if target != "local":
+        check_reachable(target)
+        if "RAY_AUTH_MODE" not in os.environ and _token_available():
+            _enable_token_auth()
     import ray
 
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False, **init_kwargs}
-    target = address or os.environ.get("RAY_ADDRESS") or "local"
     if target == "local":
         kwargs.setdefault("include_dashboard", False)
-    else:
-        check_reachable(target)
-        if "RAY_AUTH_MODE" not in os.environ and _token_available():
-            os.environ["RAY_AUTH_MODE"] = "token"
     try:
         ray.init(address=target, **kwargs)
     except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError/RuntimeError/ValueError/AuthenticationError

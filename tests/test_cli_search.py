@@ -1,5 +1,5 @@
 """`asc-search search` through the CLI: bad inputs give one-line errors (exit 2), and a search interrupted with
-Ctrl-C (SIGINT to `python -m asc_search search`) or killed outright (SIGKILL to the driver and its local Ray)
+SIGTERM (`kill PID`, turned into Ctrl-C's SIGINT) or killed outright (SIGKILL to the driver and its local Ray)
 finishes with --resume, no trial lost or trained twice."""
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def test_interrupt_then_resume_finishes_without_loss_or_repeat(quick_cache, teac
         assert " completed @" in seen, seen
         _, err2 = resumed.communicate(timeout=120)  # resuming a run that still runs is refused
         assert resumed.returncode == 2 and f"run run is in use by pid {proc.pid}" in err2, err2
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # `kill PID`: handled as Ctrl-C is (SIGINT), not Ray's C++ abort
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,29 @@ class SearchPrinter:
             c.print(f"{self._stamp()} [red]stopped proposing:[/red] {info.get('message')}")
 
 
+def _sigterm_as_ctrl_c() -> None:
+    """SIGTERM (``kill PID``, a job scheduler stopping the command) raises SIGINT, so that the search stops as on
+    Ctrl-C: running trials checkpointed, run.json ``interrupted``, exit 130 with the resume command. Without this,
+    once Ray is connected its signal handler aborts the process with a C++ stack dump (``logging.cc``)."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
+
+
+@contextlib.contextmanager
+def _restore_sigterm() -> Any:
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def _run(args: argparse.Namespace) -> int:
     import logging
 
@@ -154,7 +178,13 @@ def _run(args: argparse.Namespace) -> int:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
     printer = SearchPrinter()
-    with Renderer(console=printer.console, other=printer) as render:
+
+    def other(event: str, info: dict[str, Any]) -> None:
+        if event == "setup":  # Ray is connected: from now on SIGTERM stops the search as Ctrl-C does
+            _sigterm_as_ctrl_c()
+        printer(event, info)
+
+    with Renderer(console=printer.console, other=other) as render, _restore_sigterm():
         result = run_search(
             args.cache_dir,
             args.space,
