@@ -15,7 +15,8 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["DEVICES", "torch_threads", "resolve_device", "connect_ray", "ray_session", "quiet_ray_env"]
+__all__ = ["DEVICES", "CONNECT_TIMEOUT_S", "TOKEN_HINT", "torch_threads", "resolve_device", "check_reachable", "check_trial_resources",
+           "connect_ray", "ray_session", "quiet_ray_env"]
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -51,10 +52,91 @@ def resolve_device(device: str = "auto") -> Any:
 
 def quiet_ray_env() -> None:
     """Environment defaults for a driver that renders its own progress: no Tune auto-loggers (the driver's memory
-    grows with them), no uv runtime env, no new-style Tune console output."""
+    grows with them), no uv runtime env, no new-style Tune console output, and no 30 s "drain" of a local Ray node
+    on SIGTERM (meant for Ray Serve; it made ``kill PID`` of a search take 30 s)."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
+
+
+#: Seconds to wait for a TCP connection to a cluster's address before saying nothing answers there.
+CONNECT_TIMEOUT_S = 5.0
+#: What helps when a cluster refuses this process for its token (Ray 2.60 token authentication).
+TOKEN_HINT = (
+    "Ray 2.60 clusters check a token: export RAY_AUTH_MODE=token in this shell (Ray turns it on by itself only for "
+    "clusters it starts or finds), and make the head node's token (`ray get-auth-token` there) available here as "
+    "~/.ray/auth_token, RAY_AUTH_TOKEN_PATH=FILE or RAY_AUTH_TOKEN=TOKEN"
+)
+
+
+def _host_port(target: str) -> tuple[str, int] | None:
+    """(host, port) of ``HOST:PORT``, ``[IPv6]:PORT`` or ``ray://HOST:PORT``; None for anything else."""
+    rest = target[len("ray://"):] if target.startswith("ray://") else target
+    if "://" in rest or ":" not in rest:
+        return None
+    host, _, port = rest.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return (host, int(port)) if port.isdigit() and host else None
+
+
+def _resolve_auto() -> str | None:
+    """The address ``auto`` stands for on this machine (the latest ``ray start`` cluster); None when unknown."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address("auto")
+    except ConnectionError:
+        raise ConfigError("address auto: no running Ray cluster found on this machine; start one with `ray start "
+                          "--head`, or give the head's HOST:PORT", params=("address",)) from None
+    except Exception:  # noqa: BLE001 - a private helper of Ray's: when it changes, leave finding it to ray.init
+        return None
+
+
+def check_reachable(target: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail at once (ConfigError naming ``address``) when nothing accepts a TCP connection at the cluster address
+    ``target``: ``ray.init`` would otherwise retry for about 12 minutes. ``local`` and unparseable addresses are
+    left to Ray."""
+    import socket
+
+    if target == "local":
+        return
+    resolved = _resolve_auto() if target == "auto" else target
+    where = _host_port(resolved) if resolved else None
+    if where is None:
+        return
+    try:
+        socket.create_connection(where, timeout=timeout).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        shown = f"{target} ({resolved})" if resolved != target else target
+        raise ConfigError(
+            f"address {shown}: nothing answers at {where[0]}:{where[1]} ({reason}, after at most {timeout:g} s); is "
+            f"the cluster's head running there (`ray start --head --port={where[1]}`) and the port open?",
+            params=("address",),
+        ) from None
+
+
+def _enable_token_auth() -> None:
+    """``RAY_AUTH_MODE=token`` for this process (and what it starts). Ray reads the mode into its configuration when
+    it is first imported: refresh that too when Ray is already imported (as ``ray.init`` does for clusters it finds)."""
+    import sys
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if "ray" in sys.modules:
+        try:
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except Exception:  # noqa: BLE001 - a private hook of Ray's; without it the join fails with TOKEN_HINT
+            pass
+
+
+def _token_available() -> bool:
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    return os.path.isfile(path)
 
 
 def connect_ray(address: str | None = None, **init_kwargs: Any) -> bool:
@@ -62,28 +144,55 @@ def connect_ray(address: str | None = None, **init_kwargs: Any) -> bool:
 
     Returns True when this call started/joined Ray (the caller shuts it down again). Inside ``ray job submit``
     (``RAY_ADDRESS`` is set) a missing ``address`` means that cluster. ``init_kwargs`` go to ``ray.init`` (e.g.
-    ``num_cpus`` for a local instance).
+    ``num_cpus`` for a local instance). Before joining, the address must accept a TCP connection (else a
+    ConfigError at once); with a token at hand (see :data:`TOKEN_HINT`) and ``RAY_AUTH_MODE`` unset, token
+    authentication is switched on for this process, as ``ray.init`` does only for clusters it finds itself.
     """
+    import sys
+
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        return False
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    if target != "local":
+        check_reachable(target)
+        if "RAY_AUTH_MODE" not in os.environ and _token_available():
+            _enable_token_auth()
     import ray
 
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False, **init_kwargs}
-    target = address or os.environ.get("RAY_ADDRESS") or "local"
     if target == "local":
         kwargs.setdefault("include_dashboard", False)
     try:
         ray.init(address=target, **kwargs)
-    except ConnectionError as exc:
-        raise ConfigError(
-            f"address {target}: cannot join the Ray cluster ({exc}); is `ray start --head` running there, and "
-            "does this machine have the cluster's token (~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)?"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - Ray raises RuntimeError/ValueError for bad addresses and auth
+    except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError/RuntimeError/ValueError/AuthenticationError
         if target == "local":
             raise
-        raise ConfigError(f"address {target}: cannot join the Ray cluster: {exc}") from None
+        detail = " ".join(str(exc).split())
+        if "auth" in type(exc).__name__.lower() or "token" in detail.lower():
+            raise ConfigError(f"address {target}: the Ray cluster refused this process's token "
+                              f"({detail[:200]}); {TOKEN_HINT}", params=("address",)) from None
+        raise ConfigError(f"address {target}: cannot join the Ray cluster ({detail[:300]}); is `ray start --head` "
+                          f"running there? {TOKEN_HINT}", params=("address",)) from None
     return True
+
+
+def check_trial_resources(cpus: float, gpus: float, source: str) -> None:
+    """A trial asking for more CPUs or GPUs than any live node of the connected Ray cluster has would wait forever:
+    refuse it up front (ConfigError naming ``source``'s ``search.resources`` key and what the cluster has)."""
+    import ray
+
+    total = ray.cluster_resources()
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    for key, want, name in (("CPU", cpus, "cpus_per_trial"), ("GPU", gpus, "gpus_per_trial")):
+        most = max((float(r.get(key, 0.0)) for r in nodes), default=0.0)
+        if want > 0 and want > most:
+            raise ConfigError(
+                f"{source}: search.resources.{name} is {want:g} but the Ray cluster has "
+                f"{float(total.get(key, 0.0)):g} {key}(s) in all and at most {most:g} on one node: no trial could ever "
+                f"start; lower {name} (e.g. gpus_per_trial: 0 on a machine without a GPU)"
+            )
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, quote
 
 __all__ = [
     "DCASE_LABELS",
@@ -50,9 +50,10 @@ def reject_unknown_keys(cls: type, data: Any, what: str) -> None:
     """Raise ConfigError when the mapping ``data`` has keys that are not fields of the dataclass ``cls``; the message
     names ``what``, the unknown keys and the valid ones (in declaration order)."""
     known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(known))
+    unknown = sorted((k for k in data if k not in known), key=str)
     if unknown:
-        raise ConfigError(f"{what}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(known)}")
+        shown = ", ".join(quote(k, 60) for k in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        raise ConfigError(f"{what}: unknown key(s) {shown}; valid keys: {', '.join(known)}")
 
 
 @dataclass(frozen=True)
@@ -75,16 +76,16 @@ class FeatureProfile:
         for key in ("sample_rate", "n_mels", "n_fft", "win_length", "hop_length"):
             value = getattr(self, key)
             if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"feature profile {self.name!r}: {key} must be a positive integer, got {value!r}")
+                raise ConfigError(f"feature profile {self.name!r}: {key} must be a positive integer, got {quote(value)}")
         if self.win_length > self.n_fft:
             raise ConfigError(
                 f"feature profile {self.name!r}: win_length ({self.win_length}) must be <= n_fft ({self.n_fft})"
             )
         if self.window not in ("hann", "hamming"):
-            raise ConfigError(f"feature profile {self.name!r}: window must be 'hann' or 'hamming', got {self.window!r}")
+            raise ConfigError(f"feature profile {self.name!r}: window must be 'hann' or 'hamming', got {quote(self.window)}")
         if self.storage_dtype not in ("float16", "float32"):
             raise ConfigError(
-                f"feature profile {self.name!r}: storage_dtype must be 'float16' or 'float32', got {self.storage_dtype!r}"
+                f"feature profile {self.name!r}: storage_dtype must be 'float16' or 'float32', got {quote(self.storage_dtype)}"
             )
 
     @property
@@ -131,7 +132,7 @@ def get_profile(name: str) -> FeatureProfile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise ConfigError(f"unknown feature profile {name!r}; valid profiles: {', '.join(sorted(PROFILES))}") from None
+        raise ConfigError(f"unknown feature profile {quote(name)}; valid profiles: {', '.join(sorted(PROFILES))}") from None
 
 
 #: Bytes per parameter for each storage dtype the budget understands.
@@ -149,12 +150,12 @@ class Budget:
     def __post_init__(self) -> None:
         if self.param_dtype not in DTYPE_BYTES:
             raise ConfigError(
-                f"budget.param_dtype must be one of {', '.join(DTYPE_BYTES)}, got {self.param_dtype!r}"
+                f"budget.param_dtype must be one of {', '.join(DTYPE_BYTES)}, got {quote(self.param_dtype)}"
             )
         for key in ("max_param_bytes", "max_macs"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"budget.{key} must be a positive integer, got {value!r}")
+                raise ConfigError(f"budget.{key} must be a positive integer, got {quote(value)}")
 
     @property
     def max_params(self) -> int:
@@ -174,4 +175,4 @@ class SplitConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be strictly between 0 and 1, got {self.val_fraction!r}")
+            raise ConfigError(f"val_fraction must be strictly between 0 and 1, got {quote(self.val_fraction)}")

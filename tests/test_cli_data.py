@@ -132,7 +132,7 @@ def test_stereo(mini_tau, tmp_path, capsys):
     sf.write(path, np.zeros((44_100, 2), dtype=np.float32), 44_100, subtype="PCM_24")
     _fails(
         capsys, ["features", str(mini_tau), "--out", str(tmp_path / "cache")],
-        path.name, f"meta.csv row {row}", "2 channels", "expected mono",
+        path.name, f"meta.csv row {row}", "2 channels", "--mono 'downmix' to average", "or give mono audio",
     )
     _no_cache_left(tmp_path)
 

@@ -1,5 +1,5 @@
 """`asc-search search` through the CLI: bad inputs give one-line errors (exit 2), and a search interrupted with
-Ctrl-C (SIGINT to `python -m asc_search search`) or killed outright (SIGKILL to the driver and its local Ray)
+SIGTERM (`kill PID`, turned into Ctrl-C's SIGINT) or killed outright (SIGKILL to the driver and its local Ray)
 finishes with --resume, no trial lost or trained twice."""
 
 from __future__ import annotations
@@ -53,6 +53,16 @@ def test_bad_inputs_exit_2_with_one_line(argv, message, quick_cache, tmp_path, c
     assert "Traceback" not in err and err.count("\n") == 1
 
 
+def _second_driver(first, run_dir, *args):
+    """Another driver of ``first``'s run, started as soon as ``first`` holds the run's lock (before its caches load
+    and Ray starts, so that ``first`` still runs when the second one gets to the lock)."""
+    deadline = time.time() + 120
+    while not (run_dir / ".lock").exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert (run_dir / ".lock").exists(), "the first driver never took the run's lock"
+    return _cli(*args)
+
+
 def _cli(*args, **kw):
     env = {**os.environ, "ASC_SEARCH_PROGRESS": "0", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "asc_search", "search", *map(str, args)], cwd=ROOT, env=env,
@@ -66,6 +76,7 @@ def test_interrupt_then_resume_finishes_without_loss_or_repeat(quick_cache, teac
     proc = _cli(quick_cache, "--space", space, *common)
     seen, deadline = "", time.time() + 240
     try:
+        resumed = _second_driver(proc, tmp_path / "r" / "run", quick_cache, *common, "--resume")
         while time.time() < deadline:  # wait until at least one trial has finished, then Ctrl-C
             line = proc.stderr.readline()
             if not line:
@@ -74,7 +85,9 @@ def test_interrupt_then_resume_finishes_without_loss_or_repeat(quick_cache, teac
             if " completed @" in seen:
                 break
         assert " completed @" in seen, seen
-        proc.send_signal(signal.SIGINT)
+        _, err2 = resumed.communicate(timeout=120)  # resuming a run that still runs is refused
+        assert resumed.returncode == 2 and f"run run is in use by pid {proc.pid}" in err2, err2
+        proc.send_signal(signal.SIGTERM)  # `kill PID`: handled as Ctrl-C is (SIGINT), not Ray's C++ abort
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -114,12 +127,18 @@ def test_killed_driver_then_resume_finishes_without_loss_or_repeat(quick_cache, 
     proc = _cli(quick_cache, "--space", space, *common, start_new_session=True)
     seen, deadline = "", time.time() + 240
     try:
+        # the same run started again while it runs (e.g. a Ray job submitted twice): refused before anything slow,
+        # naming the driver that holds it; the running search is not disturbed
+        second = _second_driver(proc, tmp_path / "r" / "run", quick_cache, "--space", space, *common)
         while time.time() < deadline and " completed @" not in seen:
             line = proc.stderr.readline()
             if not line:
                 break
             seen += line
         assert " completed @" in seen, seen
+        _, err2 = second.communicate(timeout=120)
+        assert second.returncode == 2 and err2.count("\n") == 1, err2
+        assert f"error: run run is in use by pid {proc.pid} (started " in err2, err2
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)

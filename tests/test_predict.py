@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ import torch
 from asc_search.cli import main
 from asc_search.config import DCASE_LABELS, Budget, get_profile
 from asc_search.data.features import LogMel
-from asc_search.errors import DataError, NotFoundError
+from asc_search.errors import NotFoundError
 from asc_search.export.export import write_export
 from asc_search.export.predict import predict_files, windows
 from asc_search.models.student import StudentConfig, build_student
@@ -104,15 +105,31 @@ def test_cli_predict_csv(export_dir, tmp_path, capsys):
     assert sum(float(rows[0][k]) for k in DCASE_LABELS) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_non_audio_file_is_named(export_dir, tmp_path, capsys):
+def test_a_bad_file_is_named_and_the_good_ones_still_get_their_output(export_dir, tmp_path, capsys):
     out, _ = export_dir
     bad = tmp_path / "notes.wav"
     bad.write_text("this is not audio\n")
-    with pytest.raises(DataError, match=r"notes\.wav: not an audio file"):
-        predict_files(out, [bad], device="cpu")
-    assert main(["predict", str(out), str(bad)]) == 2
-    err = capsys.readouterr().err
-    assert "asc-search predict: error:" in err and "notes.wav" in err and "Traceback" not in err
+    (tmp_path / "empty.wav").write_bytes(b"")
+    sf.write(tmp_path / "good.wav", _tone(16_000, 1.0), 16_000)
+    result = predict_files(out, [tmp_path], device="cpu")
+    rows = {r.path.name: r for r in result.rows}
+    assert sorted(rows) == ["empty.wav", "good.wav", "notes.wav"]
+    assert rows["notes.wav"].error.startswith(f"{bad}: not an audio file") and rows["notes.wav"].scene == ""
+    assert "empty file" in rows["empty.wav"].error
+    assert rows["good.wav"].error is None and rows["good.wav"].scene in DCASE_LABELS
+    assert [r.path.name for r in result.failed] == ["empty.wav", "notes.wav"]
+    target = tmp_path / "p.csv"
+    assert main(["predict", str(out), str(tmp_path), "--csv", str(target), "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert "good.wav" in captured.out and "Traceback" not in captured.err
+    lines = captured.err.splitlines()
+    assert lines[0].startswith("asc-search predict: error: ") and "empty.wav: empty file" in lines[0]
+    assert lines[1].startswith(f"asc-search predict: error: {bad}: not an audio file")
+    assert lines[2] == "asc-search predict: 2 of 3 file(s) could not be classified" and len(lines) == 3
+    with open(target, newline="") as handle:
+        written = {Path(r["file"]).name: r for r in csv.DictReader(handle)}
+    assert written["good.wav"]["scene"] in DCASE_LABELS and written["good.wav"]["error"] == ""
+    assert written["notes.wav"]["scene"] == "" and "not an audio file" in written["notes.wav"]["error"]
     with pytest.raises(NotFoundError, match="no such audio file"):
         predict_files(out, [tmp_path / "missing.wav"], device="cpu")
     (tmp_path / "empty").mkdir()

@@ -175,13 +175,34 @@ def test_resources_the_cluster_cannot_give_are_refused_before_anything_is_writte
     assert ray.is_initialized()  # the shared instance is left alone
 
 
-@pytest.mark.ray
-def test_all_infeasible_space_stops_with_a_clear_error_and_keeps_the_record(quick_cache, teacher_cache, ray_local,
-                                                                           tmp_path):
+def test_a_space_whose_smallest_student_is_over_budget_is_refused_at_once(quick_cache, teacher_cache, tmp_path,
+                                                                          monkeypatch):
     from asc_search.errors import BudgetError
+    from asc_search.search import driver
 
+    def never(*args, **kwargs):
+        raise AssertionError("refused before the caches are loaded and before Ray starts")
+
+    monkeypatch.setattr(driver, "_load_data", never)
+    monkeypatch.setattr(driver, "connect_ray", never)
     space = tiny_space(tmp_path, **{"budget.max_param_bytes": 100, "search.max_consecutive_rejections": 6})
-    with pytest.raises(BudgetError, match=r"6 proposals in a row were over the budget \(100 bytes at int8.*0 trained, 6 rejected"):
+    with pytest.raises(BudgetError, match=r"tiny.yaml: even the smallest student of this search space \(base_channels "
+                                          r"8, .* is over the budget: [\d,]+ bytes at int8 \(limit 100\)"):
+        run_search(quick_cache, space, teacher_cache=teacher_cache, name="none", results_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.ray
+def test_a_mostly_infeasible_space_stops_with_a_clear_error_and_keeps_the_record(quick_cache, teacher_cache, ray_local,
+                                                                                tmp_path):
+    from asc_search.errors import BudgetError
+    from asc_search.search.space import load_space
+
+    corner = load_space(tiny_space(tmp_path)).check_feasible()  # only (about) the smallest student fits
+    space = tiny_space(tmp_path, **{"budget.max_param_bytes": corner.param_bytes, "budget.max_macs": corner.macs,
+                                    "search.max_consecutive_rejections": 6})
+    with pytest.raises(BudgetError, match=r"6 proposals in a row were over the budget .* although its smallest student "
+                                          r"fits.*0 trained, 6 rejected"):
         run_search(quick_cache, space, teacher_cache=teacher_cache, name="none", results_dir=tmp_path / "r")
     run = tmp_path / "r" / "none"
     table = pd.read_parquet(run / "trials.parquet")

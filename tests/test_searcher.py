@@ -140,6 +140,15 @@ def test_completion_states(tmp_path):
     assert s.study.best_trial.number == by_ray["b"].number
 
 
+def test_a_retried_trial_counts_the_training_time_of_every_attempt(tmp_path):
+    s = _searcher(tmp_path, _spec("random"))
+    s.suggest("a")
+    # Tune's time_total_s restarts with the retried attempt; train_time_s sums the epochs of all attempts
+    s.on_trial_complete("a", {"val_macro_accuracy": 0.5, "val_log_loss": 1.0, "epoch": 3, "epochs_planned": 3,
+                              "time_total_s": 1.07, "train_time_s": 18.5})
+    assert s.study.get_trials()[-1].user_attrs["duration_s"] == 18.5
+
+
 def test_consecutive_rejection_cap_finishes_with_reason(tmp_path):
     # nothing fits 100 bytes
     spec = _spec(**{"max_param_bytes: 1500": "max_param_bytes: 100", "max_consecutive_rejections: 400": "max_consecutive_rejections: 5"})
@@ -187,3 +196,22 @@ def test_restore_refuses_another_search_file(tmp_path):
     other = _searcher(tmp_path, _spec(**{"epochs: 3": "epochs: 4"}))
     with pytest.raises(Exception, match="another search file"):
         other.restore(str(tmp_path / "state.pkl"))
+
+
+def test_a_retried_trial_is_reported(tmp_path):
+    from types import SimpleNamespace
+
+    from asc_search.search.searcher import RetryReporter, register_sink, unregister_sink
+
+    error = tmp_path / "error.txt"
+    error.write_text("Traceback (most recent call last):\n  ...\nray.exceptions.NodeDiedError: node 1a2b died\n\n")
+    events = []
+    register_sink("chan", lambda e, i: events.append((e, i)))
+    try:
+        trial = SimpleNamespace(config={"trial_id": 7}, num_failures=1, last_result={"epoch": 3},
+                                error_file=str(error))
+        RetryReporter("chan", max_failures=2).on_trial_recover(0, [trial], trial)
+    finally:
+        unregister_sink("chan")
+    assert events == [("retried", {"trial_id": 7, "attempt": 1, "max_failures": 2, "epoch": 3,
+                                   "error": "ray.exceptions.NodeDiedError: node 1a2b died"})]

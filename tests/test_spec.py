@@ -3,6 +3,7 @@ round-trip, costing matches the complexity module, the spec survives pickling.""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import optuna
@@ -116,3 +117,23 @@ def test_teacher_need_and_conditional_defaults():
     none = parse_space("\n".join(line for line in QUICK.splitlines()
                                   if not line.startswith(("  kd_weight", "  emb_weight"))), source="n.yaml")
     assert not none.needs_teacher
+
+
+def test_the_smallest_student_takes_every_low_end_and_nothing_in_the_space_is_cheaper():
+    import optuna
+
+    from asc_search.errors import BudgetError
+    from asc_search.search.space import load_space
+
+    spec = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "quick.yaml")
+    small = spec.smallest_student(n_classes=10)
+    lows = {p.name: p.low for p in spec.student if p.type in ("int", "float")}
+    assert small.base_channels == lows["base_channels"] and small.n_blocks == (lows["blocks_per_stage"],) * lows["n_stages"]
+    floor = spec.check_feasible(10)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):  # no random proposal of the space costs less
+        cost = spec.cost(spec.sample(study.ask(), n_classes=10).student)
+        assert cost.params >= floor.params and cost.macs >= floor.macs
+    tight = dataclasses.replace(spec, budget=dataclasses.replace(spec.budget, max_param_bytes=floor.param_bytes - 1))
+    with pytest.raises(BudgetError, match="even the smallest student of this search space"):
+        tight.check_feasible(10)

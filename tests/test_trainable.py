@@ -3,6 +3,8 @@ its projection head, reporting every epoch and resuming from a checkpointed stat
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -61,16 +63,19 @@ def _config(emb_weight=1.0, epochs=2):
 
 
 def test_fit_proposal_trains_with_the_head_and_resumes():
-    seen = []
-    result = fit_proposal(_config(), _payload(), on_epoch=lambda e, m, s: seen.append((e, s)))
+    seen = []  # the states are live references: keep a copy of each, as a checkpoint would
+    result = fit_proposal(_config(), _payload(), on_epoch=lambda e, m, s: seen.append((e, copy.deepcopy(s))))
     assert [e for e, _ in seen] == [1, 2] and len(result.history) == 2
     # the projection head trains but never becomes part of the student's weights
     student_keys = set(build_student(StudentConfig(base_channels=8, n_blocks=(1, 1), strides={})).state_dict())
     assert set(result.best_state) == student_keys
-    # a trial resumed from its epoch-1 state trains epoch 2 only
+    # a trial resumed from its epoch-1 state trains epoch 2 only, and its history (summed into the report's
+    # train_time_s) still holds epoch 1's time
     again = []
-    fit_proposal(_config(), _payload(), on_epoch=lambda e, m, s: again.append(e), start_state=seen[0][1])
-    assert again == [2]
+    fit_proposal(_config(), _payload(), on_epoch=lambda e, m, s: again.append((e, s)), start_state=seen[0][1])
+    assert [e for e, _ in again] == [2]
+    times = [h["epoch_time_s"] for h in again[0][1].history]
+    assert len(times) == 2 and all(t > 0 for t in times)
 
 
 def test_embedding_matching_without_a_teacher_cache_is_refused():

@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 
-from ..errors import AscSearchError
+from ..errors import AscSearchError, bound_message
 
 __all__ = ["main", "build_parser", "cli_message"]
 
@@ -66,9 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = args.func(args)
     except AscSearchError as exc:
-        print(f"asc-search {args.command}: error: {cli_message(exc, getattr(args, 'cli_parser', None))}",
-              file=sys.stderr)
+        message = bound_message(cli_message(exc, getattr(args, "cli_parser", None)))
+        print(f"asc-search {args.command}: error: {message}", file=sys.stderr)
         return exc.exit_code
+    except ImportError as exc:  # a broken installation, not a mistake in the input: say which library
+        name = getattr(exc, "name", None) or "a library"
+        print(f"asc-search {args.command}: error: cannot import {name} ({bound_message(str(exc), 300)}); the "
+              "installation is broken: reinstall asc-search's dependencies (pip install -e .)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"asc-search {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -10,11 +10,24 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-__all__ = ["Renderer", "progress_enabled", "stderr_console"]
+__all__ = ["Renderer", "progress_enabled", "output_console", "stderr_console"]
+
+#: Width of tables when the output is not a terminal (rich would assume 80 columns and wrap inside fields).
+PIPED_WIDTH = 200
+
+
+def output_console(stderr: bool = False) -> Console:
+    """A rich Console for a command's output (stdout, or stderr): on a terminal as wide as the terminal; piped to a
+    file or another program, lines are never wrapped (``soft_wrap``) and tables may be up to :data:`PIPED_WIDTH`
+    columns wide, unless ``COLUMNS`` says otherwise."""
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty() or os.environ.get("COLUMNS"):
+        return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=PIPED_WIDTH)
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return output_console(stderr=True)
 
 
 def progress_enabled() -> bool:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
+
+from ._render import output_console
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,7 +58,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         if Path(args.json).is_dir():
             raise ConfigError(f"--json {args.json} is a folder; expected a file name")
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = output_console()
     printer = DemoPrinter()  # the bench may run the demo first
     with Renderer(console=printer.console, other=printer) as render:
         result = run_bench(

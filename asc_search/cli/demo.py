@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ._args import positive_int
+from ._render import output_console
 from .search import SearchPrinter
 
 __all__ = ["register", "DemoPrinter"]
@@ -62,12 +63,10 @@ class DemoPrinter:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    import sys
-
     from ..demo import DemoSettings, run_demo
     from ._render import Renderer
 
-    console = Console() if sys.stdout.isatty() else Console(width=120)
+    console = output_console()
     kw = {"seed": args.seed, "device": args.device}
     for key, value in (("clips", args.clips), ("teacher_epochs", args.teacher_epochs),
                        ("num_samples", args.num_samples), ("student_epochs", args.student_epochs)):

@@ -71,17 +71,22 @@ def _load_student_config(path: Path) -> Any:
 
     if not path.is_file():
         raise NotFoundError(f"student config file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
+    from .._yaml import MAX_YAML_BYTES, load_yaml
 
-            data = yaml.safe_load(text)
-    except Exception as exc:  # malformed YAML/JSON
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{path}: not valid YAML/JSON: {first}") from None
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size:,} bytes; expected a student config of at most "
+                          f"{MAX_YAML_BYTES:,} bytes")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the student config ({exc})") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    else:
+        data = load_yaml(text, str(path))
     if isinstance(data, dict) and set(data) == {"student"}:
         data = data["student"]
     if not isinstance(data, dict):
@@ -93,17 +98,17 @@ def _load_student_config(path: Path) -> Any:
 
 
 def _print_list() -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from ..models.presets import PRESETS
+    from ._render import output_console
 
     table = Table(title="model presets")
     for col in ("preset", "family", "input shape", "dtype", "description"):
         table.add_column(col)
     for p in PRESETS.values():
         table.add_row(p.name, p.family, "x".join(map(str, p.input_shape)), p.param_dtype, p.description)
-    Console().print(table)
+    output_console().print(table)
     return 0
 
 
@@ -145,10 +150,11 @@ def run_complexity(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 1 if args.strict and not report.passed else 0
 
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from ._render import output_console
+
+    console = output_console()
     if args.layers:
         layers = Table(title=f"{label}: per layer")
         for col, justify in (("layer", "left"), ("type", "left"), ("params", "right"), ("MACs", "right")):

@@ -11,8 +11,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import ConfigError
+from ..errors import ConfigError, bound_message
 from ._args import port, positive_int
+from ._render import output_console
 
 _RUN_HELP = "a run name under --results-dir (default ./results) or the path of a run folder"
 
@@ -74,7 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="classify WAV files with an exported student",
         description="Run an exported student on WAV files (any sample rate, mono or stereo: stereo is averaged "
         "to mono; audio is resampled to the export's feature profile). A file longer than the clip length is "
-        "cut into clip-length windows whose probabilities are averaged; a shorter one is zero-padded.",
+        "cut into clip-length windows whose probabilities are averaged; a shorter one is zero-padded. A file that "
+        "cannot be read gets an error line (and an error in --csv) while the others are classified; the exit "
+        "code is then 2.",
     )
     p.add_argument("export_dir", metavar="EXPORT_DIR", help="a folder written by `asc-search export`")
     p.add_argument("inputs", metavar="AUDIO_OR_DIR", nargs="+", help="WAV files or folders (searched for *.wav)")
@@ -85,7 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _console() -> Console:
     """stdout console; when piped or captured, wide enough that the leaderboard's columns are not cut."""
-    return Console() if sys.stdout.isatty() else Console(width=200)
+    return output_console()
 
 
 def _fmt(value: Any, kind: str = "") -> str:
@@ -256,6 +259,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for label in result.labels:
         table.add_column(label, justify="right")
     for name, row in zip(names, result.rows):
+        if row.error is not None:
+            table.add_row(name, "[red]error[/red]", "-", "-", *["-"] * len(result.labels))
+            continue
         table.add_row(
             name, row.scene, f"{row.probabilities[row.scene]:.3f}", str(row.windows),
             *[f"{row.probabilities[label]:.3f}" for label in result.labels],
@@ -263,4 +269,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     console.print(table)
     if args.csv:
         console.print(f"wrote {args.csv}")
+    for row in result.failed:  # one line each on stderr; the good files got their output all the same
+        print(f"asc-search predict: error: {bound_message(row.error)}", file=sys.stderr)
+    if result.failed:
+        print(f"asc-search predict: {len(result.failed)} of {len(result.rows)} file(s) could not be classified",
+              file=sys.stderr)
+        return 2
     return 0

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from ._render import output_console
 
 __all__ = ["register", "SearchPrinter"]
 
@@ -45,11 +48,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 class SearchPrinter:
     """Compact live progress of a search's events: one line per trial start/end, rejections summed up, the best
-    score so far. The ``other=`` handler of a :class:`~asc_search.cli._render.Renderer`."""
+    score so far, a retried trial, and while trials train a line of their epochs at most every
+    :attr:`heartbeat_s` seconds (none when other lines came meanwhile). The ``other=`` handler of a
+    :class:`~asc_search.cli._render.Renderer`."""
 
-    def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True, highlight=False)
-        self.t0 = time.time()
+    heartbeat_s = 15.0
+
+    def __init__(self, console: Console | None = None, clock: Any = time.time) -> None:
+        self.console = console or output_console(stderr=True)
+        self.clock = clock
+        self.t0 = clock()
+        self.last_line = self.t0
+        self.epochs: dict[int, tuple[int, int | None, float | None]] = {}  # running trial -> (epoch, of, acc)
         self.running: set[int] = set()
         self.done = 0
         self.rejected = 0
@@ -58,8 +68,20 @@ class SearchPrinter:
         self.num_samples = 0
 
     def _stamp(self) -> str:
-        s = int(time.time() - self.t0)
+        self.last_line = self.clock()
+        s = int(self.last_line - self.t0)
         return f"[dim]{s // 60:02d}:{s % 60:02d}[/dim]"
+
+    def _heartbeat(self) -> None:
+        """One line of the running trials' epochs when nothing was printed for :attr:`heartbeat_s`."""
+        if self.clock() - self.last_line < self.heartbeat_s or not self.epochs:
+            return
+        parts = []
+        for number in sorted(self.epochs):
+            epoch, of, acc = self.epochs[number]
+            score = f" acc {acc:.3f}" if acc is not None else ""
+            parts.append(f"trial {number} epoch {epoch}{f'/{of}' if of else ''}{score}")
+        self.console.print(f"{self._stamp()} [dim]training: {' · '.join(parts)}[/dim]")
 
     def _state(self) -> str:
         best = f"best {self.best[0]:.3f} (trial {self.best[1]})" if self.best else "best -"
@@ -73,6 +95,9 @@ class SearchPrinter:
             self.done = int(counts.get("trained", 0))
             self.rejected = int(counts.get("rejected_budget", 0))
             self.running = set(int(n) for n in info.get("running", []))
+            best = info.get("best")
+            if best:
+                self.best = (float(best["val_macro_accuracy"]), int(best["trial_id"]))
             verb = "resuming" if info.get("resume") else "searching"
             c.print(
                 f"{self._stamp()} {verb} [bold]{info['name']}[/bold] -> {info['run_dir']} "
@@ -88,9 +113,20 @@ class SearchPrinter:
             what = "re-issued" if info.get("reissued") else "started"
             cost = f"{info['params']:,} params, {info['macs'] / 1e6:.2f} M MACs" if "params" in info else ""
             c.print(f"{self._stamp()} trial {info['trial_id']:>4} {what}: {cost}{skipped}  {self._state()}")
+        elif event == "result":
+            if info.get("epoch") is not None and int(info["trial_id"]) in self.running:
+                self.epochs[int(info["trial_id"])] = (int(info["epoch"]), info.get("epochs_planned"),
+                                                      info.get("val_macro_accuracy"))
+            self._heartbeat()
+        elif event == "retried":
+            since = f" from its epoch-{info['epoch']} checkpoint" if info.get("epoch") else ""
+            why = f": {info['error']}" if info.get("error") else ""
+            c.print(f"{self._stamp()} trial {info.get('trial_id')} [yellow]lost its worker[/yellow] (a node lost, a "
+                    f"process killed?){why}; retry {info.get('attempt')} of {info.get('max_failures')}{since}")
         elif event in ("completed", "early_stopped", "failed"):
             number = int(info["trial_id"])
             self.running.discard(number)
+            self.epochs.pop(number, None)
             self.done += 1
             acc = info.get("val_macro_accuracy")
             if event == "completed" and acc is not None and (self.best is None or acc > self.best[0]):
@@ -106,6 +142,29 @@ class SearchPrinter:
             c.print(f"{self._stamp()} [red]stopped proposing:[/red] {info.get('message')}")
 
 
+def _sigterm_as_ctrl_c() -> None:
+    """SIGTERM (``kill PID``, a job scheduler stopping the command) raises SIGINT, so that the search stops as on
+    Ctrl-C: running trials checkpointed, run.json ``interrupted``, exit 130 with the resume command. Without this,
+    once Ray is connected its signal handler aborts the process with a C++ stack dump (``logging.cc``)."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
+
+
+@contextlib.contextmanager
+def _restore_sigterm() -> Any:
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def _run(args: argparse.Namespace) -> int:
     import logging
 
@@ -119,7 +178,13 @@ def _run(args: argparse.Namespace) -> int:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
     printer = SearchPrinter()
-    with Renderer(console=printer.console, other=printer) as render:
+
+    def other(event: str, info: dict[str, Any]) -> None:
+        if event == "setup":  # Ray is connected: from now on SIGTERM stops the search as Ctrl-C does
+            _sigterm_as_ctrl_c()
+        printer(event, info)
+
+    with Renderer(console=printer.console, other=other) as render, _restore_sigterm():
         result = run_search(
             args.cache_dir,
             args.space,
@@ -131,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
             resume=args.resume,
             on_event=render,
         )
-    out = Console(highlight=False)
+    out = output_console()
     counts = result.counts
     table = Table(title=f"search {result.name}", show_header=False)
     table.add_column("what")

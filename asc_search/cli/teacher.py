@@ -112,13 +112,11 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from ..config import SplitConfig
     from ..teacher import check_teacher_out_dir, train_teacher
-    from ._render import Renderer
+    from ._render import Renderer, output_console
 
-    console = Console()
+    console = output_console()
     check_teacher_out_dir(args.out, args.force, "--out folder", "--force")  # names the options in the message
 
     def epoch_line(event: str, m: dict[str, Any]) -> None:
@@ -214,12 +212,10 @@ def _describe_cache(console: Any, out: Path) -> None:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from ..teacher import embed_features
-    from ._render import Renderer
+    from ._render import Renderer, output_console
 
-    console = Console()
+    console = output_console()
     pool = _parse_pool(args.pool)
     with Renderer() as render:
         out = embed_features(
@@ -238,12 +234,11 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from ..teacher import import_teacher
+    from ._render import output_console
 
     out = import_teacher(args.cache_dir, args.file, args.out)
-    _describe_cache(Console(), out)
+    _describe_cache(output_console(), out)
     return 0
 
 

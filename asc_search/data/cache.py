@@ -49,6 +49,7 @@ __all__ = [
     "manifest_path",
     "read_manifest",
     "is_feature_cache",
+    "verify_cache_files",
     "legacy_layout_hint",
     "FeatureSet",
     "load_features",
@@ -192,6 +193,40 @@ def read_manifest(cache_dir: str | os.PathLike) -> dict[str, Any]:
 def is_feature_cache(cache_dir: str | os.PathLike) -> bool:
     """True when ``cache_dir`` holds a feature-cache manifest (valid or not; either name)."""
     return manifest_path(cache_dir) is not None
+
+
+def verify_cache_files(cache_dir: str | os.PathLike, manifest: Mapping[str, Any]) -> str | None:
+    """The first problem with the Parquet files a cache's ``manifest`` lists, or None when they look intact: each
+    file must exist, have a readable footer (a truncated file has none), hold the manifest's row count and
+    fingerprint, and be as long as its footer says its column chunks reach. Reads only the footers (milliseconds)."""
+    cache_dir = Path(cache_dir)
+    for entry in manifest.get("files", []):
+        path = cache_dir / str(entry.get("name"))
+        try:
+            footer = pq.read_metadata(path)
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return f"{path}: listed in the cache's manifest but missing"
+        except (OSError, pa.ArrowException) as exc:
+            return f"{path}: not a readable Parquet file ({' '.join(str(exc).split())[:200]})"
+        if footer.num_rows != int(entry.get("rows", -1)):
+            return f"{path}: holds {footer.num_rows} rows, the manifest says {entry.get('rows')}"
+        try:
+            meta = json.loads((footer.metadata or {}).get(META_KEY, b"{}"))
+        except ValueError:
+            meta = {}
+        if meta.get("fingerprint") != manifest.get("fingerprint"):
+            return f"{path}: fingerprint {meta.get('fingerprint')!r} differs from the manifest's (a file of another build)"
+        end = 0
+        for g in range(footer.num_row_groups):
+            group = footer.row_group(g)
+            for c in range(group.num_columns):
+                chunk = group.column(c)
+                start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+                end = max(end, int(start) + int(chunk.total_compressed_size))
+        if end > size:
+            return f"{path}: {size:,} bytes, shorter than the {end:,} its footer describes"
+    return None
 
 
 def legacy_layout_hint(cache_dir: str | os.PathLike) -> str | None:

@@ -9,14 +9,16 @@ the reader.
 
 Policies:
 
-* audio must be mono; stereo (or more channels) is refused, never down-mixed silently;
-* a clip must last ``profile.clip_seconds`` (1 s) within :data:`LENGTH_TOLERANCE_S` (10 ms); inside that tolerance
-  it is zero-padded or trimmed at the end to exactly 1 s, outside it is refused (a wrong length means a wrong file);
+* the audio policy (:mod:`asc_search.data.audio`): mono 1 s clips by default (within 10 ms: padded or trimmed at the
+  end; stereo and other lengths refused), or ``mono="downmix"`` and ``segment=True`` for other recordings; every
+  clip's header is checked before any feature is computed, and every problem is reported at once;
 * missing, empty (0 bytes or 0 samples), unreadable and non-finite audio is refused, naming the file and its
   meta.csv row;
 * the cache is written under a temporary name beside ``cache_dir`` and renamed when complete; a failure leaves no
   trace. Re-running with unchanged inputs (same meta/fold files, same audio file sizes and modification times,
-  same profile and labels) reuses the cache; a folder holding a cache of another profile is refused.
+  same profile, labels and audio policy) reuses the cache after checking its files (each Parquet footer against
+  the manifest: a truncated or missing file makes it rebuild); ``force=True`` rebuilds it anyway; a folder holding
+  a cache of another profile is refused.
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .._io import atomic_output_dir, fingerprint_file, fingerprint_json, provenance, write_json_atomic
+from .._io import atomic_output_dir, fingerprint_json, provenance, write_json_atomic
 from .._progress import OnEvent, emit, warn
 from .._runtime import torch_threads
 from ..config import FeatureProfile, get_profile
 from ..errors import CacheError, DataError
+from .audio import LENGTH_TOLERANCE_S, AudioPolicy, check_audio, read_clip, segment_table
 from .cache import (
     FEATURE_KIND,
     FORMAT_VERSION,
@@ -45,6 +48,7 @@ from .cache import (
     is_feature_cache,
     legacy_layout_hint,
     read_manifest,
+    verify_cache_files,
     write_parquet,
 )
 
@@ -58,8 +62,6 @@ __all__ = [
     "read_clip",
 ]
 
-#: Clips whose length differs from the profile's clip length by more than this (seconds) are refused.
-LENGTH_TOLERANCE_S = 0.010
 #: Added to the mel power before the log.
 LOG_FLOOR = 1e-5
 #: Identifies the feature computation; part of the fingerprint (bump when the computation changes).
@@ -79,52 +81,6 @@ class BuildReport:
     seconds: float
     fingerprint: str
     profile: str
-
-
-# -------------------------------------------------------------------------------------------- audio reading
-def read_clip(path: str | os.PathLike, clip_seconds: float = 1.0, where: str = "") -> tuple[np.ndarray, int]:
-    """Read one mono clip with soundfile: (float32 samples of exactly ``clip_seconds``, sample rate).
-
-    Refuses (DataError naming the file and ``where``) missing, empty, unreadable, multi-channel, non-finite and
-    wrongly sized audio; pads/trims at the end within :data:`LENGTH_TOLERANCE_S`.
-    """
-    import soundfile as sf
-
-    path = Path(path)
-    suffix = f" ({where})" if where else ""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise DataError(f"{path}: audio file missing{suffix}; expected a mono WAV file") from None
-    if size == 0:
-        raise DataError(f"{path}: empty file (0 bytes){suffix}; expected a mono WAV file")
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # noqa: BLE001 - libsndfile reports corrupt files with several exception types
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        if detail.startswith("Error opening") and "': " in detail:  # libsndfile repeats the path; keep the reason
-            detail = detail.split("': ", 1)[1]
-        raise DataError(f"{path}: cannot be decoded as audio{suffix} ({detail}); expected a mono WAV file") from None
-    frames, channels = data.shape
-    if channels != 1:
-        raise DataError(f"{path}: {channels} channels{suffix}; expected mono audio (1 channel)")
-    if frames == 0:
-        raise DataError(f"{path}: holds no samples{suffix}; expected a {clip_seconds:g} s clip")
-    expected = int(round(clip_seconds * rate))
-    tolerance = int(round(LENGTH_TOLERANCE_S * rate))
-    if abs(frames - expected) > tolerance:
-        raise DataError(
-            f"{path}: {frames / rate:.3f} s ({frames} samples at {rate} Hz){suffix}; expected {clip_seconds:g} s "
-            f"clips ({expected} samples, within {LENGTH_TOLERANCE_S * 1000:g} ms)"
-        )
-    samples = data[:, 0]
-    if not np.isfinite(samples).all():
-        raise DataError(f"{path}: holds NaN or infinite samples{suffix}; expected finite audio")
-    if frames > expected:
-        samples = samples[:expected]
-    elif frames < expected:
-        samples = np.pad(samples, (0, expected - frames))
-    return np.ascontiguousarray(samples), int(rate)
 
 
 # --------------------------------------------------------------------------------------------- log-mel
@@ -180,9 +136,10 @@ class LogMel:
 
 
 # ------------------------------------------------------------------------------------------ one file
-def _log_mels(root: Path, filenames: Sequence[str], rows: Sequence[int], logmel: LogMel, decoder: ThreadPoolExecutor,
-              advance: Callable[[int], None]) -> np.ndarray:
-    """The log-mels of the clips ``root / filenames`` ([n, n_mels, n_frames], the profile's storage dtype).
+def _log_mels(root: Path, sources: Sequence[tuple[str, int]], rows: Sequence[int], logmel: LogMel,
+              decoder: ThreadPoolExecutor, advance: Callable[[int], None], policy: AudioPolicy) -> np.ndarray:
+    """The log-mels of the clips ``sources`` ((file under ``root``, segment) each; [n, n_mels, n_frames], the
+    profile's storage dtype), read by ``policy``.
 
     Decoding runs on ``decoder``'s threads (libsndfile releases the GIL) one batch ahead of the log-mel, which runs
     on torch's intra-op threads: both cores stay busy without worker processes. ``rows``: each clip's meta.csv row,
@@ -190,13 +147,14 @@ def _log_mels(root: Path, filenames: Sequence[str], rows: Sequence[int], logmel:
     """
     profile = logmel.profile
     dtype = np.dtype(profile.storage_dtype)
-    n = len(filenames)
+    n = len(sources)
     out = np.empty((n, profile.n_mels, profile.n_frames), dtype=dtype)
 
     def submit(start: int) -> list:
         stop = min(n, start + _BATCH)
         return [
-            decoder.submit(read_clip, root / filenames[i], profile.clip_seconds, f"meta.csv row {rows[i]}")
+            decoder.submit(read_clip, root / sources[i][0], profile.clip_seconds, f"meta.csv row {rows[i]}", policy,
+                           sources[i][1])
             for i in range(start, stop)
         ]
 
@@ -214,7 +172,7 @@ def _log_mels(root: Path, filenames: Sequence[str], rows: Sequence[int], logmel:
                 bad = np.flatnonzero(~np.isfinite(spec).reshape(len(items), -1).all(axis=1))
                 if bad.size:  # finite audio far beyond full scale overflows the power (or float16)
                     i = items[int(bad[0])][0]
-                    raise DataError(f"{root / filenames[i]}: its log-mel is not finite (meta.csv row {rows[i]}); "
+                    raise DataError(f"{root / sources[i][0]}: its log-mel is not finite (meta.csv row {rows[i]}); "
                                     "expected audio samples within [-1, 1]")
                 out[[i for i, _ in items]] = spec
             advance(len(current))
@@ -235,34 +193,6 @@ def _write_file(path: Path, table: Any, x: np.ndarray, meta: dict[str, Any]) -> 
 
 
 # ------------------------------------------------------------------------------------------------ build
-def dataset_fingerprint(root: Path, table, meta_rows: Sequence[int]) -> tuple[str, int]:
-    """Fingerprint of a data set: content of meta.csv, fold and subset files + (name, size, mtime) of every clip.
-
-    Also checks every clip's file exists (DataError naming it and its meta.csv row). Returns (fingerprint, bytes).
-    """
-    listing = []
-    for name in ("meta.csv", "evaluation_setup/fold1_train.csv", "evaluation_setup/fold1_evaluate.csv",
-                 "evaluation_setup/fold1_test.csv"):
-        path = root / name
-        listing.append((name, fingerprint_file(path) if path.is_file() else None))
-    for folder in ("", "split_setup/", "evaluation_setup/"):
-        for pct in (5, 10, 25, 50, 100):
-            path = root / f"{folder}split{pct}.csv"
-            if path.is_file():
-                listing.append((str(path.relative_to(root)), fingerprint_file(path)))
-    stats = []
-    total = 0
-    for filename, row in zip(table["filename"].tolist(), meta_rows):
-        path = root / filename
-        try:
-            st = path.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            raise DataError(f"{path}: audio file missing (meta.csv row {row}); expected a mono WAV file") from None
-        stats.append((filename, st.st_size, st.st_mtime_ns))
-        total += st.st_size
-    return fingerprint_json({"files": listing, "audio": stats}), total
-
-
 def _rows_per_file(profile: FeatureProfile) -> int:
     row_bytes = profile.n_mels * profile.n_frames * np.dtype(profile.storage_dtype).itemsize
     return int(np.clip(_TARGET_FILE_BYTES // row_bytes, 256, 8192))
@@ -276,13 +206,16 @@ def build_feature_cache(
     labels: str | Sequence[str] | None = None,
     rows_per_file: int | None = None,
     on_event: OnEvent | None = None,
+    **options: Any,
 ) -> Path:
     """Build (or reuse) the feature cache of ``dataset_root`` at ``cache_dir``; returns ``cache_dir``.
 
     ``workers``: decoding threads and torch intra-op threads (default: the machine's cores, at most 8). ``labels``: as
-    :func:`asc_search.data.tau.resolve_labels` (default: the 10 DCASE scenes).
+    :func:`asc_search.data.tau.resolve_labels` (default: the 10 DCASE scenes). ``options``: ``mono``, ``segment``,
+    ``force`` and ``allow_rare_labels`` of :func:`build_feature_cache_report`.
     """
-    return build_feature_cache_report(dataset_root, cache_dir, profile, workers, labels, rows_per_file, on_event).path
+    return build_feature_cache_report(dataset_root, cache_dir, profile, workers, labels, rows_per_file, on_event,
+                                      **options).path
 
 
 def build_feature_cache_report(
@@ -293,26 +226,38 @@ def build_feature_cache_report(
     labels: str | Sequence[str] | None = None,
     rows_per_file: int | None = None,
     on_event: OnEvent | None = None,
+    mono: str = "refuse",
+    segment: bool = False,
+    force: bool = False,
+    allow_rare_labels: bool = False,
 ) -> BuildReport:
     """Like :func:`build_feature_cache`, but says whether the cache was reused, how many clips and how long.
-    ``on_event`` receives ``progress`` events (clips done) while the cache is built, and a ``warning`` when a reused
-    cache has the older layout (with the commands that move it to the current one)."""
-    from .tau import read_meta, read_tau
+
+    ``mono`` / ``segment``: the audio policy (:class:`~asc_search.data.audio.AudioPolicy`). ``force``: rebuild even
+    an up-to-date cache. ``allow_rare_labels``: with ``labels="auto"``, accept labels that look like typos
+    (:func:`~asc_search.data.tau.label_anomalies`). ``on_event`` receives ``progress`` events (clips done) while the
+    cache is built, and a ``warning`` when a reused cache has the older layout (with the commands that move it to
+    the current one) or when a cache that looked up to date is damaged and is rebuilt."""
+    from .tau import check_label_anomalies, dataset_fingerprint, read_meta, read_tau
 
     started = time.perf_counter()
     prof = get_profile(profile) if isinstance(profile, str) else profile
+    policy = AudioPolicy(mono=mono, segment=bool(segment))
     root = Path(dataset_root)
     cache_dir = Path(cache_dir)
     table = read_tau(root, labels)
+    if not allow_rare_labels:
+        check_label_anomalies(table, labels)
     label_tuple = tuple(table.attrs["labels"])
     meta_row = {name: i + 2 for i, name in enumerate(read_meta(root)["filename"].tolist())}
     rows = [meta_row[name] for name in table["filename"].tolist()]
     data_fp, data_bytes = dataset_fingerprint(root, table, rows)
-    fingerprint = fingerprint_json(
-        {"dataset": data_fp, "profile": prof.to_dict(), "labels": label_tuple, "format": FORMAT_VERSION,
-         "code": FEATURE_CODE}
-    )
-    existing = _up_to_date(cache_dir, prof, fingerprint)
+    inputs = {"dataset": data_fp, "profile": prof.to_dict(), "labels": label_tuple, "format": FORMAT_VERSION,
+              "code": FEATURE_CODE}
+    if not policy.is_default:  # the default leaves the fingerprints of existing caches as they were
+        inputs["audio"] = policy.to_dict()
+    fingerprint = fingerprint_json(inputs)
+    existing = _reusable(cache_dir, prof, fingerprint, force, on_event)
     if existing is not None:
         hint = legacy_layout_hint(cache_dir)
         if hint:
@@ -320,6 +265,11 @@ def build_feature_cache_report(
         return BuildReport(cache_dir, True, int(existing["n_clips"]), len(existing["files"]),
                            time.perf_counter() - started, fingerprint, prof.name)
 
+    n_workers = max(1, workers or min(os.cpu_count() or 1, 8))
+    n_recordings = len(table)
+    counts, _ = check_audio(root, table["filename"].tolist(), rows, prof.clip_seconds, policy, n_workers)
+    if policy.segment:
+        table, rows = segment_table(table, rows, counts)
     file_meta = {
         "kind": FEATURE_KIND,
         "format_version": FORMAT_VERSION,
@@ -330,15 +280,16 @@ def build_feature_cache_report(
         "shape": [1, prof.n_mels, prof.n_frames],
         "dtype": prof.storage_dtype,
         "feature": f"{FEATURE_CODE}: torchaudio MelSpectrogram(power=2) -> log(mel + {LOG_FLOOR})",
+        "audio_policy": policy.to_dict(),
         **provenance(),
     }
     per_file = rows_per_file or _rows_per_file(prof)
-    n_workers = max(1, workers or min(os.cpu_count() or 1, 8))
     with atomic_output_dir(cache_dir) as tmp:
-        files = _write_files(root, tmp, table, rows, prof, file_meta, per_file, n_workers, on_event)
+        files = _write_files(root, tmp, table, rows, prof, file_meta, per_file, n_workers, policy, on_event)
         manifest = dict(
             file_meta,
             n_clips=len(table),
+            n_recordings=n_recordings,
             files=files,
             dataset_root=str(root.resolve()),
             dataset_bytes=data_bytes,
@@ -347,18 +298,34 @@ def build_feature_cache_report(
                 "device": {k: int(v) for k, v in table["device"].value_counts().sort_index().items()},
                 "scene": {k: int(v) for k, v in table["scene_label"].value_counts().sort_index().items()},
             },
-            length_policy=f"refuse clips off by more than {LENGTH_TOLERANCE_S * 1000:g} ms; pad/trim at the end within",
+            length_policy=(f"whole {prof.clip_seconds:g} s segments of each recording" if policy.segment else
+                           f"refuse clips off by more than {LENGTH_TOLERANCE_S * 1000:g} ms; pad/trim at the end within"),
             build_seconds=round(time.perf_counter() - started, 3),
         )
         write_json_atomic(tmp / MANIFEST, manifest)
     return BuildReport(cache_dir, False, len(table), len(files), time.perf_counter() - started, fingerprint, prof.name)
 
 
-def _up_to_date(cache_dir: Path, prof: FeatureProfile, fingerprint: str) -> dict[str, Any] | None:
-    """The manifest of the cache at ``cache_dir`` when it is up to date (same fingerprint, every file there); None
-    when there is nothing to reuse (no folder, an empty one, or a cache of this profile built from other inputs,
-    labels or profile definition: rebuilt in place). CacheError when ``cache_dir`` must not be written: a file, a
-    cache of another profile, or a non-empty folder that is not a cache."""
+def _reusable(cache_dir: Path, prof: FeatureProfile, fingerprint: str, force: bool,
+              on_event: OnEvent | None) -> dict[str, Any] | None:
+    """The manifest of the cache at ``cache_dir`` when it can be reused: up to date (same fingerprint) and its files
+    intact (each Parquet footer checked against the manifest), unless ``force``. None when there is nothing to
+    reuse (no folder, an empty one, a cache built from other inputs, a damaged one: rebuilt in place). CacheError
+    when ``cache_dir`` must not be written: a file, a cache of another profile, or a non-empty folder that is not a
+    cache."""
+    manifest = _existing_cache(cache_dir, prof)
+    if manifest is None or force or manifest["fingerprint"] != fingerprint:
+        return None
+    problem = verify_cache_files(cache_dir, manifest)
+    if problem is not None:
+        warn(on_event, f"{problem}: rebuilding the cache")
+        return None
+    return manifest
+
+
+def _existing_cache(cache_dir: Path, prof: FeatureProfile) -> dict[str, Any] | None:
+    """The manifest of the cache of profile ``prof`` at ``cache_dir``; None when there is no folder or an empty one;
+    CacheError when ``cache_dir`` must not be written (see :func:`_reusable`)."""
     if not cache_dir.exists():
         return None
     if not cache_dir.is_dir():
@@ -373,7 +340,7 @@ def _up_to_date(cache_dir: Path, prof: FeatureProfile, fingerprint: str) -> dict
     try:
         manifest = read_manifest(cache_dir)
     except CacheError as exc:
-        raise CacheError(f"{exc} (delete {cache_dir} to rebuild it)") from None
+        raise CacheError(f"{exc} (delete {cache_dir}, or pass force, to rebuild it)", params=("force",)) from None
     stored = manifest.get("profile", {})
     if stored.get("name") != prof.name:
         raise CacheError(
@@ -381,15 +348,16 @@ def _up_to_date(cache_dir: Path, prof: FeatureProfile, fingerprint: str) -> dict
             f"({stored.get('n_mels')}x{manifest.get('shape', [0, 0, '?'])[-1]}); asked for profile "
             f"{prof.name!r}: choose another --out folder (one cache per profile) or delete this one"
         )
-    if manifest["fingerprint"] == fingerprint and all((cache_dir / f["name"]).is_file() for f in manifest["files"]):
-        return manifest
-    return None
+    return manifest
 
 
 def _write_files(root: Path, out_dir: Path, table: Any, rows: Sequence[int], prof: FeatureProfile,
-                 meta: dict[str, Any], per_file: int, n_workers: int, on_event: OnEvent | None) -> list[dict[str, Any]]:
+                 meta: dict[str, Any], per_file: int, n_workers: int, policy: AudioPolicy,
+                 on_event: OnEvent | None) -> list[dict[str, Any]]:
     """Compute and write the cache's Parquet files into ``out_dir``, ``per_file`` clips each; their manifest entries
     ``{"name", "rows"}``."""
+    from .audio import segment_source
+
     n = len(table)
     task = f"log-mel features ({prof.name})"
     done = 0
@@ -401,12 +369,13 @@ def _write_files(root: Path, out_dir: Path, table: Any, rows: Sequence[int], pro
 
     advance(0)
     files = []
-    filenames = table["filename"].tolist()
+    names = table["filename"].tolist()
+    sources = [segment_source(name) if policy.segment else (name, 0) for name in names]
     with torch_threads(n_workers), ThreadPoolExecutor(n_workers, thread_name_prefix="decode") as decoder:
         logmel = LogMel(prof)
         for k, a in enumerate(range(0, n, per_file)):
             b = min(n, a + per_file)
-            x = _log_mels(root, filenames[a:b], rows[a:b], logmel, decoder, advance)
+            x = _log_mels(root, sources[a:b], rows[a:b], logmel, decoder, advance, policy)
             name = f"features-{k:05d}.parquet"
             _write_file(out_dir / name, table.iloc[a:b], x, meta)
             files.append({"name": name, "rows": b - a})

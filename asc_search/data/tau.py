@@ -23,10 +23,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._io import fingerprint_file, fingerprint_json
 from ..config import DCASE_LABELS, SplitConfig
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, quote
 
 __all__ = [
+    "RARE_LABEL_CLIPS",
+    "label_anomalies",
+    "check_label_anomalies",
+    "dataset_fingerprint",
     "META_COLUMNS",
     "TABLE_COLUMNS",
     "SUBSET_PERCENTS",
@@ -45,6 +50,8 @@ TABLE_COLUMNS = ("filename", "scene_label", "label", "identifier", "city", "loca
 SUBSET_PERCENTS = (5, 10, 25, 50, 100)
 
 _AUTO_LABELS = ("auto", "derive", "derived")
+#: A label with fewer clips than this (or in one split only) looks like a typo (:func:`label_anomalies`).
+RARE_LABEL_CLIPS = 3
 
 
 def _read_tsv(path: Path, expected: Sequence[str], what: str) -> pd.DataFrame:
@@ -127,6 +134,86 @@ def read_meta(root: str | os.PathLike) -> pd.DataFrame:
     if dup is not None:
         raise DataError(f"{meta_path} row {dup + 2}: filename {meta['filename'].iat[dup]!r} listed twice")
     return meta[list(META_COLUMNS)]
+
+
+def label_anomalies(table: pd.DataFrame) -> list[str]:
+    """Labels that look like typos, one line each: fewer than :data:`RARE_LABEL_CLIPS` clips, or clips in one split
+    only (a model cannot learn a class it never trains on, nor be scored on one it is never tested on). Each line
+    names the label, its clips (the first three filenames) and the nearest other label (difflib), e.g.
+    ``label 'industy': 1 clip (audio/industy-x.wav), only in train; did you mean 'industry'?``. ``table``: a
+    :func:`read_tau` table or a feature cache's table (``scene_label``, ``split``, ``filename``); its
+    ``attrs["labels"]`` (when set) adds declared labels without any clip. Empty when nothing looks wrong."""
+    import difflib
+
+    labels = list(dict.fromkeys([*table.attrs.get("labels", ()), *sorted(table["scene_label"].unique())]))
+    split = table["split"].replace({"val": "train"}) if "split" in table.columns else None
+    lines = []
+    for label in labels:
+        rows = table[table["scene_label"] == label]
+        splits = sorted(set(split[rows.index])) if split is not None and len(rows) else []
+        rare = len(rows) < RARE_LABEL_CLIPS
+        one_split = split is not None and len(rows) and len(splits) == 1 and split.nunique() > 1
+        if not (rare or one_split):
+            continue
+        files = rows["filename"].astype(str).tolist()
+        shown = ", ".join(files[:3]) + (f", ... ({len(files)} in all)" if len(files) > 3 else "")
+        what = [f"{len(rows)} clip{'s' if len(rows) != 1 else ''}" + (f" ({shown})" if files else "")]
+        if one_split:
+            what.append(f"only in {splits[0]}")
+        near = difflib.get_close_matches(label, [other for other in labels if other != label], n=1, cutoff=0.6)
+        hint = f"; did you mean {quote(near[0], 80)}?" if near else ""
+        lines.append(f"label {quote(label, 80)}: {', '.join(what)}{hint}")
+    return lines
+
+
+def check_label_anomalies(table: pd.DataFrame, labels: str | Sequence[str] | None) -> None:
+    """With ``labels`` "auto", a DataError listing :func:`label_anomalies` (a typo in meta.csv would silently become
+    a class); declared labels are the user's own choice and pass."""
+    if not (isinstance(labels, str) and labels.strip().lower() in _AUTO_LABELS):
+        return
+    problems = label_anomalies(table)
+    if problems:
+        raise DataError(
+            f"meta.csv: {len(problems)} derived label(s) look like typos: "
+            + "; ".join(problems[:5]) + (f"; ... and {len(problems) - 5} more" if len(problems) > 5 else "")
+            + "; fix meta.csv, declare the label set with labels a,b,c instead of 'auto', or pass allow_rare_labels "
+            "to keep them", params=("labels", "allow_rare_labels"),
+        )
+
+
+def dataset_fingerprint(root: Path, table, meta_rows: Sequence[int]) -> tuple[str, int]:
+    """Fingerprint of a data set: content of meta.csv, fold and subset files + (name, size, mtime) of every clip.
+
+    Also checks every clip's file exists (one DataError naming every missing one and its meta.csv row). Returns
+    (fingerprint, bytes).
+    """
+    listing = []
+    for name in ("meta.csv", "evaluation_setup/fold1_train.csv", "evaluation_setup/fold1_evaluate.csv",
+                 "evaluation_setup/fold1_test.csv"):
+        path = root / name
+        listing.append((name, fingerprint_file(path) if path.is_file() else None))
+    for folder in ("", "split_setup/", "evaluation_setup/"):
+        for pct in (5, 10, 25, 50, 100):
+            path = root / f"{folder}split{pct}.csv"
+            if path.is_file():
+                listing.append((str(path.relative_to(root)), fingerprint_file(path)))
+    stats = []
+    total = 0
+    missing = []
+    for filename, row in zip(table["filename"].tolist(), meta_rows):
+        path = root / filename
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            missing.append(DataError(f"{path}: audio file missing (meta.csv row {row}); expected a WAV file"))
+            continue
+        stats.append((filename, st.st_size, st.st_mtime_ns))
+        total += st.st_size
+    if missing:
+        from .audio import problems_error
+
+        raise problems_error(missing)
+    return fingerprint_json({"files": listing, "audio": stats}), total
 
 
 def _split_file(root: Path, percent: int) -> Path | None:

@@ -11,8 +11,9 @@ Audio of any sample rate, mono or stereo, any length:
 * the student's class probabilities (softmax of its logits) are averaged over the windows; the scene is the class
   with the highest mean probability.
 
-A file that soundfile cannot decode (not audio), an empty file, or one with non-finite samples is a DataError
-naming it; a folder is searched recursively for ``*.wav`` files.
+A file that soundfile cannot decode (not audio), an empty file, or one with non-finite samples does not stop the
+others: its row carries the error (a DataError's message naming it) and no scene. A folder is searched recursively
+for ``*.wav`` files; a path that does not exist, or a folder without any, is a NotFoundError.
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ MIN_TAIL_FRACTION = 0.5
 @dataclass
 class FilePrediction:
     path: Path
-    scene: str
+    scene: str  # "" when the file could not be classified (see ``error``)
     probabilities: dict[str, float]  # label -> mean probability over windows
     windows: int
     duration_s: float
     sample_rate: int
     channels: int
+    error: str | None = None  # why the file could not be classified (one line naming it); None when it was
 
 
 @dataclass
@@ -52,6 +54,11 @@ class Prediction:
     model_name: str
     labels: tuple[str, ...]
     rows: list[FilePrediction] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[FilePrediction]:
+        """The rows of files that could not be classified."""
+        return [row for row in self.rows if row.error is not None]
 
 
 def collect_audio(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -122,7 +129,12 @@ def predict_files(
     store = np.float16 if profile.storage_dtype == "float16" else np.float32
     out = Prediction(model_name=str(exported.path), labels=exported.labels)
     for path in files:
-        samples, rate, channels = read_audio(path)
+        try:
+            samples, rate, channels = read_audio(path)
+        except DataError as exc:  # one bad file does not cost the others their predictions
+            out.rows.append(FilePrediction(path=path, scene="", probabilities={}, windows=0, duration_s=0.0,
+                                           sample_rate=0, channels=0, error=str(exc)))
+            continue
         clip = int(round(profile.clip_seconds * rate))
         wins = windows(samples, clip)
         spec = front(wins, rate).astype(store).astype(np.float32)  # as the cache stores it
@@ -148,13 +160,18 @@ def predict_files(
 
 
 def write_csv(prediction: Prediction, path: str | os.PathLike[str]) -> Path:
-    """One row per file: file, scene, windows, duration_s, sample_rate, channels, one column per class.
-    Written under a temporary name, then renamed."""
+    """One row per file: file, scene, windows, duration_s, sample_rate, channels, one column per class, error (empty
+    for a classified file; for a file that could not be, the reason, and the other columns empty). Written under a
+    temporary name, then renamed."""
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "scene", "windows", "duration_s", "sample_rate", "channels", *prediction.labels])
+        writer.writerow(["file", "scene", "windows", "duration_s", "sample_rate", "channels", *prediction.labels,
+                         "error"])
         for row in prediction.rows:
+            if row.error is not None:
+                writer.writerow([str(row.path), *[""] * (5 + len(prediction.labels)), row.error])
+                continue
             writer.writerow([str(row.path), row.scene, row.windows, f"{row.duration_s:.3f}", row.sample_rate,
-                             row.channels, *[f"{row.probabilities[k]:.6f}" for k in prediction.labels]])
+                             row.channels, *[f"{row.probabilities[k]:.6f}" for k in prediction.labels], ""])
     return path

@@ -56,10 +56,9 @@ def report_markdown(record: Mapping[str, Any]) -> str:
     d, t = record["distillation"], record["training"]
     lines += ["", "## Training", ""]
     if d:
-        lines.append(
-            f"- distillation: kd_weight {d.get('kd_weight')}, temperature {d.get('temperature')}, "
-            f"emb_weight {d.get('emb_weight')} ({d.get('emb_loss')})"
-        )
+        emb = (f"emb_weight {d.get('emb_weight')} ({d.get('emb_loss')})" if d.get("emb_weight") else
+               "no embedding matching (emb_weight 0)")
+        lines.append(f"- distillation: kd_weight {d.get('kd_weight')}, temperature {d.get('temperature')}, {emb}")
     if t:
         lines.append(f"- training: {t.get('epochs')} epochs, lr {t.get('lr')}, batch size {t.get('batch_size')}")
     lines += [

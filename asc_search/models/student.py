@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..config import reject_unknown_keys
-from ..errors import ConfigError
+from ..errors import ConfigError, quote
 from .blocks import ConvNormAct, InvertedResidual, initialize_weights, make_divisible
 
 __all__ = ["StudentConfig", "BlockSpec", "Student", "build_student", "DCASE2024_STRIDES"]
@@ -62,34 +62,34 @@ class StudentConfig:
         for key in ("n_classes", "in_channels", "base_channels"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-                raise ConfigError(f"student config: {key} must be a positive integer, got {value!r}")
+                raise ConfigError(f"student config: {key} must be a positive integer, got {quote(value)}")
             object.__setattr__(self, key, int(value))  # numpy integers from a sampler become plain ints
         for key in ("channels_multiplier", "expansion_rate"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-                raise ConfigError(f"student config: {key} must be a number, got {value!r}")
+                raise ConfigError(f"student config: {key} must be a number, got {quote(value)}")
             object.__setattr__(self, key, float(value))
         if self.channels_multiplier <= 0:
-            raise ConfigError(f"student config: channels_multiplier must be > 0, got {self.channels_multiplier!r}")
+            raise ConfigError(f"student config: channels_multiplier must be > 0, got {quote(self.channels_multiplier)}")
         if self.expansion_rate < 1:
-            raise ConfigError(f"student config: expansion_rate must be >= 1, got {self.expansion_rate!r}")
+            raise ConfigError(f"student config: expansion_rate must be >= 1, got {quote(self.expansion_rate)}")
 
         n_blocks = self.n_blocks
         if isinstance(n_blocks, (str, bytes)) or not isinstance(n_blocks, Sequence) or len(n_blocks) == 0:
             raise ConfigError(
-                f"student config: n_blocks must be a non-empty list of blocks per stage, e.g. [3, 2, 1]; got {n_blocks!r}"
+                f"student config: n_blocks must be a non-empty list of blocks per stage, e.g. [3, 2, 1]; got {quote(n_blocks)}"
             )
         for i, count in enumerate(n_blocks):
             if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count <= 0:
                 raise ConfigError(
-                    f"student config: n_blocks[{i}] (stage {i + 1}) must be a positive integer, got {count!r}"
+                    f"student config: n_blocks[{i}] (stage {i + 1}) must be a positive integer, got {quote(count)}"
                 )
         object.__setattr__(self, "n_blocks", tuple(int(c) for c in n_blocks))
 
         names = self.block_names
         if not isinstance(self.strides, Mapping):
             raise ConfigError(
-                f"student config: strides must map block names to (freq, time) strides, got {self.strides!r}"
+                f"student config: strides must map block names to (freq, time) strides, got {quote(self.strides)}"
             )
         strides: dict[str, tuple[int, int]] = {}
         for name, stride in self.strides.items():
@@ -212,7 +212,7 @@ def _parse_stride(name: str, stride: Any) -> tuple[int, int]:
     ):
         raise ConfigError(
             f"student config: strides[{name!r}] must be a positive integer or a (freq, time) pair of positive "
-            f"integers, got {stride!r}"
+            f"integers, got {quote(stride)}"
         )
     return (int(stride[0]), int(stride[1]))
 

@@ -15,7 +15,8 @@ from ..config import Budget
 from ..search.runfolder import Status, ranked_trials
 from .tables import pareto_front
 
-__all__ = ["PLOT_FILES", "plot_accuracy_over_trials", "plot_pareto_front", "plot_budget_plane", "make_plots"]
+__all__ = ["PLOT_FILES", "n_classes_of", "accuracy_over_trials_figure", "budget_plane_figure",
+           "plot_accuracy_over_trials", "plot_pareto_front", "plot_budget_plane", "make_plots"]
 
 #: The plots :func:`make_plots` writes: name -> file name.
 PLOT_FILES = {"accuracy_over_trials": "accuracy_over_trials.png", "pareto_front": "pareto_front.png",
@@ -43,11 +44,24 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def plot_accuracy_over_trials(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Validation macro accuracy of every trained trial in proposal order, with the best so far (completed)."""
+def n_classes_of(table: pd.DataFrame) -> int | None:
+    """The number of classes the run's students have (from a trial's ``config``); None when no row says."""
+    import json
+
+    for raw in table.get("config", pd.Series(dtype=object)).dropna():
+        try:
+            return int(json.loads(raw)["student"]["n_classes"])
+        except (TypeError, ValueError, KeyError):
+            continue
+    return None
+
+
+def accuracy_over_trials_figure(table: pd.DataFrame, n_classes: int | None = None) -> Any:
+    """The figure of :func:`plot_accuracy_over_trials`: the x axis is ``trial_id`` (the Optuna trial number, as in
+    the tables and ``export --trial``), the chance level ``1 / n_classes`` a dashed line."""
     fig = _figure(figsize=(7.5, 4.2))
     ax = fig.add_subplot()
-    order = np.arange(1, len(table) + 1)
+    order = table["trial_id"].to_numpy(dtype=float)
     scored = table["val_macro_accuracy"].notna().to_numpy()
     for status in (Status.EARLY_STOPPED, Status.FAILED, Status.COMPLETED):
         sel = (table["status"] == status).to_numpy() & scored
@@ -64,13 +78,22 @@ def plot_accuracy_over_trials(table: pd.DataFrame, path: str | os.PathLike[str])
     if rejected.any():
         ax.scatter(order[rejected], np.zeros(rejected.sum()), marker="|", s=60, color="#d62728", alpha=0.6,
                    label="rejected (over budget, not trained)", zorder=1)
-    ax.set_xlabel("proposal (in order)")
+    n_classes = n_classes or n_classes_of(table)
+    if n_classes:
+        ax.axhline(1.0 / n_classes, color="#7f7f7f", ls="--", lw=1, label=f"chance (1/{n_classes})", zorder=0)
+    ax.set_xlabel("trial_id (proposal order)")
     ax.set_ylabel("validation macro accuracy")
     ax.set_ylim(bottom=0)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(f"Accuracy over trials ({int(done.sum())} completed, {int(rejected.sum())} rejected)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)  # outside: never hides points
-    return _save(fig, Path(path))
+    return fig
+
+
+def plot_accuracy_over_trials(table: pd.DataFrame, path: str | os.PathLike[str], n_classes: int | None = None) -> Path:
+    """Validation macro accuracy of every trained trial by trial_id, with the best so far (completed) and chance."""
+    return _save(accuracy_over_trials_figure(table, n_classes), Path(path))
 
 
 def plot_pareto_front(table: pd.DataFrame, path: str | os.PathLike[str], front: pd.DataFrame | None = None) -> Path:
@@ -103,8 +126,9 @@ def plot_pareto_front(table: pd.DataFrame, path: str | os.PathLike[str], front: 
     return _save(fig, Path(path))
 
 
-def plot_budget_plane(table: pd.DataFrame, path: str | os.PathLike[str], budget: Budget | None = None) -> Path:
-    """Every costed proposal in the (parameter bytes, MACs) plane: trained ones and rejected ones, budget lines."""
+def budget_plane_figure(table: pd.DataFrame, budget: Budget | None = None) -> Any:
+    """The figure of :func:`plot_budget_plane`. On linear axes both start at zero, and so does the "within budget"
+    box (0 to each limit); on log axes (proposals spanning more than 30x) the box starts at the axes' lower ends."""
     fig = _figure(figsize=(7.5, 5))
     ax = fig.add_subplot()
     costed = table.dropna(subset=["param_bytes", "macs"])
@@ -118,30 +142,38 @@ def plot_budget_plane(table: pd.DataFrame, path: str | os.PathLike[str], budget:
         ax.axvline(budget.max_param_bytes / 1e3, color="black", ls="--", lw=1.2,
                    label=f"budget: {budget.max_param_bytes / 1e3:g} kB ({budget.param_dtype})")
         ax.axhline(budget.max_macs / 1e6, color="black", ls=":", lw=1.2, label=f"budget: {budget.max_macs / 1e6:g} M MACs")
-        xs = np.concatenate([costed["param_bytes"].to_numpy() / 1e3, [budget.max_param_bytes / 1e3]])
-        ys = np.concatenate([costed["macs"].to_numpy() / 1e6, [budget.max_macs / 1e6]])
-        lo_x = min(xs.min(), budget.max_param_bytes / 1e3) * 0.8
-        lo_y = min(ys.min(), budget.max_macs / 1e6) * 0.8
+    values = costed[["param_bytes", "macs"]].to_numpy(dtype=float)
+    log = bool(len(values) and (values > 0).all() and (values.max(axis=0) / values.min(axis=0)).max() > 30)
+    if budget is not None:
+        lo_x = lo_y = 0.0
+        if log:
+            lo_x = min(values[:, 0].min() / 1e3, budget.max_param_bytes / 1e3) * 0.8
+            lo_y = min(values[:, 1].min() / 1e6, budget.max_macs / 1e6) * 0.8
         ax.fill_between([lo_x, budget.max_param_bytes / 1e3], lo_y, budget.max_macs / 1e6, color="#2ca02c",
                         alpha=0.08, label="within budget", zorder=0)
-    values = costed[["param_bytes", "macs"]].to_numpy(dtype=float)
-    if len(values) and (values > 0).all():
-        spread = values.max(axis=0) / values.min(axis=0)
-        if spread.max() > 30:  # rejected proposals often sit orders of magnitude out: log axes keep both readable
-            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    if not log:
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+    else:  # rejected proposals often sit orders of magnitude out: log axes keep both readable
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            for axis in (ax.xaxis, ax.yaxis):
-                axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-                axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-                axis.set_minor_formatter(NullFormatter())
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("parameter memory (kB)" + (f", {budget.param_dtype}" if budget else ""))
     ax.set_ylabel("MACs per clip (millions)")
     ax.set_title("Proposals in the budget plane: trained vs rejected before training")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
-    return _save(fig, Path(path))
+    return fig
+
+
+def plot_budget_plane(table: pd.DataFrame, path: str | os.PathLike[str], budget: Budget | None = None) -> Path:
+    """Every costed proposal in the (parameter bytes, MACs) plane: trained ones and rejected ones, budget lines."""
+    return _save(budget_plane_figure(table, budget), Path(path))
 
 
 def make_plots(table: pd.DataFrame, out_dir: str | os.PathLike[str], budget: Budget | None = None) -> dict[str, Path]:

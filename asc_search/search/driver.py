@@ -2,7 +2,8 @@
 
 One search writes the run folder ``RESULTS_DIR/NAME/`` (:mod:`asc_search.search.runfolder`). It runs as a few steps:
 
-1. **prepare** the search file and the run folder (a new run, or the run to resume with its own search.yaml);
+1. **prepare** the search file and the run folder (a new run, or the run to resume with its own search.yaml) and
+   take the run's lock (:mod:`~asc_search.search.runfolder.lock`) before anything slow: one driver per run;
 2. **load** the feature cache and the teacher cache, keep only the train and validation rows (validation = whole
    recording locations carved from train; the test split never reaches a trial) as the trial data, put in Ray's
    object store ONCE (``tune.with_parameters``): every trial on a node maps the same shared-memory copy;
@@ -14,9 +15,8 @@ One search writes the run folder ``RESULTS_DIR/NAME/`` (:mod:`asc_search.search.
    ``search.max_failures`` times from its last checkpoint, then recorded as failed;
 6. **summarise**: trials.parquet, the counts, the best trial and the run's state in run.json.
 
-For a cache too large for the object store, point the trials at storage every node shares instead (the same
-Parquet caches, read once per trial process); not wired here because the object store holds the DCASE-sized caches
-comfortably (~140 k clips x 256 x 65 x float16 = 4.6 GB). Nothing here prints: progress goes to ``on_event``.
+The object store holds DCASE-sized caches comfortably (~140 k clips x 256 x 65 x float16 = 4.6 GB); larger ones
+would be read per trial from shared storage (not wired). Nothing here prints: progress goes to ``on_event``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import datetime as _dt
 import hashlib
 import math
 import os
-import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -34,20 +33,24 @@ from pathlib import Path
 from typing import Any
 
 from .._io import now_utc, provenance, write_text_atomic
-from .._progress import OnEvent, emit
-from .._runtime import connect_ray, quiet_ray_env
+from .._progress import OnEvent, emit, log
+from .._runtime import check_trial_resources, connect_ray, quiet_ray_env
 from ..errors import BudgetError, CacheError, ConfigError, NotFoundError
 from .runfolder import (
     DEFAULT_RESULTS_DIR,
     RAY_DIR,
     SEARCH_FILE,
     STUDY_FILE,
+    RunLock,
     RunRecord,
     RunState,
     Status,
     best_trial,
     build_trials_table,
+    check_run_name,
+    lock_run,
     read_run_record,
+    space_file_record,
     status_counts,
     trial_dirname,
     write_run_record,
@@ -60,7 +63,6 @@ from .trainable import prepare_trial_data, train_trial
 
 __all__ = ["SearchResult", "run_search"]
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 @dataclass
@@ -84,6 +86,7 @@ class _Run:
     spec: SearchSpec
     resume: bool
     record: RunRecord | None  # run.json of the run resumed; None for a new run
+    lock: RunLock  # the run's lock, held until the search ends
     space_file: Path | None = None  # a new run's search file (as given) and its sha256
     space_file_sha256: str | None = None
 
@@ -119,14 +122,30 @@ def run_search(
     the trial by ``trial_id`` (the Optuna trial number).
     """
     t_start = time.time()
-    run = _prepare_run(space, name, Path(results_dir), num_samples, resume)
-    data = _load_data(run, Path(cache_dir), teacher_cache)
+    run = _prepare_run(space, name, Path(results_dir), num_samples, resume)  # holds the run's lock from here on
+    try:
+        return _search(run, Path(cache_dir), teacher_cache, address, on_event, t_start)
+    finally:
+        run.lock.release()
+
+
+def _search(run: _Run, cache_dir: Path, teacher_cache: Any, address: str | None, on_event: OnEvent | None,
+            t_start: float) -> SearchResult:
+    """Steps 2-6 for the run of step 1 (whose lock the caller holds)."""
+    from ..data.cache import read_manifest
+
+    run.spec.check_feasible(n_classes=len(read_manifest(cache_dir)["labels"]))  # before minutes of loading
+    log(on_event, f"{run.name}: loading the feature cache {cache_dir}"
+        + (" and its teacher cache" if run.spec.needs_teacher else ""))
+    data = _load_data(run, cache_dir, teacher_cache)
     quiet_ray_env()
+    target = address or os.environ.get("RAY_ADDRESS")
+    log(on_event, f"{run.name}: joining the Ray cluster at {target}" if target else f"{run.name}: starting a local Ray")
     started_ray = connect_ray(address)
     channel = str(run.run_dir)
     try:
-        _check_resources(run.spec)
-        record = _write_record(run, data, Path(cache_dir), address)
+        check_trial_resources(run.spec.search.cpus_per_trial, run.spec.search.gpus_per_trial, run.spec.source)
+        record = _write_record(run, data, cache_dir, address)
         storage_url = f"sqlite:///{run.run_dir / STUDY_FILE}"
         open_study(run.spec, storage_url, record.study_name)  # now, so that the dashboard can show it at once
         tuner = _build_tuner(run, data.payload, storage_url, record.study_name, data.n_classes, channel, on_event)
@@ -151,25 +170,18 @@ def run_search(
 
 
 def _prepare_run(space: Any, name: str | None, results_dir: Path, num_samples: int | None, resume: bool) -> _Run:
+    """The run to do, its lock held (released again when this step refuses it)."""
     if resume:
         if name is None:
             raise ConfigError("resume needs name: the run to resume (a folder under results_dir)",
                               params=("resume", "name", "results_dir"))
-        run_dir = (results_dir / name).resolve()
-        record = read_run_record(run_dir)
-        if not (run_dir / SEARCH_FILE).is_file() or record is None:
-            raise NotFoundError(f"{run_dir}: no search run to resume there (no {SEARCH_FILE} and run.json)")
-        if space is not None:
-            given = hashlib.sha256(Path(space).read_bytes()).hexdigest() if Path(space).is_file() else None
-            if given not in (record.space_file_sha256, record.space_sha256):
-                raise ConfigError(f"space {space} differs from the search file run {name!r} started with "
-                                  f"({record.space_file}); leave it out: a resumed run keeps its own {SEARCH_FILE}",
-                                  params=("space",))
-        spec = load_space(run_dir / SEARCH_FILE)
-        if num_samples is not None and num_samples != spec.search.num_samples:
-            raise ConfigError(f"num_samples {num_samples}: run {name!r} was started with {spec.search.num_samples}; "
-                              "a resumed run keeps its settings", params=("num_samples",))
-        return _Run(name=name, run_dir=run_dir, spec=spec, resume=True, record=record)
+        check_run_name(name, results_dir)
+        lock = lock_run((results_dir / name).resolve(), name, new=False)
+        try:
+            return _resumed_run(space, name, lock, num_samples)
+        except BaseException:
+            lock.release()
+            raise
     if space is None:
         raise ConfigError("space is required: a search file, e.g. search_spaces/quick.yaml, or a built-in name "
                           "(quick, dcase)", params=("space",))
@@ -178,15 +190,28 @@ def _prepare_run(space: Any, name: str | None, results_dir: Path, num_samples: i
     if num_samples is not None:
         spec = spec.with_num_samples(num_samples)
     name = name or f"{Path(space).stem}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    if not _NAME_RE.match(name):
-        raise ConfigError(f"name {name!r}: use letters, digits, '.', '_' and '-' only (it names a folder under "
-                          f"{results_dir})", params=("name",))
-    run_dir = results_dir / name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"{run_dir} already exists: resume that run, or choose another name",
-                          params=("resume", "name"))
-    return _Run(name=name, run_dir=run_dir.resolve(), spec=spec, resume=False, record=None,
+    check_run_name(name, results_dir)
+    lock = lock_run((results_dir / name).resolve(), name, new=True)
+    return _Run(name=name, run_dir=lock.run_dir, spec=spec, resume=False, record=None, lock=lock,
                 space_file=Path(space), space_file_sha256=original_sha)
+
+
+def _resumed_run(space: Any, name: str, lock: RunLock, num_samples: int | None) -> _Run:
+    run_dir = lock.run_dir
+    record = read_run_record(run_dir)
+    if not (run_dir / SEARCH_FILE).is_file() or record is None:
+        raise NotFoundError(f"{run_dir}: no search run to resume there (no {SEARCH_FILE} and run.json)")
+    if space is not None:
+        given = hashlib.sha256(Path(space).read_bytes()).hexdigest() if Path(space).is_file() else None
+        if given not in (record.space_file_sha256, record.space_sha256):
+            raise ConfigError(f"space {space} differs from the search file run {name!r} started with "
+                              f"({record.space_file}); leave it out: a resumed run keeps its own {SEARCH_FILE}",
+                              params=("space",))
+    spec = load_space(run_dir / SEARCH_FILE)
+    if num_samples is not None and num_samples != spec.search.num_samples:
+        raise ConfigError(f"num_samples {num_samples}: run {name!r} was started with {spec.search.num_samples}; "
+                          "a resumed run keeps its settings", params=("num_samples",))
+    return _Run(name=name, run_dir=run_dir, spec=spec, resume=True, record=record, lock=lock)
 
 
 # ------------------------------------------------------------------------------------------------ 2. data
@@ -235,23 +260,6 @@ def _load_data(run: _Run, cache_dir: Path, teacher_cache: Any) -> _Data:
 # ------------------------------------------------------------------------------------------------ 3. Ray
 
 
-def _check_resources(spec: SearchSpec) -> None:
-    """A trial asking for more than any node has would wait forever: refuse it up front."""
-    import ray
-
-    total = ray.cluster_resources()
-    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
-    s = spec.search
-    for key, want, name in (("CPU", s.cpus_per_trial, "cpus_per_trial"), ("GPU", s.gpus_per_trial, "gpus_per_trial")):
-        most = max((float(r.get(key, 0.0)) for r in nodes), default=0.0)
-        if want > 0 and want > most:
-            raise ConfigError(
-                f"{spec.source}: search.resources.{name} is {want:g} but the Ray cluster has "
-                f"{float(total.get(key, 0.0)):g} {key}(s) in all and at most {most:g} on one node: no trial could ever "
-                f"start; lower {name} (e.g. gpus_per_trial: 0 on a machine without a GPU)"
-            )
-
-
 # ------------------------------------------------------------------------------------------------ 4. record
 
 
@@ -268,7 +276,7 @@ def _write_record(run: _Run, data: _Data, cache_dir: Path, address: str | None) 
         record = RunRecord(
             name=run.name,
             study_name=run.name,
-            space_file=str(run.space_file.resolve()),
+            space_file=space_file_record(run.space_file),
             space_file_sha256=run.space_file_sha256,
             space_sha256=spec.sha256,
             profile=spec.profile.name,
@@ -312,7 +320,7 @@ def _build_tuner(run: _Run, payload: dict[str, Any], storage_url: str, study_nam
     """A new Tuner with the searcher and ASHA, or the interrupted run's Tuner restored (with its searcher)."""
     from ray import tune
 
-    from .searcher import BudgetedSearcher, register_sink
+    from .searcher import BudgetedSearcher, RetryReporter, register_sink
 
     if on_event is not None:
         register_sink(channel, on_event)
@@ -343,6 +351,7 @@ def _build_tuner(run: _Run, payload: dict[str, Any], storage_url: str, study_nam
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=s.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[RetryReporter(channel, s.max_failures)],
         ),
     )
 
@@ -356,8 +365,11 @@ def _announce(run: _Run, on_event: OnEvent) -> None:
     so_far = build_trials_table(run.run_dir)
     running = [int(i) for i in so_far.loc[so_far["status"] == Status.RUNNING, "trial_id"]]
     s = run.spec.search
+    best = best_trial(so_far, run.spec.budget)  # a resumed run's best so far
     emit(on_event, "setup", run_dir=str(run.run_dir), name=run.name, resume=run.resume, num_samples=s.num_samples,
-         max_concurrent=s.max_concurrent, counts=status_counts(so_far), running=running)
+         max_concurrent=s.max_concurrent, counts=status_counts(so_far), running=running,
+         best=None if best is None else {"trial_id": int(best["trial_id"]),
+                                         "val_macro_accuracy": float(best["val_macro_accuracy"])})
 
 
 # ------------------------------------------------------------------------------------------------ 6. summarise

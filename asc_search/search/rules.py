@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import QUOTE_LIMIT, ConfigError, quote
 from .spec import MISSING
 
 __all__ = ["Field", "Where", "config_fields", "fmt"]
@@ -28,8 +28,10 @@ _KIND_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "boo
 
 
 def fmt(value: Any) -> str:
-    """A value as the file would spell it."""
-    return json.dumps(value) if isinstance(value, (str, bool)) or value is None else repr(value)
+    """A value as the file would spell it, at most about :data:`~asc_search.errors.QUOTE_LIMIT` characters."""
+    if isinstance(value, str) and len(value) > QUOTE_LIMIT:
+        return f"{json.dumps(value[:QUOTE_LIMIT])[:-1]}... ({len(value):,} characters)"
+    return json.dumps(value) if isinstance(value, (str, bool)) or value is None else quote(value)
 
 
 def _config_problem(message: str, name: str) -> str:
@@ -125,13 +127,14 @@ class Where:
             raise self.error(path, f"must be a mapping (key: value lines), got {type(value).__name__} {fmt(value)}")
         for key in value:
             if not isinstance(key, str):
-                raise self.error(path, f"keys must be strings, got {key!r}")
+                raise self.error(path, f"keys must be strings, got {quote(key)}")
         return dict(value)
 
     def keys(self, mapping: dict, path: str, allowed: tuple[str, ...] | list[str]) -> None:
         unknown = [k for k in mapping if k not in allowed]
         if unknown:
-            where = f"{path}.{unknown[0]}" if path else unknown[0]
+            key = unknown[0] if len(unknown[0]) <= 80 else f"{unknown[0][:80]}..."
+            where = f"{path}.{key}" if path else key
             raise self.error(where, f"unknown key; allowed keys here: {', '.join(allowed)}")
 
     def value(self, mapping: dict, key: str, path: str, rule: Field, default: Any = MISSING) -> Any:

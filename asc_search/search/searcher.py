@@ -34,6 +34,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from .._progress import OnEvent, emit
@@ -42,7 +43,7 @@ from .runfolder import Status, trial_dirname
 from .spec import Cost, SearchSpec
 from .study import open_study
 
-__all__ = ["BudgetedSearcher", "register_sink", "unregister_sink"]
+__all__ = ["BudgetedSearcher", "RetryReporter", "register_sink", "unregister_sink"]
 
 #: Event sinks by channel name (driver-side only). The searcher holds a channel name, not the sink, so that it
 #: stays picklable and a restored searcher reports to whatever sink the resuming process registered.
@@ -193,8 +194,9 @@ class BudgetedSearcher(Searcher):
         b = self.spec.budget
         self._stop(
             f"{limit} proposals in a row were over the budget ({b.max_param_bytes} bytes at {b.param_dtype}, "
-            f"{b.max_macs} MACs) in {self.spec.source}: narrow the student ranges (base_channels, channels_multiplier, "
-            "expansion_rate, n_stages, blocks_per_stage) or raise search.max_consecutive_rejections",
+            f"{b.max_macs} MACs) in {self.spec.source}, although its smallest student fits: most of the space is over "
+            "the budget; narrow the student ranges (base_channels, channels_multiplier, expansion_rate, n_stages, "
+            "blocks_per_stage) towards their low ends, or raise search.max_consecutive_rejections",
             BudgetError,
         )
         self._emit("exhausted", message=self.exhausted)
@@ -272,7 +274,10 @@ class BudgetedSearcher(Searcher):
         acc = _finite(result.get(self.METRIC))
         epoch = result.get("epoch")
         planned = result.get("epochs_planned")
-        duration = _finite(result.get("time_total_s"))
+        # training time over all attempts: Tune's time_total_s restarts with a retried attempt
+        duration = _finite(result.get("train_time_s"))
+        if duration is None:
+            duration = _finite(result.get("time_total_s"))
         if duration is None and frozen.user_attrs.get("started_at") is not None:
             duration = time.time() - float(frozen.user_attrs["started_at"])
         attrs: dict[str, Any] = {"val_macro_accuracy": acc, "val_log_loss": _finite(result.get("val_log_loss")),
@@ -339,3 +344,28 @@ class BudgetedSearcher(Searcher):
                 self._storage.set_trial_user_attr(self._tid(frozen.number), "status", Status.DISCARDED.value)
                 self.study.tell(frozen.number, state=TrialState.FAIL)
         self._reissue.sort()
+
+
+class RetryReporter(Callback):
+    """A Tune callback that reports a trial Tune retries (its worker died: a lost node, a killed process) as a
+    ``retried`` event on ``channel``: ``trial_id``, ``attempt`` (1 = the first retry), ``max_failures``, ``epoch``
+    (the last reported; the retry continues from that epoch's checkpoint) and ``error`` (the last line of the
+    failure, at most 200 characters)."""
+
+    def __init__(self, channel: str, max_failures: int) -> None:
+        self.channel = channel
+        self.max_failures = max_failures
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = ""
+        try:
+            path = getattr(trial, "error_file", None)
+            if path:
+                lines = [line.strip() for line in open(path, encoding="utf-8", errors="replace") if line.strip()]
+                error = lines[-1][:200] if lines else ""
+        except OSError:
+            pass
+        last = getattr(trial, "last_result", None) or {}
+        emit(_SINKS.get(self.channel), "retried", trial_id=(trial.config or {}).get("trial_id"),
+             attempt=int(getattr(trial, "num_failures", 0) or 0), max_failures=self.max_failures,
+             epoch=last.get("epoch"), error=error)

@@ -39,8 +39,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .._yaml import MAX_YAML_BYTES, load_yaml
 from ..config import PROFILES, Budget, FeatureProfile, SplitConfig, get_profile
 from ..errors import ConfigError
 from .rules import Field, Where, config_fields, fmt
@@ -343,6 +342,9 @@ def load_space(path: str | Path) -> SearchSpec:
     ConfigError naming the file, key and what is allowed."""
     path = resolve_space(path)
     try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes; expected a search file (YAML) of at most "
+                              f"{MAX_YAML_BYTES:,} bytes")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the search file: {exc}") from None
@@ -352,12 +354,7 @@ def load_space(path: str | Path) -> SearchSpec:
 def parse_space(text: str, source: str = "<search file>") -> SearchSpec:
     """Validate the YAML ``text`` of a search file (``source`` names it in messages)."""
     w = Where(source)
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        raise ConfigError(f"{source}: not valid YAML: {where}{getattr(exc, 'problem', None) or exc}") from None
+    raw = load_yaml(text, source)
     if raw is None:
         raise ConfigError(f"{source}: the search file is empty; it needs the sections {', '.join(_TOP_KEYS[1:])}")
     top = w.mapping(raw, "(top level)")

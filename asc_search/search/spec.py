@@ -19,7 +19,7 @@ import yaml
 
 from .._io import jsonable
 from ..config import Budget, FeatureProfile, SplitConfig
-from ..errors import ConfigError
+from ..errors import BudgetError, ConfigError, quote
 
 __all__ = [
     "MISSING",
@@ -160,7 +160,7 @@ def resolve_embed_block(choice: str | None, n_blocks: tuple[int, ...]) -> str:
         return f"b{total}"
     if choice == "penultimate":
         return f"b{max(1, total - 1)}"
-    raise ConfigError(f"embed_block must be one of {', '.join(EMBED_BLOCK_CHOICES)}, got {choice!r}")
+    raise ConfigError(f"embed_block must be one of {', '.join(EMBED_BLOCK_CHOICES)}, got {quote(choice)}")
 
 
 @dataclass(frozen=True)
@@ -209,6 +209,21 @@ class Cost:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+class _Lowest:
+    """A trial-like object answering every ``suggest_*`` with the low end of its range (the smallest of numeric
+    choices, else the first choice): :meth:`SearchSpec.smallest_student`."""
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
+        return low
+
+    def suggest_float(self, name: str, low: float, high: float, step: float | None = None, log: bool = False) -> float:
+        return low
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        numbers = [c for c in choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+        return min(numbers) if len(numbers) == len(choices) else choices[0]
 
 
 def _student_default(name: str) -> Any:
@@ -274,7 +289,7 @@ class SearchSpec:
         from .space import parse_space
 
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"num_samples must be a positive integer, got {n!r}", params=("num_samples",))
+            raise ConfigError(f"num_samples must be a positive integer, got {quote(n)}", params=("num_samples",))
         raw = yaml.safe_load(self.text) or {}
         raw["search"] = dict(raw.get("search") or {})
         raw["search"]["num_samples"] = n
@@ -351,6 +366,29 @@ class SearchSpec:
         st["n_classes"] = n_classes
         st["in_channels"] = in_channels
         return StudentConfig.from_dict(st)
+
+    def smallest_student(self, n_classes: int = 10, in_channels: int = 1) -> Any:
+        """The cheapest student the space can propose: every searched student parameter at its low end (the
+        smallest of numeric choices). Every knob of the student family (width, multiplier, expansion, stages,
+        blocks) costs more as it grows, so nothing in the space is cheaper."""
+        return self.sample(_Lowest(), n_classes=n_classes, in_channels=in_channels).student
+
+    def check_feasible(self, n_classes: int = 10) -> Cost:
+        """The cost of :meth:`smallest_student`; BudgetError when even it is over the budget (no proposal could ever
+        be trained: say so before anything else runs, not after ``max_consecutive_rejections`` proposals)."""
+        student = self.smallest_student(n_classes)
+        cost = self.cost(student)
+        if not cost.passed:
+            b = self.budget
+            shown = ", ".join(f"{k} {v}" for k, v in student.to_dict().items()
+                              if k in ("base_channels", "channels_multiplier", "expansion_rate", "n_blocks"))
+            raise BudgetError(
+                f"{self.source}: even the smallest student of this search space ({shown}) is over the budget: "
+                f"{cost.param_bytes:,} bytes at {b.param_dtype} (limit {b.max_param_bytes:,}) and {cost.macs:,} MACs "
+                f"(limit {b.max_macs:,}); no proposal could ever be trained: lower the student ranges' low ends or "
+                "raise the budget"
+            )
+        return cost
 
     def cost(self, student: Any) -> Cost:
         """Params, parameter bytes and MACs of a student config against the budget; no training (an over-budget config

@@ -111,6 +111,8 @@ def _epoch_report(epoch: int, metrics: dict[str, Any], state: FitState, fixed: d
         "best_epoch": int(state.best_epoch or epoch),
         "best_val_macro_accuracy": float((state.best_metrics or metrics).get("val_macro_accuracy", nan)),
         "epoch_time_s": float(metrics.get("epoch_time_s", 0.0)),
+        # every epoch so far, over all attempts (a retried or resumed trial's history holds the earlier ones)
+        "train_time_s": float(sum(float(h.get("epoch_time_s", 0.0)) for h in state.history)),
         "pid": os.getpid(),  # the worker process (shown in the Ray dashboard, useful to inspect a slow trial)
         **fixed,
     }

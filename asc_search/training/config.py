@@ -9,7 +9,7 @@ from typing import Any
 
 from .._runtime import DEVICES
 from ..config import reject_unknown_keys
-from ..errors import ConfigError
+from ..errors import ConfigError, quote
 
 __all__ = ["OPTIMIZERS", "TrainConfig"]
 
@@ -52,7 +52,7 @@ class TrainConfig:
             if not ok:
                 kind = "an integer" if integer else "a number"
                 bound = "" if lo is None else (f" > {lo}" if lo_open else f" >= {lo}")
-                raise ConfigError(f"train.{key} must be {kind}{bound}, got {value!r}")
+                raise ConfigError(f"train.{key} must be {kind}{bound}, got {quote(value)}")
 
         num("epochs", 1, integer=True)
         num("lr", 0, lo_open=True)
@@ -73,15 +73,15 @@ class TrainConfig:
         for key in ("mixup_p", "freq_mixstyle_p"):
             num(key, 0)
             if getattr(self, key) > 1:
-                raise ConfigError(f"train.{key} must lie in [0, 1], got {getattr(self, key)!r}")
+                raise ConfigError(f"train.{key} must lie in [0, 1], got {quote(getattr(self, key))}")
         if self.min_lr_ratio > 1:
-            raise ConfigError(f"train.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio!r}")
+            raise ConfigError(f"train.min_lr_ratio must lie in [0, 1], got {quote(self.min_lr_ratio)}")
         if self.device not in DEVICES:
-            raise ConfigError(f"train.device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+            raise ConfigError(f"train.device must be one of {', '.join(DEVICES)}, got {quote(self.device)}")
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+            raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {quote(self.optimizer)}")
         if not isinstance(self.amp, bool):
-            raise ConfigError(f"train.amp must be true or false, got {self.amp!r}")
+            raise ConfigError(f"train.amp must be true or false, got {quote(self.amp)}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import reject_unknown_keys
-from ..errors import ConfigError
+from ..errors import ConfigError, quote
 
 __all__ = ["EMB_LOSSES", "DistillConfig", "distill_terms"]
 
@@ -44,15 +44,15 @@ class DistillConfig:
         for key in ("kd_weight", "temperature", "emb_weight"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"distill.{key} must be a number, got {value!r}")
+                raise ConfigError(f"distill.{key} must be a number, got {quote(value)}")
         if not 0.0 <= self.kd_weight <= 1.0:
-            raise ConfigError(f"distill.kd_weight must lie in [0, 1], got {self.kd_weight!r}")
+            raise ConfigError(f"distill.kd_weight must lie in [0, 1], got {quote(self.kd_weight)}")
         if not self.temperature > 0.0:
-            raise ConfigError(f"distill.temperature must be > 0, got {self.temperature!r}")
+            raise ConfigError(f"distill.temperature must be > 0, got {quote(self.temperature)}")
         if not self.emb_weight >= 0.0:
-            raise ConfigError(f"distill.emb_weight must be >= 0, got {self.emb_weight!r}")
+            raise ConfigError(f"distill.emb_weight must be >= 0, got {quote(self.emb_weight)}")
         if self.emb_loss not in EMB_LOSSES:
-            raise ConfigError(f"distill.emb_loss must be one of {', '.join(EMB_LOSSES)}, got {self.emb_loss!r}")
+            raise ConfigError(f"distill.emb_loss must be one of {', '.join(EMB_LOSSES)}, got {quote(self.emb_loss)}")
 
     @property
     def uses_teacher_logits(self) -> bool:

@@ -9,6 +9,7 @@
 
 * :mod:`.layout`: the file names, the proposal statuses (:class:`Status`, :data:`TRAINED`) and the run's state
   (:class:`RunState`), finding a run by name or path;
+* :mod:`.lock`: one driver per run (``.lock``, an flock held for the driver's life, taken before anything slow);
 * :mod:`.record`: ``run.json`` (:class:`RunRecord`, its documented schema), the study name, the run's budget;
 * :mod:`.checkpoints`: a trial checkpoint's files, writing one, finding a trial's newest one, reading its weights;
 * :mod:`.trials`: the trials table (schema, built from the study with Optuna only, written, read), THE best-trial
@@ -50,7 +51,8 @@ from .layout import (
     resolve_run,
     study_url,
 )
-from .record import RunRecord, is_running, read_run_record, run_budget, study_name, write_run_record
+from .lock import LOCK_FILE, NAME_MAX, RunInUseError, RunLock, check_run_name, lock_run, locked_run, run_holder
+from .record import RunRecord, is_running, read_run_record, run_budget, space_file_record, study_name, write_run_record
 from .trials import (
     PARAM_PREFIX,
     RANKING,
@@ -85,6 +87,15 @@ __all__ = [
     "list_runs",
     "resolve_run",
     "study_url",
+    "LOCK_FILE",
+    "NAME_MAX",
+    "check_run_name",
+    "space_file_record",
+    "RunInUseError",
+    "RunLock",
+    "lock_run",
+    "locked_run",
+    "run_holder",
     "RunRecord",
     "read_run_record",
     "write_run_record",

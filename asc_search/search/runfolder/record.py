@@ -3,7 +3,8 @@
 Schema (one JSON object; every key is always written, ``null`` where it does not apply)::
 
     name, study_name          the run's name (its folder) and its Optuna study's name (the same)
-    space_file                the search file the run started from (absolute path)
+    space_file                the search file the run started from (absolute path; relative to the job's working
+                              folder for a run submitted with ``ray job submit --working-dir``)
     space_file_sha256         that file's sha256; space_sha256: sha256 of search.yaml (the file as run)
     profile                   the feature profile
     cache_dir                 the feature cache (absolute path) and its feature_fingerprint
@@ -79,6 +80,18 @@ class RunRecord:
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         return cls(**{k: v for k, v in data.items() if k in known},
                    extra={k: v for k, v in data.items() if k not in known})
+
+
+def space_file_record(path: str | os.PathLike[str]) -> str:
+    """``space_file`` for run.json: the search file's absolute path; inside ``ray job submit --working-dir`` (the
+    driver runs in Ray's temporary copy of that folder, deleted after the job) its path relative to that folder."""
+    resolved = Path(path).resolve()
+    parts = resolved.parts
+    if "working_dir_files" in parts and "runtime_resources" in parts:
+        i = parts.index("working_dir_files")
+        if len(parts) > i + 2:
+            return str(Path(*parts[i + 2:]))
+    return str(resolved)
 
 
 def read_run_record(run_dir: str | os.PathLike[str]) -> RunRecord | None:

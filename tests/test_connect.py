@@ -1,0 +1,82 @@
+"""Joining a Ray cluster by address (issue 13, items 2 and 3): an address where nothing listens fails at once with
+one line (Ray itself retries for ~12 minutes), a token at hand switches Ray 2.60's token authentication on for the
+joining process, and a refused join says what actually helps."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asc_search import _runtime
+from asc_search._runtime import TOKEN_HINT, check_reachable, connect_ray
+from asc_search.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.timeout(60)
+def test_an_address_where_nothing_listens_fails_at_once():
+    port = _closed_port()
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(ConfigError, match=rf"^address {address}: nothing answers at 127\.0\.0\.1:{port} "):
+            check_reachable(address)
+    with socket.socket() as server:  # something listening: accepted
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        check_reachable(f"127.0.0.1:{server.getsockname()[1]}")
+    for address in ("local", "not-an-address", "http://127.0.0.1:8265"):
+        check_reachable(address)  # left to Ray
+
+
+def test_joining_switches_token_auth_on_when_a_token_is_at_hand(tmp_path, monkeypatch):
+    import ray
+
+    token = tmp_path / "token"
+    token.write_text("x" * 32)
+    seen = {}
+
+    def fake_init(address, **kwargs):
+        seen["mode"] = os.environ.get("RAY_AUTH_MODE")
+        raise ray.exceptions.AuthenticationError("Authentication failed: token mismatch")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", fake_init)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    monkeypatch.setattr(_runtime, "check_reachable", lambda target: None)
+    with pytest.raises(ConfigError) as err:
+        connect_ray("10.0.0.5:6379")
+    assert seen["mode"] == "token"  # ray.init leaves it off for an explicit address, even with a token file
+    message = str(err.value)
+    assert message.startswith("address 10.0.0.5:6379: the Ray cluster refused this process's token") and message.endswith(TOKEN_HINT)
+    assert "export RAY_AUTH_MODE=token" in message and len(message) < 700
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # an explicit choice is respected
+    with pytest.raises(ConfigError):
+        connect_ray("10.0.0.5:6379")
+    assert seen["mode"] == "disabled"
+
+
+@pytest.mark.timeout(180)
+def test_search_by_an_address_where_nothing_listens_is_one_line(quick_cache, teacher_cache, tmp_path):
+    port = _closed_port()
+    done = subprocess.run(
+        [sys.executable, "-m", "asc_search", "search", str(quick_cache), "--space", "quick", "--teacher-cache",
+         str(teacher_cache), "--name", "x", "--results-dir", str(tmp_path / "r"), "--address", f"127.0.0.1:{port}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=170, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()  # progress lines ("loading the feature cache ..."), then the one error line
+    assert lines[-1].startswith(f"asc-search search: error: --address 127.0.0.1:{port}: nothing answers at ")
+    assert sum("error" in line for line in lines) == 1 and "Traceback" not in done.stderr
+    assert not (tmp_path / "r").exists()  # nothing left behind
