@@ -33,6 +33,16 @@ def test_open_study_is_persistent(tmp_path):
     assert load_study(url, "p").directions == [optuna.study.StudyDirection.MAXIMIZE]
 
 
+def test_objectives_carry_their_names(tmp_path):
+    """optuna-dashboard labels the objectives with the study's metric names (else "Objective 0")."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    assert load_study(url, open_study(_spec(), url, "one").study_name).metric_names == ["val_macro_accuracy"]
+    pareto = parse_space(QUICK.replace("sampler: tpe", "sampler: nsga2").replace(
+        "objectives: [val_macro_accuracy]", "objectives: [val_macro_accuracy, macs, param_bytes]"), source="p.yaml")
+    assert open_study(pareto, url, "three").metric_names == ["val_macro_accuracy", "macs", "param_bytes"]
+    assert load_study(url, "three").metric_names == ["val_macro_accuracy", "macs", "param_bytes"]
+
+
 def test_sqlite_storage_uses_write_ahead_logging(tmp_path):
     storage = make_storage(f"sqlite:///{tmp_path / 's.db'}")
     with storage.engine.connect() as conn:

@@ -5,7 +5,8 @@ trial), and it tells trials stopped by ASHA to Optuna as COMPLETE with their low
 
 * loops ``study.ask()`` -> :meth:`SearchSpec.sample` -> :meth:`SearchSpec.cost` until a proposal fits the budget;
   every proposal gets constraint values (``param_bytes``, ``macs``: relative excess over the limit, > 0 means over
-  budget) via ``trial.set_constraint``, so TPE and NSGA-II learn where the feasible region is;
+  budget) via :func:`~asc_search.search.study.set_constraints` (``trial.set_constraint``, plus the list form
+  optuna-dashboard reads), so TPE and NSGA-II learn where the feasible region is and the dashboard marks it;
 * tells an over-budget proposal at once as COMPLETE with a placeholder objective (accuracy 0; the real MACs and
   bytes) and status ``rejected_budget``. COMPLETE (not PRUNED/FAIL) because NSGA-II only reads COMPLETE trials; the
   positive constraint makes both TPE and NSGA-II (and ``study.best_trial`` / ``best_trials``) treat it as
@@ -40,7 +41,7 @@ from .._progress import OnEvent, emit
 from ..errors import AscSearchError, BudgetError, ConfigError
 from .runfolder import Status, trial_dirname
 from .spec import Cost, SearchSpec
-from .study import open_study
+from .study import open_study, set_constraints
 
 __all__ = ["BudgetedSearcher", "register_sink", "unregister_sink"]
 
@@ -172,8 +173,7 @@ class BudgetedSearcher(Searcher):
             self._emit("error", trial_id=trial.number, message=self.exhausted)
             return None
         config = proposal.to_dict()
-        for name, value in cost.constraints.items():
-            trial.set_constraint(name, value)
+        set_constraints(trial, cost.constraints)
         for key, value in (("config", json.dumps(config)), ("params", cost.params), ("param_bytes", cost.param_bytes),
                            ("macs", cost.macs), ("cost_s", round(time.perf_counter() - t0, 4)),
                            ("counter", cost.counter)):
