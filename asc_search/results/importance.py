@@ -11,16 +11,19 @@ can list them.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
-from optuna.trial import FrozenTrial, TrialState
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
 
 __all__ = ["feasible_complete_trials", "trained_importances"]
 
 
 def feasible_complete_trials(study: optuna.Study) -> list[FrozenTrial]:
     """COMPLETE trials whose constraints all hold (<= 0): in a search, the trials trained for all their epochs."""
+    from optuna.trial import TrialState
+
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if all(v <= 0 for v in t.constraints.values())]
 
@@ -35,6 +38,8 @@ def trained_importances(study: optuna.Study) -> list[list[dict[str, Any]]]:
 
     Fewer than two such trials: an empty list per objective (as the dashboard). When PED-ANOVA finds nothing to
     separate (e.g. every value equal), every parameter gets the same share (as the dashboard)."""
+    import optuna
+
     trials = feasible_complete_trials(study)
     directions = study.directions
     if len(trials) <= 1:
