@@ -10,12 +10,16 @@ import optuna
 
 from .spec import SearchSpec
 
-__all__ = ["DASHBOARD_CONSTRAINTS_KEY", "make_sampler", "make_storage", "open_study", "load_study", "set_constraints"]
+__all__ = ["CONFIG_KEY", "DASHBOARD_CONSTRAINTS_KEY", "make_sampler", "make_storage", "open_study", "load_study",
+           "set_constraints", "set_trial_config", "trial_config"]
 
 #: The trial system attribute optuna-dashboard (0.21) reads a trial's feasibility from: ONE list of constraint values
 #: (> 0: violated). Optuna 5's ``Trial.set_constraint`` stores each constraint under its own key
 #: (``constraints:<name>``) instead, so the dashboard never learns that an over-budget proposal is infeasible.
 DASHBOARD_CONSTRAINTS_KEY = "constraints"
+#: The trial system attribute holding a proposal's full config (JSON). Not a user attribute: optuna-dashboard shows
+#: every user attribute as a column of its trial table, and a ~600-character JSON there makes each row many lines tall.
+CONFIG_KEY = "asc_search:config"
 
 
 def make_sampler(spec: SearchSpec) -> optuna.samplers.BaseSampler:
@@ -98,3 +102,14 @@ def load_study(storage_url: str, study_name: str) -> optuna.Study:
     """An existing study, for reading (no sampler needed)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.load_study(study_name=study_name, storage=storage_url)
+
+
+def set_trial_config(trial: optuna.Trial, config_json: str) -> None:
+    """Keep a proposal's full config (JSON) with its trial, under :data:`CONFIG_KEY`."""
+    trial.storage.set_trial_system_attr(trial._trial_id, CONFIG_KEY, config_json)
+
+
+def trial_config(trial: optuna.trial.FrozenTrial) -> str | None:
+    """A trial's config JSON, or None (asked, never costed). Runs made before 0.x kept it as the user attribute
+    ``config``: read there too."""
+    return trial.system_attrs.get(CONFIG_KEY, trial.user_attrs.get("config"))
