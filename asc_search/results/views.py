@@ -47,6 +47,7 @@ __all__ = ["ARTIFACT_PREFIX", "PublishedViews", "ViewsPublisher", "artifact_stor
 
 #: The study system-attribute prefix under which Optuna (and optuna-dashboard) list a study's artefacts.
 ARTIFACT_PREFIX = "artifacts:"
+_TOP_IMPORTANCES = 8
 _PLOT_TITLES = {"accuracy_over_trials": "Accuracy over trials", "pareto_front": "Pareto front",
                 "budget_plane": "Budget plane: trained vs rejected proposals"}
 
@@ -158,9 +159,11 @@ def render_note(res: RunResults, state: str, importances: list[dict[str, Any]], 
     else:
         lines += _reference_lines(res) + _leaderboard_lines(res, board)
     if importances:
-        lines += ["### Parameter importance over trained trials (PED-ANOVA)", "",
-                  *_table(["parameter", "importance"], [[i["name"], f"{i['importance']:.3f}"] for i in importances]),
-                  ""]
+        n = counts.get(Status.COMPLETED, 0)
+        lines += [f"### Parameter importance over the {n} completed trials (PED-ANOVA; the top {_TOP_IMPORTANCES})",
+                  "", *_table(["parameter", "importance"],
+                              [[i["name"], f"{i['importance']:.3f}"] for i in importances[:_TOP_IMPORTANCES]]),
+                  "" if n >= 10 else "Few trials: a rough guide only.", ""]
     for name, url in images.items():
         lines += [f"### {_PLOT_TITLES.get(name, name)}", "", f"![{name}]({url})", ""]
     return "\n".join(lines)
