@@ -52,22 +52,53 @@ def test_dashboard_needs_a_study(fake_run, capsys):
 
 @pytest.mark.slow
 def test_dashboard_on_a_real_search_run(tiny_search_run):
+    """What the browser fetches from `asc-search dashboard` on a real run: every proposal, the rejected ones marked
+    infeasible as the dashboard reads it, the named objective, the leaderboard note, the plot artefacts and the
+    importance over trained trials."""
+    import optuna
+
+    from asc_search.results.importance import trained_importances
+    from asc_search.results.plots import PLOT_FILES
+
     trials = load_trials(tiny_search_run)
+    assert (trials["status"] == "rejected_budget").any() and (trials["status"] == "completed").any()
     server, url, names = dashboard_server(tiny_search_run, port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         base = url.rsplit("/dashboard/", 1)[0]
+        assert json.loads(_get(base + "/api/meta"))["artifact_is_available"] is True
         studies = json.loads(_get(base + "/api/studies"))["study_summaries"]
         assert [s["study_name"] for s in studies] == names == ["tiny"]
-        detail = json.loads(_get(f"{base}/api/studies/{studies[0]['study_id']}"))
+        sid = studies[0]["study_id"]
+        detail = json.loads(_get(f"{base}/api/studies/{sid}"))
+        assert detail["objective_names"] == ["val_macro_accuracy"]
         # every proposal is an Optuna trial: the rejected ones too (told with their constraint values)
         assert sorted(t["number"] for t in detail["trials"]) == sorted(int(i) for i in trials["trial_id"])
-        states = {t["number"]: t["state"] for t in detail["trials"]}
+        served = {t["number"]: t for t in detail["trials"]}
         for _, row in trials.iterrows():
+            t = served[int(row["trial_id"])]
             expected = {"completed": "Complete", "rejected_budget": "Complete", "early_stopped": "Pruned",
                         "failed": "Fail"}[row["status"]]
-            assert states[int(row["trial_id"])] == expected, row["trial_id"]
+            assert t["state"] == expected, row["trial_id"]
+            # the trial table tells them apart by the status user attribute ...
+            assert {a["key"]: a["value"] for a in t["user_attrs"]}["status"] == row["status"]
+            # ... and the dashboard calls a trial infeasible when one of its "constraints" is > 0
+            assert len(t["constraints"]) == 2
+            assert any(c > 0 for c in t["constraints"]) == (row["status"] == "rejected_budget"), row["trial_id"]
+        # the study note holds the leaderboard with the distillation weights, and links the plots
+        note = detail["note"]["body"]
+        best = trials[trials["status"] == "completed"].sort_values("val_macro_accuracy", ascending=False).iloc[0]
+        assert "### Leaderboard" in note and f"| 1 | {best['trial_id']} |" in note
+        assert f"{best['val_macro_accuracy']:.4f}" in note and "| kd_weight |" in note and "Search ended" in note
+        assert sorted(a["filename"] for a in detail["artifacts"]) == sorted(PLOT_FILES.values())
+        for art in detail["artifacts"]:
+            assert f"](/artifacts/{sid}/{art['artifact_id']})" in note
+            assert _get(f"{base}/artifacts/{sid}/{art['artifact_id']}")[:8] == b"\x89PNG\r\n\x1a\n"
+        # the importance panel counts the trained trials only
+        importances = json.loads(_get(f"{base}/api/studies/{sid}/param_importances"))
+        study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tiny_search_run / 'study.db'}")
+        assert importances == {"param_importances": trained_importances(study)}
     finally:
         server.shutdown()
         server.server_close()
@@ -106,3 +137,4 @@ def test_cli_dashboard_serves_until_terminated(fake_run):
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert f"http://127.0.0.1:{port}/dashboard/" in out and "dashboard stopped" in out
+    assert f"ssh -N -L {port}:127.0.0.1:{port}" in out  # how to reach it from another machine, safely

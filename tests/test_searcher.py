@@ -67,12 +67,15 @@ def test_suggest_returns_only_feasible_and_records_rejections(tmp_path):
         assert t.state == TrialState.RUNNING
         assert t.user_attrs["param_bytes"] <= 1500 and t.user_attrs["macs"] <= 400_000
         assert all(v <= 0 for v in t.constraints.values())
+        assert t.system_attrs["constraints"] == [t.constraints["param_bytes"], t.constraints["macs"]]
         assert cfg["cost"]["param_bytes"] == t.user_attrs["param_bytes"]
     for t in rejected:
         assert t.state == TrialState.COMPLETE  # NSGA-II reads COMPLETE only; the constraint marks it infeasible
         assert max(t.constraints.values()) > 0
+        # optuna-dashboard reads one list under "constraints": the same values, in the Cost's order
+        assert t.system_attrs["constraints"] == [t.constraints["param_bytes"], t.constraints["macs"]]
         assert t.user_attrs["param_bytes"] > 1500 or t.user_attrs["macs"] > 400_000
-        assert {"params", "param_bytes", "macs", "config"} <= set(t.user_attrs)
+        assert {"params", "param_bytes", "macs"} <= set(t.user_attrs) and "asc_search:config" in t.system_attrs
     # the constrained study never calls a rejected proposal its best
     kinds = [e for e, _ in events]
     assert kinds.count("rejected") == len(rejected) and kinds.count("started") == 3

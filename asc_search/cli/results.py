@@ -167,6 +167,14 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     server, url, names = dashboard_server(args.run, results_dir=args.results_dir, host=args.host, port=args.port)
     console = _console()
     console.print(f"optuna-dashboard for study {', '.join(names)} at [bold]{url}[/bold]  (Ctrl-C stops it)")
+    port = server.server_port
+    if args.host in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"from another machine: ssh -N -L {port}:127.0.0.1:{port} USER@THIS_HOST, then open "
+                      f"http://127.0.0.1:{port}/dashboard/", style="dim", soft_wrap=True)
+    else:
+        console.print(f"[yellow]warning: --host {args.host} serves the dashboard, which has no login and can edit "
+                      "notes and delete studies, to every machine that reaches this one; prefer the default "
+                      "127.0.0.1 and an SSH tunnel[/yellow]", soft_wrap=True)
     import signal
 
     def _stop(_signum, _frame):  # SIGTERM (e.g. from a process manager) stops it like Ctrl-C

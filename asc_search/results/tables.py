@@ -37,6 +37,7 @@ __all__ = [
     "pareto_front",
     "RunResults",
     "analyse_run",
+    "run_results",
 ]
 
 
@@ -148,20 +149,25 @@ def analyse_run(
     """Load run ``run`` and compute its leaderboard and Pareto front; write the plots (to ``RUN/plots`` unless
     ``plots_dir``). A run with no completed trial raises :class:`NotFoundError` saying what it holds."""
     run_dir = resolve_run(run, results_dir)
-    table = load_trials(run_dir)
-    counts = status_counts(table)
-    board = leaderboard(table, top=top, include_stopped=include_stopped)
-    if not (board["rank"] > 0).any():
-        shown = ", ".join(f"{k}={v}" for k, v in counts.items() if v and k != "total")
+    result = run_results(run_dir, load_trials(run_dir), top=top, include_stopped=include_stopped)
+    if not (result.board["rank"] > 0).any():
+        shown = ", ".join(f"{k}={v}" for k, v in result.counts.items() if v and k != "total")
         raise NotFoundError(
             f"run {run_dir.name!r} ({run_dir}) has no completed trial yet ({shown or 'no proposals'}); "
             "run or resume the search first"
         )
-    budget = run_budget(run_dir)
-    result = RunResults(run_dir=run_dir, trials=table, counts=counts, board=board, front=pareto_front(table),
-                        budget=budget, params=param_columns(table), distill=distill_columns(table))
     if plots:
         from .plots import make_plots
 
-        result.plots = make_plots(table, Path(plots_dir) if plots_dir else run_dir / PLOTS_DIR, budget=budget)
+        result.plots = make_plots(result.trials, Path(plots_dir) if plots_dir else run_dir / PLOTS_DIR,
+                                  budget=result.budget)
     return result
+
+
+def run_results(run_dir: Path, table: pd.DataFrame, top: int | None = None,
+                include_stopped: bool = False) -> RunResults:
+    """The :class:`RunResults` of the run folder ``run_dir`` with trials table ``table`` (no plots), also when
+    nothing is ranked yet (an empty leaderboard)."""
+    return RunResults(run_dir=run_dir, trials=table, counts=status_counts(table),
+                      board=leaderboard(table, top=top, include_stopped=include_stopped), front=pareto_front(table),
+                      budget=run_budget(run_dir), params=param_columns(table), distill=distill_columns(table))

@@ -15,8 +15,12 @@ One search writes the run folder ``RESULTS_DIR/NAME/`` (:mod:`asc_search.search.
    ``search.max_failures`` times from its last checkpoint, then recorded as failed;
 6. **summarise**: trials.parquet, the counts, the best trial and the run's state in run.json.
 
-The object store holds DCASE-sized caches comfortably (~140 k clips x 256 x 65 x float16 = 4.6 GB); larger ones
-would be read per trial from shared storage (not wired). Nothing here prints: progress goes to ``on_event``.
+Throughout, the run's own views (leaderboard, Pareto front, plots) are published into its study for
+optuna-dashboard (:class:`asc_search.results.views.ViewsPublisher`: every few ended trials and at the end).
+
+For a cache too large for the object store, point the trials at storage every node shares instead (the same
+Parquet caches, read once per trial process); not wired here because the object store holds the DCASE-sized caches
+comfortably (~140 k clips x 256 x 65 x float16 = 4.6 GB). Nothing here prints: progress goes to ``on_event``.
 """
 
 from __future__ import annotations
@@ -148,7 +152,10 @@ def _search(run: _Run, cache_dir: Path, teacher_cache: Any, address: str | None,
         record = _write_record(run, data, cache_dir, address)
         storage_url = f"sqlite:///{run.run_dir / STUDY_FILE}"
         open_study(run.spec, storage_url, record.study_name)  # now, so that the dashboard can show it at once
-        tuner = _build_tuner(run, data.payload, storage_url, record.study_name, data.n_classes, channel, on_event)
+        from ..results.views import ViewsPublisher  # the run's own views (note, plots) in its study, as trials end
+
+        views = ViewsPublisher(run.run_dir, on_event)
+        tuner = _build_tuner(run, data.payload, storage_url, record.study_name, data.n_classes, channel, views)
         del data
         if on_event is not None:
             _announce(run, on_event)
@@ -163,7 +170,7 @@ def _search(run: _Run, cache_dir: Path, teacher_cache: Any, address: str | None,
             import ray
 
             ray.shutdown()
-    return _summarise(run, record, storage_url, time.time() - t_start)
+    return _summarise(run, record, storage_url, time.time() - t_start, views)
 
 
 # ------------------------------------------------------------------------------------------------ 1. prepare
@@ -316,14 +323,13 @@ def _scheduler(spec: SearchSpec) -> Any:
 
 
 def _build_tuner(run: _Run, payload: dict[str, Any], storage_url: str, study_name: str, n_classes: int, channel: str,
-                 on_event: OnEvent | None) -> Any:
+                 sink: OnEvent) -> Any:
     """A new Tuner with the searcher and ASHA, or the interrupted run's Tuner restored (with its searcher)."""
     from ray import tune
 
     from .searcher import BudgetedSearcher, RetryReporter, register_sink
 
-    if on_event is not None:
-        register_sink(channel, on_event)
+    register_sink(channel, sink)
     s = run.spec.search
     trainable = tune.with_resources(tune.with_parameters(train_trial, data=payload),
                                     {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
@@ -375,7 +381,7 @@ def _announce(run: _Run, on_event: OnEvent) -> None:
 # ------------------------------------------------------------------------------------------------ 6. summarise
 
 
-def _summarise(run: _Run, record: RunRecord, storage_url: str, duration_s: float) -> SearchResult:
+def _summarise(run: _Run, record: RunRecord, storage_url: str, duration_s: float, views: Any) -> SearchResult:
     table = build_trials_table(run.run_dir)
     write_trials_table(run.run_dir, table)
     counts = status_counts(table)
@@ -387,6 +393,7 @@ def _summarise(run: _Run, record: RunRecord, storage_url: str, duration_s: float
     record.counts = counts
     record.stop_reason = stop_reason
     write_run_record(run.run_dir, record)
+    views.publish()  # the final leaderboard, front and plots, for optuna-dashboard
     if stop_reason and not interrupted:
         cls = ConfigError if study.user_attrs.get("stop_error") == "ConfigError" else BudgetError
         raise cls(f"{stop_reason} (run {run.run_dir}: {counts['trained']} trained, "

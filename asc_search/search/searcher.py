@@ -5,7 +5,8 @@ trial), and it tells trials stopped by ASHA to Optuna as COMPLETE with their low
 
 * loops ``study.ask()`` -> :meth:`SearchSpec.sample` -> :meth:`SearchSpec.cost` until a proposal fits the budget;
   every proposal gets constraint values (``param_bytes``, ``macs``: relative excess over the limit, > 0 means over
-  budget) via ``trial.set_constraint``, so TPE and NSGA-II learn where the feasible region is;
+  budget) via :func:`~asc_search.search.study.set_constraints` (``trial.set_constraint``, plus the list form
+  optuna-dashboard reads), so TPE and NSGA-II learn where the feasible region is and the dashboard marks it;
 * tells an over-budget proposal at once as COMPLETE with a placeholder objective (accuracy 0; the real MACs and
   bytes) and status ``rejected_budget``. COMPLETE (not PRUNED/FAIL) because NSGA-II only reads COMPLETE trials; the
   positive constraint makes both TPE and NSGA-II (and ``study.best_trial`` / ``best_trials``) treat it as
@@ -18,7 +19,8 @@ trial), and it tells trials stopped by ASHA to Optuna as COMPLETE with their low
   lost and none trains twice.
 
 Each proposal's figures go into its Optuna trial's user attributes under the trials table's column names
-(:mod:`asc_search.search.runfolder.trials`). Tune's ``Searcher`` methods name Tune's trial id ``trial_id``; here it
+(:mod:`asc_search.search.runfolder.trials`); its full config (JSON) into a system attribute
+(:func:`~asc_search.search.study.set_trial_config`), out of optuna-dashboard's trial table. Tune's ``Searcher`` methods name Tune's trial id ``trial_id``; here it
 is the ``ray_trial_id``, and ``trial_id`` in events and trial configs is the Optuna trial number.
 
 Library code never prints: events go to an optional sink registered with :func:`register_sink`.
@@ -41,7 +43,7 @@ from .._progress import OnEvent, emit
 from ..errors import AscSearchError, BudgetError, ConfigError
 from .runfolder import Status, trial_dirname
 from .spec import Cost, SearchSpec
-from .study import open_study
+from .study import open_study, set_constraints, set_trial_config, trial_config
 
 __all__ = ["BudgetedSearcher", "RetryReporter", "register_sink", "unregister_sink"]
 
@@ -153,7 +155,7 @@ class BudgetedSearcher(Searcher):
         self._storage.set_trial_user_attr(self._tid(number), "ray_trial_id", ray_trial_id)
         self._live[ray_trial_id] = self._handed[ray_trial_id] = number
         self._emit("started", trial_id=number, ray_trial_id=ray_trial_id, reissued=True)
-        return self._trial_config(number, json.loads(frozen.user_attrs["config"]), frozen.user_attrs)
+        return self._trial_config(number, json.loads(trial_config(frozen)), frozen.user_attrs)
 
     def _propose_one(self) -> tuple[optuna.Trial, dict, Cost] | None:
         """Ask, sample and cost one proposal and record it on its Optuna trial; None when the space is broken."""
@@ -173,11 +175,10 @@ class BudgetedSearcher(Searcher):
             self._emit("error", trial_id=trial.number, message=self.exhausted)
             return None
         config = proposal.to_dict()
-        for name, value in cost.constraints.items():
-            trial.set_constraint(name, value)
-        for key, value in (("config", json.dumps(config)), ("params", cost.params), ("param_bytes", cost.param_bytes),
-                           ("macs", cost.macs), ("cost_s", round(time.perf_counter() - t0, 4)),
-                           ("counter", cost.counter)):
+        set_constraints(trial, cost.constraints)
+        set_trial_config(trial, json.dumps(config))
+        for key, value in (("params", cost.params), ("param_bytes", cost.param_bytes), ("macs", cost.macs),
+                           ("cost_s", round(time.perf_counter() - t0, 4)), ("counter", cost.counter)):
             trial.set_user_attr(key, value)
         return trial, config, cost
 
@@ -338,7 +339,7 @@ class BudgetedSearcher(Searcher):
         for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if frozen.number in known:
                 continue
-            if frozen.user_attrs.get("status") == Status.RUNNING and "config" in frozen.user_attrs:
+            if frozen.user_attrs.get("status") == Status.RUNNING and trial_config(frozen) is not None:
                 self._reissue.append(frozen.number)  # feasible, asked after Tune's last checkpoint
             else:  # interrupted between ask and tell: never judged, never shown
                 self._storage.set_trial_user_attr(self._tid(frozen.number), "status", Status.DISCARDED.value)

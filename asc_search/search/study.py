@@ -10,7 +10,16 @@ import optuna
 
 from .spec import SearchSpec
 
-__all__ = ["make_sampler", "make_storage", "open_study", "load_study"]
+__all__ = ["CONFIG_KEY", "DASHBOARD_CONSTRAINTS_KEY", "make_sampler", "make_storage", "open_study", "load_study",
+           "set_constraints", "set_trial_config", "trial_config"]
+
+#: The trial system attribute optuna-dashboard (0.21) reads a trial's feasibility from: ONE list of constraint values
+#: (> 0: violated). Optuna 5's ``Trial.set_constraint`` stores each constraint under its own key
+#: (``constraints:<name>``) instead, so the dashboard never learns that an over-budget proposal is infeasible.
+DASHBOARD_CONSTRAINTS_KEY = "constraints"
+#: The trial system attribute holding a proposal's full config (JSON). Not a user attribute: optuna-dashboard shows
+#: every user attribute as a column of its trial table, and a ~600-character JSON there makes each row many lines tall.
+CONFIG_KEY = "asc_search:config"
 
 
 def make_sampler(spec: SearchSpec) -> optuna.samplers.BaseSampler:
@@ -57,18 +66,50 @@ def make_storage(storage_url: str) -> optuna.storages.RDBStorage:
 
 
 def open_study(spec: SearchSpec, storage_url: str, study_name: str, create: bool = True) -> optuna.Study:
-    """Create (or load) the run's study in ``storage_url`` with the spec's directions and sampler."""
+    """Create (or load) the run's study in ``storage_url`` with the spec's directions and sampler; its objectives
+    carry their names (``val_macro_accuracy``, ``macs``, ``param_bytes``: what optuna-dashboard shows)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(
+    study = optuna.create_study(
         storage=make_storage(storage_url),
         study_name=study_name,
         directions=spec.search.directions,
         sampler=make_sampler(spec),
         load_if_exists=create,
     )
+    if study.metric_names != list(spec.search.objectives):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(spec.search.objectives))
+    return study
+
+
+def set_constraints(trial: optuna.Trial, constraints: dict[str, float]) -> None:
+    """Record a proposal's constraint values (> 0: over that limit) in both forms its readers need.
+
+    ``trial.set_constraint`` (one ``constraints:<name>`` attribute each) is what Optuna 5's samplers and
+    ``trial.constraints`` read by name; the same values as one list under :data:`DASHBOARD_CONSTRAINTS_KEY` is what
+    optuna-dashboard reads. Optuna reads the list too (as constraints ``"0"``, ``"1"``, ...), so a sampler sees
+    every value twice: feasibility (all <= 0) is unchanged, and the violation sum TPE and NSGA-II rank infeasible
+    trials by is doubled for every trial alike, which keeps their order.
+    """
+    for name, value in constraints.items():
+        trial.set_constraint(name, float(value))
+    trial.storage.set_trial_system_attr(trial._trial_id, DASHBOARD_CONSTRAINTS_KEY,
+                                        [float(v) for v in constraints.values()])
 
 
 def load_study(storage_url: str, study_name: str) -> optuna.Study:
     """An existing study, for reading (no sampler needed)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.load_study(study_name=study_name, storage=storage_url)
+
+
+def set_trial_config(trial: optuna.Trial, config_json: str) -> None:
+    """Keep a proposal's full config (JSON) with its trial, under :data:`CONFIG_KEY`."""
+    trial.storage.set_trial_system_attr(trial._trial_id, CONFIG_KEY, config_json)
+
+
+def trial_config(trial: optuna.trial.FrozenTrial) -> str | None:
+    """A trial's config JSON, or None (asked, never costed). Runs made before 0.x kept it as the user attribute
+    ``config``: read there too."""
+    return trial.system_attrs.get(CONFIG_KEY, trial.user_attrs.get("config"))

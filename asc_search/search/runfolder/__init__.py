@@ -6,6 +6,7 @@
     ray/             Tune's experiment: trial folders, checkpoints   RAY_DIR       checkpoints.py
     trials.parquet   one row per proposal                           TRIALS_FILE   trials.py
     plots/           the PNG plots of ``asc-search results``         PLOTS_DIR
+    artifacts/       the study's artefacts for optuna-dashboard       ARTIFACTS_DIR
 
 * :mod:`.layout`: the file names, the proposal statuses (:class:`Status`, :data:`TRAINED`) and the run's state
   (:class:`RunState`), finding a run by name or path;
@@ -34,6 +35,7 @@ from .checkpoints import (
     write_checkpoint,
 )
 from .layout import (
+    ARTIFACTS_DIR,
     DEFAULT_RESULTS_DIR,
     PLOTS_DIR,
     RAY_DIR,
@@ -78,6 +80,7 @@ __all__ = [
     "RAY_DIR",
     "TRIALS_FILE",
     "PLOTS_DIR",
+    "ARTIFACTS_DIR",
     "Status",
     "STATUSES",
     "TRAINED",

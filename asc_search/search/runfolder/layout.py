@@ -16,6 +16,7 @@ STUDY_FILE = "study.db"  # the Optuna study (SQLite)
 RAY_DIR = "ray"  # Tune's experiment: trial folders with their checkpoints, the searcher's state
 TRIALS_FILE = "trials.parquet"  # one row per proposal (:mod:`~asc_search.search.runfolder.trials`)
 PLOTS_DIR = "plots"  # the PNG plots of ``asc-search results``
+ARTIFACTS_DIR = "artifacts"  # the study's artefacts (its plots) for optuna-dashboard: files named by artifact id
 
 
 class Status(str, Enum):

@@ -60,8 +60,7 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("trial_id", "status", "params", "param_byte
 #: THE ranking of completed trials: higher validation macro accuracy, then lower log loss, then fewer MACs.
 RANKING: tuple[tuple[str, bool], ...] = (("val_macro_accuracy", False), ("val_log_loss", True), ("macs", True))
 #: Columns copied from the trial's user attributes as they are.
-_ATTRIBUTE_COLUMNS = ("params", "param_bytes", "macs", "cost_s", "counter", "ray_trial_id", "resumed_from_epoch",
-                      "config")
+_ATTRIBUTE_COLUMNS = ("params", "param_bytes", "macs", "cost_s", "counter", "ray_trial_id", "resumed_from_epoch")
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -79,7 +78,7 @@ def _searched(run_dir: Path) -> tuple[list[str], dict[str, Any]]:
 
 
 def _row(t: Any, status: str, names: list[str], defaults: dict[str, Any], checkpoint: str | None,
-         crash: str | None) -> dict[str, Any]:
+         crash: str | None, config: str | None) -> dict[str, Any]:
     ua = t.user_attrs
     row: dict[str, Any] = {"trial_id": t.number, "status": status}
     for name in names:
@@ -95,6 +94,7 @@ def _row(t: Any, status: str, names: list[str], defaults: dict[str, Any], checkp
         checkpoint_path=checkpoint,
         error=crash if status == Status.FAILED and crash else ua.get("error"),
         started_at=t.datetime_start.timestamp() if t.datetime_start else None,
+        config=config,
     )
     return row
 
@@ -114,7 +114,7 @@ def build_trials_table(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """One row per proposal of the run in ``run_dir``, rebuilt from its Optuna study (any time, also mid-run)."""
     from optuna.trial import TrialState
 
-    from ..study import load_study
+    from ..study import load_study, trial_config
 
     run_dir = Path(run_dir)
     study = load_study(study_url(run_dir), study_name(run_dir))
@@ -128,7 +128,8 @@ def build_trials_table(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     for t in trials:
         status = Status.RUNNING.value if t.state == TrialState.RUNNING else str(t.user_attrs["status"])
         ckpt = latest_checkpoint(checkpoints.get(t.number, []), t.user_attrs.get("ray_trial_id"))
-        rows.append(_row(t, status, names, defaults, ckpt.path if ckpt else None, crashes.get(t.number)))
+        rows.append(_row(t, status, names, defaults, ckpt.path if ckpt else None, crashes.get(t.number),
+                         trial_config(t)))
     return _typed(rows, names)
 
 
