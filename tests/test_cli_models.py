@@ -40,7 +40,10 @@ def test_limits_from_options_and_strict_exit(capsys):
     data = json.loads(out)
     assert code == 0
     assert data["passed"] is False and data["param_bytes"] == 61_148 * 4
-    assert {r["figure"] for r in data["rows"] if not r["ok"]} == {"params", "param_bytes", "macs"}
+    assert {r["figure"] for r in data["rows"] if not r["ok"]} == {"params", "param_bytes", "deployed_param_bytes",
+                                                                  "macs"}
+    # the deployed graph at float32: 58,440 kernel + 1,354 folded-BatchNorm bias numbers, 4 bytes each
+    assert data["deployed_param_bytes"] == (58_440 + 1_354) * 4
     code, out, _ = _run(capsys, "--preset", "dcase2024_baseline", "--max-macs", "1000000", "--strict")
     assert code == 1 and "FAIL" in out and "over budget" in out
 
