@@ -5,7 +5,15 @@ Every message names the file, row or key at fault and what was expected.
 
 from __future__ import annotations
 
-__all__ = ["AscSearchError", "ConfigError", "DataError", "CacheError", "BudgetError", "NotFoundError"]
+__all__ = [
+    "AscSearchError",
+    "ConfigError",
+    "DataError",
+    "CacheError",
+    "BudgetError",
+    "NotFoundError",
+    "QuantizationError",
+]
 
 
 class AscSearchError(Exception):
@@ -41,3 +49,8 @@ class BudgetError(AscSearchError):
 
 class NotFoundError(AscSearchError):
     """A named run, trial, export or file does not exist."""
+
+
+class QuantizationError(AscSearchError):
+    """onnxruntime could not quantise or convert a model's graph to its deployed precision (an operator it cannot
+    handle, or would silently leave in float; a failure inside it)."""
