@@ -14,8 +14,9 @@ import yaml
 from asc_search.config import Budget, SplitConfig
 from asc_search.deploy import CALIBRATION_CLIPS, calibration_sample, run_onnx, weight_bytes
 from asc_search.errors import BudgetError, ConfigError
-from asc_search.export.export import split_tensors, write_export
+from asc_search.export.export import write_export
 from asc_search.export.folder import ONNX_FILE, ONNX_FP32_FILE, REPORT_FILE, STUDENT_YAML
+from asc_search.export.inputs import split_tensors
 from asc_search.models.student import StudentConfig, build_student
 
 #: The int8 graph's test macro accuracy must stay within this of the float32 model's (the built-in data's ~100 test

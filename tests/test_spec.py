@@ -108,7 +108,7 @@ def test_score_precision_is_read_and_checked():
     deployed = parse_space(QUICK.replace("  max_failures: 1", "  max_failures: 1\n  score_precision: deployed"),
                            source="q.yaml")
     assert deployed.search.score_precision == "deployed"
-    with pytest.raises(ConfigError, match=r"q.yaml: search.score_precision: must be one of 'float', 'deployed', got \"int8\""):
+    with pytest.raises(ConfigError, match=r"search.score_precision: must be one of 'float', 'deployed', got \"int8\""):
         parse_space(QUICK.replace("  max_failures: 1", "  max_failures: 1\n  score_precision: int8"), source="q.yaml")
 
 

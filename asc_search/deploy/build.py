@@ -79,8 +79,9 @@ def deploy_model(
     """Write ``model``'s float32 graph (``reference_name``, or ``name`` for float32) and its deployed graph at
     ``precision`` (``name``) into ``directory``. ``example``: the check clips (at least one); ``calibration_x``:
     training clips for int8 (``calibration_clips`` of them drawn with ``seed``); ``fast``: the TorchScript exporter
-    (:func:`asc_search.deploy.graph.export_onnx`); ``threads``: onnxruntime's for the checks (0: all cores). Raises ConfigError for a precision it cannot write or int8 without
-    calibration clips, :class:`~asc_search.errors.QuantizationError` when onnxruntime fails."""
+    (:func:`asc_search.deploy.graph.export_onnx`); ``threads``: onnxruntime's for the checks (0: all cores). Raises
+    ConfigError for a precision it cannot write or int8 without calibration clips,
+    :class:`~asc_search.errors.QuantizationError` when onnxruntime fails."""
     check_precision(precision)
     if precision == "int8" and calibration_x is None:
         raise ConfigError("precision int8 needs calibration clips (calibration_x: a sample of training clips)",

@@ -2,6 +2,7 @@
 
 * :mod:`.folder`: the export folder's file names, format version and its student.yaml;
 * :mod:`.export`: ``export_run`` (choose the trial, restore or retrain it, score it once) and ``write_export``;
+* :mod:`.inputs`: what an export reads from a run (the splits, the trial's model from its checkpoint or retrained);
 * :mod:`.deployed`: the deployed graph in an export (measured bytes, onnxruntime scores, its student.yaml block);
 * :mod:`.qat`: the export's quantisation-aware fine-tuning step (``qat_epochs``: auto, N or 0);
 * :mod:`.report`: report.md;
@@ -9,7 +10,7 @@
 * :mod:`.predict`: running an export on audio files.
 """
 
-from .export import ExportSummary, export_run, split_tensors, write_export
+from .export import ExportSummary, export_run, write_export
 from .folder import (
     EXPORT_FORMAT,
     ONNX_FILE,
@@ -20,6 +21,7 @@ from .folder import (
     WEIGHTS_FILE,
     read_student_yaml,
 )
+from .inputs import ExportInputs, split_tensors
 from .load import ExportedStudent, load_export
 from .predict import FilePrediction, Prediction, collect_audio, predict_files, read_audio, windows, write_csv
 from .report import report_markdown
@@ -37,6 +39,7 @@ __all__ = [
     "export_run",
     "write_export",
     "split_tensors",
+    "ExportInputs",
     "report_markdown",
     "ExportedStudent",
     "load_export",

@@ -15,8 +15,8 @@ import torch
 from ..config import Budget
 from ..errors import BudgetError
 
-__all__ = ["score_graph", "score_torch", "nominal_check", "check_measured_bytes", "validation_scores", "deployed_record",
-           "drop", "cpu_flags"]
+__all__ = ["score_graph", "score_torch", "nominal_check", "check_measured_bytes", "validation_scores",
+           "deployed_record", "drop", "cpu_flags"]
 
 
 def score_graph(path: str | Path, x: torch.Tensor, y: torch.Tensor, table: Any, labels: tuple[str, ...],

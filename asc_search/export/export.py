@@ -22,18 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .._io import jsonable, sha256_file
 from .._io import provenance as stamp
-from .._progress import OnEvent, emit, log
+from .._progress import OnEvent, log
 from ..config import Budget, FeatureProfile
 from ..deploy import CALIBRATION_CLIPS, calibration_sample
-from ..errors import CacheError, ConfigError, DataError, NotFoundError
+from ..errors import ConfigError, NotFoundError
 from ..search.runfolder import (
     SEARCH_FILE,
-    load_best_weights,
     load_trials,
     read_run_record,
     resolve_run,
@@ -51,10 +49,11 @@ from .deployed import (
     validation_scores,
 )
 from .folder import EXPORT_FORMAT, KIND, ONNX_FILE, ONNX_FP32_FILE, REPORT_FILE, STUDENT_YAML, WEIGHTS_FILE
+from .inputs import checkpoint_head, from_checkpoint, load_inputs, retrained
 from .qat import quantisation_aware
 from .report import report_markdown
 
-__all__ = ["ExportSummary", "write_export", "export_run", "split_tensors"]
+__all__ = ["ExportSummary", "write_export", "export_run"]
 
 
 @dataclass
@@ -102,6 +101,39 @@ def _refuse_existing(out: Path, force: bool) -> None:
                           params=("out",))
 
 
+def _deploy_budget(precision: str | None, budget: Budget, calibration_x: Any) -> Budget:
+    """``budget`` at the deployed precision (default: its ``param_dtype``), checked to be one the exporter writes."""
+    from ..deploy import check_precision
+
+    precision = check_precision(precision or budget.param_dtype)
+    if precision == "int8" and calibration_x is None:
+        raise ConfigError("an int8 export needs calibration clips (calibration_x: a sample of training clips)",
+                          params=("calibration_x",))
+    return dataclasses.replace(budget, param_dtype=precision)  # the bytes that count are those deployed
+
+
+def _files(tmp: Path, graph: Any) -> dict[str, Any]:
+    """The ``files:`` block: names and sha256 of the weights and graphs."""
+    files = {"weights": WEIGHTS_FILE, "onnx": ONNX_FILE, "report": REPORT_FILE,
+             "weights_sha256": sha256_file(tmp / WEIGHTS_FILE), "onnx_sha256": sha256_file(graph.path)}
+    if graph.reference_path != graph.path:
+        files.update(onnx_fp32=ONNX_FP32_FILE, onnx_fp32_sha256=sha256_file(graph.reference_path))
+    return files
+
+
+def _summary(out: Path, record: dict[str, Any], report: Any) -> ExportSummary:
+    prov, metrics = record["provenance"], record["metrics"]["test"]
+    names = [STUDENT_YAML, WEIGHTS_FILE, ONNX_FILE, *([ONNX_FP32_FILE] if "onnx_fp32" in record["files"] else []),
+             REPORT_FILE]
+    return ExportSummary(
+        out_dir=out, run_name=str(prov["run"]), trial_id=str(prov["trial_id"]), retrained=bool(prov["retrained"]),
+        metrics=metrics, complexity=record["complexity"], budget_rows=[tuple(r) for r in report.rows],
+        onnx_max_abs_diff=record["onnx"]["max_abs_diff"], files=[out / f for f in names],
+        extra={k: metrics[k] for k in ("seen_macro_accuracy", "unseen_macro_accuracy") if metrics.get(k) is not None},
+        record=record, metrics_fp32=record["metrics"]["test_fp32"], deployed=record["deployed"],
+    )
+
+
 def write_export(
     out: str | os.PathLike[str],
     model: torch.nn.Module,
@@ -136,15 +168,12 @@ def write_export(
     from safetensors.torch import save_file
 
     from .._io import atomic_output_dir
-    from ..deploy import ONNX_CHECK_CLIPS, check_precision, deploy_model
+    from ..deploy import ONNX_CHECK_CLIPS, deploy_model
 
     out = Path(out)
     _refuse_existing(out, force)
-    precision = check_precision(precision or budget.param_dtype)
-    if precision == "int8" and calibration_x is None:
-        raise ConfigError("an int8 export needs calibration clips (calibration_x: a sample of training clips)",
-                          params=("calibration_x",))
-    budget = dataclasses.replace(budget, param_dtype=precision)  # the bytes that count are those deployed
+    budget = _deploy_budget(precision, budget, calibration_x)
+    precision = budget.param_dtype
     input_shape = (1, *tuple(int(s) for s in test_x.shape[1:]))
     model = model.cpu().eval()
     log(on_event, f"checking the budget on input {list(input_shape)} ({precision})")
@@ -165,10 +194,6 @@ def write_export(
         check_measured_bytes(graph, budget)
         log(on_event, f"scoring the deployed {precision} graph on the test split with onnxruntime")
         metrics = score_graph(graph.path, test_x, test_y, test_table, labels)
-        files = {"weights": WEIGHTS_FILE, "onnx": ONNX_FILE, "report": REPORT_FILE,
-                 "weights_sha256": sha256_file(tmp / WEIGHTS_FILE), "onnx_sha256": sha256_file(graph.path)}
-        if graph.reference_path != graph.path:
-            files.update(onnx_fp32=ONNX_FP32_FILE, onnx_fp32_sha256=sha256_file(graph.reference_path))
         record = jsonable({
             "format": EXPORT_FORMAT,
             "kind": KIND,
@@ -183,152 +208,15 @@ def write_export(
                         "validation_split": validation_scores(model, graph, val, labels, device)},
             "onnx": {"file": graph.reference_path.name, "max_abs_diff": graph.onnx_max_abs_diff,
                      "check_clips": int(example.shape[0]), "input": "x", "output": "logits"},
-            "files": files,
+            "files": _files(tmp, graph),
             "provenance": prov,
         })
         (tmp / STUDENT_YAML).write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
         (tmp / REPORT_FILE).write_text(report_markdown(record), encoding="utf-8")
-        names = [STUDENT_YAML, WEIGHTS_FILE, ONNX_FILE, *([ONNX_FP32_FILE] if "onnx_fp32" in files else []),
-                 REPORT_FILE]
-    return ExportSummary(
-        out_dir=out, run_name=str(prov["run"]), trial_id=str(prov["trial_id"]), retrained=bool(prov["retrained"]),
-        metrics=record["metrics"]["test"], complexity=record["complexity"], budget_rows=[tuple(r) for r in report.rows],
-        onnx_max_abs_diff=graph.onnx_max_abs_diff, files=[out / f for f in names],
-        extra={k: metrics[k] for k in ("seen_macro_accuracy", "unseen_macro_accuracy") if metrics.get(k) is not None},
-        record=record, metrics_fp32=record["metrics"]["test_fp32"], deployed=record["deployed"],
-    )
+    return _summary(out, record, report)
 
 
 # ------------------------------------------------------------------------------------------------ export a run
-
-
-def split_tensors(
-    features: Any, split: Any, targets: Any = None, names: tuple[str, ...] = ("train", "val", "test"),
-    subset: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """{name: (TensorData, table)} for the splits in ``names`` of a feature cache, validation carved from train as
-    the search carves it, teacher targets (when given) aligned by row. Only the splits named are copied out of the
-    cache; ``subset`` {name: positions within that split} copies only those rows of a split."""
-    from ..training.loop import TensorData
-
-    out = {}
-    for name, (rows, table) in features.split_indices(split).items():
-        if name not in names:
-            continue
-        if subset is not None and name in subset:
-            keep = np.asarray(subset[name], dtype=np.int64)
-            rows, table = rows[keep], table.iloc[keep].reset_index(drop=True)
-        idx = torch.from_numpy(rows)
-        y = torch.from_numpy(table["label"].to_numpy(dtype=np.int64, copy=True))
-        logits = emb = None
-        if targets is not None:
-            logits = targets.logits.index_select(0, idx)
-            emb = targets.embeddings.index_select(0, idx)
-        out[name] = (TensorData(features.x.index_select(0, idx), y, logits, emb), table)
-    return out
-
-
-@dataclass
-class _Inputs:
-    """The data an export scores on (and retrains with), and where it came from."""
-
-    features: Any  # FeatureSet (its whole-cache tensor freed)
-    parts: dict[str, Any]  # split_tensors(...)
-    cache_dir: Path
-    teacher_dir: str | None
-    teacher_fingerprint: str | None
-    embedding_shape: tuple[int, ...] | None
-
-
-def _load_inputs(run_dir: Path, spec: Any, proposal: Any, cache_dir: Any, teacher_cache_dir: Any, retrain: bool,
-                 qat: bool, on_event: OnEvent | None) -> _Inputs:
-    """The run's feature cache (or ``cache_dir``), checked against the run; its teacher cache when retraining or QAT
-    needs it; the splits copied out: test and val; all of train when retraining or QAT may run, else (int8) only
-    the calibration clips."""
-    from ..data.cache import load_features
-
-    record = read_run_record(run_dir)
-    cache = cache_dir or (record.cache_dir if record is not None else None)
-    if cache is None:
-        raise NotFoundError(f"{run_dir} has no run.json naming the feature cache the run used; give cache_dir",
-                            params=("cache_dir",))
-    log(on_event, f"loading the feature cache {cache}")
-    features = load_features(cache)
-    if features.profile.name != spec.profile.name or tuple(features.profile.shape) != tuple(spec.profile.shape):
-        raise CacheError(f"feature cache {cache} has profile {features.profile.name!r} {features.profile.shape} but "
-                         f"the run searched with {spec.profile.name!r} {spec.profile.shape}")
-    if record is not None and cache_dir is None and record.feature_fingerprint != features.fingerprint:
-        raise CacheError(f"feature cache {cache} has fingerprint {features.fingerprint} but the run used "
-                         f"{record.feature_fingerprint}: it was rebuilt since; give cache_dir to score on it anyway",
-                         params=("cache_dir",))
-    teacher_dir = teacher_cache_dir or (record.teacher_cache_dir if record is not None else None)
-    teacher_fp = record.teacher_fingerprint if record is not None else None
-    targets = None
-    if (retrain or qat) and (proposal.distill.uses_teacher_logits or proposal.distill.uses_embeddings):
-        from ..data.teacher_cache import load_teacher_targets
-
-        targets = load_teacher_targets(features, teacher_dir)
-        teacher_fp = targets.meta.get("teacher_fingerprint")
-    subset = None
-    if not (retrain or qat) and spec.budget.param_dtype == "int8":
-        from ..deploy import CALIBRATION_CLIPS, calibration_sample
-
-        n_train = len(features.split_indices(spec.split)["train"][0])
-        subset = {"train": calibration_sample(n_train, CALIBRATION_CLIPS, proposal.train.seed)}
-    parts = split_tensors(features, spec.split, targets, subset=subset)
-    features.x = None  # the splits it needs are copied out: free the whole-cache tensor
-    return _Inputs(features=features, parts=parts, cache_dir=Path(cache), teacher_dir=teacher_dir and str(teacher_dir),
-                   teacher_fingerprint=teacher_fp,
-                   embedding_shape=tuple(targets.embeddings.shape[1:]) if targets is not None else None)
-
-
-def _retrained(proposal: Any, inputs: _Inputs, device: str, on_event: OnEvent | None) -> tuple[torch.nn.Module, Any,
-                                                                                               Any]:
-    """The proposal trained from scratch on train + validation, for its number of epochs: (model, its training
-    settings, its projection head's state or None)."""
-    from ..models.build import build_student_and_head
-    from ..training.loop import TensorData, fit
-
-    tr, va = inputs.parts["train"][0], inputs.parts["val"][0]
-
-    def cat(a: Any, b: Any) -> Any:
-        return None if a is None or b is None else torch.cat([a, b])
-
-    all_train = TensorData(cat(tr.x, va.x), cat(tr.y, va.y), cat(tr.teacher_logits, va.teacher_logits),
-                           cat(tr.teacher_emb, va.teacher_emb))
-    model, head = build_student_and_head(proposal.student, proposal.distill, inputs.embedding_shape)
-    train_cfg = proposal.train.replace(device=device)
-    task = f"retraining on all of train ({len(all_train)} clips, epochs)"
-    emit(on_event, "progress", task=task, done=0, total=train_cfg.epochs)
-    result = fit(model, all_train, None, train_cfg, distill=proposal.distill, head=head,
-                 on_epoch=lambda e, m, s: emit(on_event, "progress", task=task, done=e, total=train_cfg.epochs))
-    model.load_state_dict(result.best_state)
-    return model, train_cfg, result.head_state
-
-
-def _checkpoint_head(run_dir: Path, row: Mapping[str, Any]) -> Any:
-    """The trial's projection head at its best epoch (from its resume state), or None when it is not there."""
-    from ..search.runfolder import read_resume_state
-
-    path = row.get("checkpoint_path")
-    if not isinstance(path, str) or not path:
-        return None
-    try:
-        return read_resume_state(Path(path) if Path(path).is_absolute() else run_dir / path).get("best_head")
-    except Exception:  # noqa: BLE001 - no resume state (moved, pruned): QAT starts from a fresh head
-        return None
-
-
-def _from_checkpoint(run_dir: Path, row: Mapping[str, Any], proposal: Any) -> torch.nn.Module:
-    from ..models.student import build_student
-
-    model = build_student(proposal.student)
-    try:
-        model.load_state_dict(load_best_weights(run_dir, row.get("checkpoint_path"), row["trial_id"]))
-    except RuntimeError as exc:
-        raise DataError(f"the checkpoint of trial {row['trial_id']} does not fit its recorded architecture "
-                        f"({str(exc)[:300]})") from None
-    return model
 
 
 def export_run(
@@ -367,15 +255,17 @@ def export_run(
                           f"{spec.budget.param_dtype}", params=("qat_epochs",))
     proposal = trial_proposal(row)
     qat = int8 and qat_epochs != 0
-    inputs = _load_inputs(run_dir, spec, proposal, cache_dir, teacher_cache_dir, retrain, qat, on_event)
+    inputs = load_inputs(run_dir, spec, proposal, cache_dir, teacher_cache_dir, retrain, qat, on_event)
     head_state = None
     if retrain:
-        model, train_cfg, head_state = _retrained(proposal, inputs, device, on_event)
+        model, train_cfg, head_state = retrained(proposal, inputs, device, on_event)
     else:
-        model, train_cfg = _from_checkpoint(run_dir, row, proposal), proposal.train
-        head_state = _checkpoint_head(run_dir, row) if qat and proposal.distill.uses_embeddings else None
-    train, _ = inputs.parts["train"]
-    calibration = train.x[calibration_sample(len(train), CALIBRATION_CLIPS, proposal.train.seed)] if int8 else None
+        model, train_cfg = from_checkpoint(run_dir, row, proposal), proposal.train
+        head_state = checkpoint_head(run_dir, row) if qat and proposal.distill.uses_embeddings else None
+    calibration = None
+    if int8:
+        train = inputs.parts["train"][0]
+        calibration = train.x[calibration_sample(len(train), CALIBRATION_CLIPS, proposal.train.seed)]
     qat_record = None
     if qat:
         model, qat_record = quantisation_aware(

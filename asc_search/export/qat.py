@@ -105,7 +105,7 @@ def quantisation_aware(
     on_event: OnEvent | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The model to export (the trial's, or its QAT fine-tuning) and the record of what was done (see the module
-    docstring). ``parts``: :func:`asc_search.export.export.split_tensors` with train (teacher targets aligned when the
+    docstring). ``parts``: :func:`asc_search.export.inputs.split_tensors` with train (teacher targets aligned when the
     trial distils), val and test; ``calibration_x``: the training clips the int8 ranges are calibrated on."""
     epochs = parse_qat_epochs(qat_epochs)
     started = time.perf_counter()
@@ -116,7 +116,10 @@ def quantisation_aware(
         loss = variants["float32"]["val_macro_accuracy"] - variants["int8_ptq"]["val_macro_accuracy"]
         record: dict[str, Any] = {"mode": "auto" if epochs == "auto" else ("off" if epochs == 0 else "forced"),
                                   "threshold": AUTO_THRESHOLD, "ptq_val_loss": loss, "ran": False, "chosen": "int8_ptq"}
-        run = epochs if isinstance(epochs, int) else (auto_epochs(proposal.train.epochs) if loss > AUTO_THRESHOLD else 0)
+        if isinstance(epochs, int):
+            run = epochs
+        else:
+            run = auto_epochs(proposal.train.epochs) if loss > AUTO_THRESHOLD else 0
         if run == 0:
             record["reason"] = ("QAT off (qat_epochs 0)." if epochs == 0 else
                                 f"PTQ lost {loss:+.4f} of validation macro accuracy (<= {AUTO_THRESHOLD}): no QAT.")

@@ -271,7 +271,7 @@ class BudgetedSearcher(Searcher):
                                                                                                    TrialState.FAIL)
         self.study.tell(number, values=values, state=state)
         self._emit(status.value, trial_id=number, val_macro_accuracy=attrs["val_macro_accuracy"],
-                   epochs=attrs["epochs"], params=frozen.user_attrs.get("params"), macs=frozen.user_attrs.get("macs"),
+                   val_macro_accuracy_deployed=attrs["val_macro_accuracy_deployed"], epochs=attrs["epochs"], params=frozen.user_attrs.get("params"), macs=frozen.user_attrs.get("macs"),
                    error=attrs.get("error"))
 
     def _outcome(self, number: int, ray_trial_id: str, frozen: Any, result: dict, error: bool) -> dict[str, Any]:
