@@ -34,6 +34,15 @@ def test_table_report_says_pass_and_excludes_train_only_parts(capsys):
     assert "projection head" in out and "excluded" in out
 
 
+def test_the_baseline_preset_deploys_at_float16_within_the_dcase_budget(capsys):
+    code, out, _ = _run(capsys, "--preset", "dcase2024_baseline", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["param_dtype"] == "float16" and data["passed"] is True
+    # what `asc-search export` measures from the float16 graph (tests/test_deploy.py holds the two equal)
+    assert data["param_bytes"] == 122_296 and data["deployed_param_bytes"] == 119_588 <= 128_000
+    assert [r["figure"] for r in data["rows"]] == ["params", "param_bytes", "deployed_param_bytes", "macs"]
+
+
 def test_limits_from_options_and_strict_exit(capsys):
     code, out, _ = _run(capsys, "--preset", "dcase2024_baseline", "--json", "--max-macs", "1000000",
                         "--max-param-bytes", "100000", "--input-shape", "1,1,256,65", "--dtype", "float32")

@@ -125,6 +125,21 @@ def test_measured_bytes_over_budget_refuse_the_export(trained, tmp_path, monkeyp
     assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no temporary folder left
 
 
+def test_a_graph_onnxruntime_cannot_quantise_writes_nothing(trained, tmp_path, monkeypatch, capsys):
+    import asc_search.deploy.build as build
+    from asc_search.errors import QuantizationError
+
+    def fails(fp32_path, out_path, *args, **kwargs):
+        raise QuantizationError(f"onnxruntime cannot quantise the PRelu operator(s) of {fp32_path.name}: 1 weight "
+                                "tensor(s) (w) would stay float in the int8 graph")
+
+    monkeypatch.setattr(build, "quantize_int8", fails)
+    with pytest.raises(QuantizationError, match="student.fp32.onnx: 1 weight tensor") as info:
+        _export(trained, tmp_path / "export")
+    assert info.value.exit_code == 2 and "\n" not in str(info.value)
+    assert not list(tmp_path.iterdir())  # no half-written export folder
+
+
 def test_a_precision_the_exporter_cannot_write_and_int8_without_calibration(trained, tmp_path):
     with pytest.raises(ConfigError, match="precision 'bfloat16' cannot be deployed; the exporter writes float32, "
                                           "float16, int8"):
