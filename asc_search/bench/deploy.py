@@ -12,7 +12,9 @@ none is given), for two models on the demo's test split:
 Variants per model: float32 graph, float16 graph, int8 PTQ graph, int8 QAT graph (``qat_epochs`` forced, the
 trial's losses, :func:`asc_search.export.qat.quantisation_aware`); each with validation and test macro accuracy
 (the graphs run by onnxruntime), the weight bytes measured from the graph, the file size and whether it fits the
-budget (the demo's for the student, DCASE's 128,000 B for the baseline).
+budget (the demo's for the student, DCASE's 128,000 B for the baseline). The graphs are written as the export writes
+them (dynamo exporter); ``fast_graphs`` uses the TorchScript exporter instead (the same weights, smaller files: less
+metadata), for quick runs.
 
 ``score_precision: deployed`` per trial (:func:`asc_search.search.trainable.deployed_score`, one thread, as a trial
 runs it): the demo's best student on the demo's validation split, and the DCASE baseline on random 256 x 65 clips
@@ -50,13 +52,13 @@ def _demo(work: Path, demo_dir: Any, quick: bool, device: str, on_event: Any) ->
 
 
 def _graph_row(model: torch.nn.Module, precision: str, work: Path, name: str, parts: dict[str, Any],
-               labels: tuple[str, ...], calibration: torch.Tensor, seed: int) -> dict[str, Any]:
+               labels: tuple[str, ...], calibration: torch.Tensor, seed: int, fast: bool) -> dict[str, Any]:
     from ..deploy import deploy_model
     from ..export.deployed import score_graph
 
     (test, test_table), (val, val_table) = parts["test"], parts["val"]
     graph = deploy_model(model, work, precision, example=test.x[:64], calibration_x=calibration, seed=seed,
-                         name=f"{name}.onnx", reference_name=f"{name}.fp32.onnx")
+                         fast=fast, name=f"{name}.onnx", reference_name=f"{name}.fp32.onnx")
     return {"weights_bytes": graph.weights_bytes, "by_dtype": graph.bytes["by_dtype"],
             "scales_and_zero_points_bytes": graph.bytes["scales_bytes"] + graph.bytes["zero_points_bytes"],
             "file_bytes": graph.bytes["file_bytes"],
@@ -66,7 +68,7 @@ def _graph_row(model: torch.nn.Module, precision: str, work: Path, name: str, pa
 
 def model_variants(name: str, model: torch.nn.Module, proposal: Any, parts: dict[str, Any], labels: tuple[str, ...],
                    budget: Any, *, qat_epochs: int, embedding_shape: Any, device: str = "cpu",
-                   on_event: Any = None) -> dict[str, Any]:
+                   fast_graphs: bool = False, on_event: Any = None) -> dict[str, Any]:
     """float32 / float16 / int8 PTQ / int8 QAT of one model (see the module docstring)."""
     from .._progress import log
     from ..deploy import CALIBRATION_CLIPS, calibration_sample
@@ -87,7 +89,7 @@ def model_variants(name: str, model: torch.nn.Module, proposal: Any, parts: dict
             log(on_event, f"{name}: {variant} graph")
             name = variant.replace(" ", "_")
             row = {"variant": variant, "precision": precision,
-                   **_graph_row(net, precision, Path(work), name, parts, labels, calibration, seed)}
+                   **_graph_row(net, precision, Path(work), name, parts, labels, calibration, seed, fast_graphs)}
             row["within_budget"] = row["weights_bytes"] <= budget.max_param_bytes
             rows.append(row)
     return {"model": name, "budget_bytes": budget.max_param_bytes, "variants": rows,
@@ -136,7 +138,8 @@ def _baseline(best: Any, parts: dict[str, Any], labels: tuple[str, ...], input_s
 
 
 def run(work_dir: str | os.PathLike[str] | None = None, demo_dir: str | os.PathLike[str] | None = None,
-        quick: bool = False, qat_epochs: int = 2, dcase_val_clips: int = 500, on_event: Any = None) -> dict[str, Any]:
+        quick: bool = False, qat_epochs: int = 2, dcase_val_clips: int = 500, fast_graphs: bool = False,
+        on_event: Any = None) -> dict[str, Any]:
     """See the module docstring."""
     from .._progress import log
     from ..config import Budget
@@ -171,9 +174,9 @@ def run(work_dir: str | os.PathLike[str] | None = None, demo_dir: str | os.PathL
         models = [
             model_variants(f"best searched student (trial {row['trial_id']})", student.eval(), proposal, parts, labels,
                            spec.budget, qat_epochs=qat_epochs, embedding_shape=targets.embedding_shape,
-                           on_event=on_event),
+                           fast_graphs=fast_graphs, on_event=on_event),
             model_variants("DCASE 2024 baseline architecture", baseline, base_proposal, parts, labels, Budget(),
-                           qat_epochs=qat_epochs, embedding_shape=None, on_event=on_event),
+                           qat_epochs=qat_epochs, embedding_shape=None, fast_graphs=fast_graphs, on_event=on_event),
         ]
         log(on_event, "timing score_precision: deployed per trial")
         train_np, val = parts["train"][0].x.numpy(), parts["val"][0]

@@ -42,7 +42,7 @@ QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "complexity": {"quick": True, "n_candidates": 10},
     "teacher": {"quick": True, "quick_clips": 128, "dcase_clips": 16},
     "search": {"quick": True, "clips": 256, "trials": 2, "dcase_clips": 32},
-    "deploy": {"quick": True, "qat_epochs": 1, "dcase_val_clips": 64},
+    "deploy": {"quick": True, "qat_epochs": 1, "dcase_val_clips": 64, "fast_graphs": True},
 }
 #: The KD recipe the "with KD" baseline uses (CP-JKU's DCASE 2023 winner: 0.02 CE + 0.98 KD, T = 2).
 BASELINE_KD = {"kd_weight": 0.98, "temperature": 2.0}
