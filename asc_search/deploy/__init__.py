@@ -11,7 +11,7 @@ stores, and running it with onnxruntime. A building block (no run folders, no Ra
 from .build import DeployedGraph, check_precision, deploy_model
 from .graph import ONNX_CHECK_CLIPS, ONNX_INPUT, ONNX_OUTPUT, ONNX_TOLERANCE, export_onnx, onnx_session, run_onnx
 from .measure import float_parameters, weight_bytes
-from .quantize import CALIBRATION_CLIPS, PRECISIONS, calibration_sample, convert_float16, quantize_int8
+from .quantize import CALIBRATION_CLIPS, PRECISIONS, QUANTIZED_OPS, calibration_sample, convert_float16, quantize_int8
 
 __all__ = [
     "ONNX_TOLERANCE",
@@ -23,6 +23,7 @@ __all__ = [
     "run_onnx",
     "PRECISIONS",
     "CALIBRATION_CLIPS",
+    "QUANTIZED_OPS",
     "calibration_sample",
     "quantize_int8",
     "convert_float16",

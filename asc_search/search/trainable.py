@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..deploy.quantize import CALIBRATION_CLIPS
 from ..errors import CacheError
 from .runfolder import read_resume_state, write_checkpoint
 from .spec import Proposal, SearchSpec
@@ -31,8 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["TRIAL_CALIBRATION_CLIPS", "prepare_trial_data", "fit_proposal", "deployed_score", "train_trial"]
 
-#: Training clips a trial's post-training quantisation is calibrated on (``score_precision: deployed``).
-TRIAL_CALIBRATION_CLIPS = 256
+#: Training clips a trial's post-training quantisation is calibrated on (``score_precision: deployed``): the export's
+#: number, drawn with the same seed from the same clips, so that the export's int8 graph of the trial is the one scored.
+TRIAL_CALIBRATION_CLIPS = CALIBRATION_CLIPS
 
 
 def prepare_trial_data(features: Any, teacher: Any, spec: SearchSpec) -> dict[str, Any]:
