@@ -7,7 +7,10 @@ for a bias); a linear layer ``in * out (+ out)``; a batch norm ``2 * channels`` 
 element); activations, pooling and residual additions nothing. All parameters count, batch-norm weight and bias too.
 The mel front end is not counted, nor are train-only parts such as the distillation projection head.
 
-``param_bytes`` = params x bytes per parameter of the storage dtype (int8 1, float16 2, float32 4).
+``param_bytes`` = params x bytes per parameter of the storage dtype (int8 1, float16 2, float32 4). The deployed
+graph stores something slightly different (:mod:`asc_search.models.folding`): every BatchNorm folded into the conv
+before it, so ``deployed_param_bytes`` = kernel elements x dtype bytes + bias elements (one per folded BatchNorm
+channel) x bias bytes (int32 for int8, else the dtype's). Both are held against ``max_param_bytes``.
 
 Students are also counted analytically (:func:`student_cost_from_config`): the same convention applied to the
 layers a :class:`~asc_search.models.student.StudentConfig` determines, with output sizes as PyTorch computes them,
@@ -18,6 +21,7 @@ reported (``counter`` says which counter produced a report's figures). The tests
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,8 +31,9 @@ import torch
 from torch import nn
 
 from ._runtime import torch_threads
-from .config import DTYPE_BYTES, Budget
+from .config import DEPLOYED_BIAS_BYTES, DTYPE_BYTES, Budget
 from .errors import ConfigError
+from .models.folding import folded_counts
 
 __all__ = [
     "Complexity",
@@ -61,24 +66,27 @@ class Complexity:
     layers: tuple[tuple[str, str, int, int], ...] = field(default=(), compare=False, repr=False)
     # per leaf layer: (name, class name, params, macs) for layers with params or MACs
     counter: str = field(default="torchinfo", compare=False)  # "torchinfo" or "analytic": who counted
+    n_kernel: int | None = None  # weight elements of the deployed graph (conv / linear kernels); None: not counted
+    n_bias: int | None = None  # its bias elements after BatchNorm folding (one per folded BatchNorm channel)
+
+    @property
+    def deployed_param_bytes(self) -> int | None:
+        """Bytes of the deployed graph's weights at ``param_dtype``: kernels x dtype bytes + biases x bias bytes
+        (int32 in an int8 graph); None when the deployed form was not counted."""
+        if self.n_kernel is None or self.n_bias is None:
+            return None
+        return self.n_kernel * DTYPE_BYTES[self.param_dtype] + self.n_bias * DEPLOYED_BIAS_BYTES[self.param_dtype]
 
     def with_dtype(self, dtype: str) -> Complexity:
         """The same figures for another storage dtype."""
         _check_dtype(dtype)
-        return Complexity(
-            params=self.params,
-            param_bytes=self.params * DTYPE_BYTES[dtype],
-            macs=self.macs,
-            param_dtype=dtype,
-            input_shape=self.input_shape,
-            layers=self.layers,
-            counter=self.counter,
-        )
+        return dataclasses.replace(self, param_bytes=self.params * DTYPE_BYTES[dtype], param_dtype=dtype)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "params": self.params,
             "param_bytes": self.param_bytes,
+            "deployed_param_bytes": self.deployed_param_bytes,
             "macs": self.macs,
             "param_dtype": self.param_dtype,
             "input_shape": list(self.input_shape),
@@ -196,6 +204,7 @@ def measure(model: nn.Module, input_shape: Sequence[int], dtype: str = "int8", l
                 rows.append((name, info.class_name, int(max(info.num_params, 0)), int(info.macs)))
         layer_rows = tuple(rows)
     params = int(stats.total_params)
+    n_kernel, n_bias = folded_counts(model)
     return Complexity(
         params=params,
         param_bytes=params * DTYPE_BYTES[dtype],
@@ -204,6 +213,8 @@ def measure(model: nn.Module, input_shape: Sequence[int], dtype: str = "int8", l
         input_shape=shape,
         layers=layer_rows,
         counter="torchinfo",
+        n_kernel=n_kernel,
+        n_bias=n_bias,
     )
 
 
@@ -220,17 +231,21 @@ def check_budget(complexity: Complexity, budget: Budget | None = None) -> Budget
     """Compare ``complexity`` with ``budget`` (default: the DCASE limits, 128,000 B at int8 and 30 M MACs).
 
     Parameter bytes are taken at the budget's ``param_dtype``. Rows: params (limit = what fits in the byte limit),
-    param_bytes, macs.
+    param_bytes (the DCASE count), deployed_param_bytes (the deployed graph's weights, when counted) and macs.
     """
     budget = budget if budget is not None else Budget()
     if complexity.param_dtype != budget.param_dtype:
         complexity = complexity.with_dtype(budget.param_dtype)
-    rows = (
+    limit = budget.max_param_bytes
+    rows = [
         ("params", complexity.params, budget.max_params, complexity.params <= budget.max_params),
-        ("param_bytes", complexity.param_bytes, budget.max_param_bytes, complexity.param_bytes <= budget.max_param_bytes),
-        ("macs", complexity.macs, budget.max_macs, complexity.macs <= budget.max_macs),
-    )
-    return BudgetReport(complexity=complexity, budget=budget, rows=rows)
+        ("param_bytes", complexity.param_bytes, limit, complexity.param_bytes <= limit),
+    ]
+    deployed = complexity.deployed_param_bytes
+    if deployed is not None:
+        rows.append(("deployed_param_bytes", deployed, limit, deployed <= limit))
+    rows.append(("macs", complexity.macs, budget.max_macs, complexity.macs <= budget.max_macs))
+    return BudgetReport(complexity=complexity, budget=budget, rows=tuple(rows))
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -280,20 +295,22 @@ def student_cost_from_config(
     cfg = _student_config(config)
     shape = _check_student_shape(cfg, input_shape)
     f, t = shape[2], shape[3]
-    params = macs = 0
+    params = macs = n_kernel = n_bias = 0
     rows: list[tuple[str, str, int, int]] | None = [] if layers else None
 
     def conv(name: str, cin: int, cout: int, kernel: int, groups: int, out_f: int, out_t: int) -> None:
-        nonlocal params, macs
+        nonlocal params, macs, n_kernel
         weights = (cin // groups) * cout * kernel * kernel  # no bias anywhere in the student
         params += weights
+        n_kernel += weights
         macs += weights * out_f * out_t
         if rows is not None:
             rows.append((name, "Conv2d", weights, weights * out_f * out_t))
 
-    def bn(name: str, channels: int) -> None:
-        nonlocal params, macs
+    def bn(name: str, channels: int) -> None:  # every BatchNorm follows a conv: folded into one bias per channel
+        nonlocal params, macs, n_bias
         params += 2 * channels
+        n_bias += channels
         macs += 2 * channels
         if rows is not None:
             rows.append((name, "BatchNorm2d", 2 * channels, 2 * channels))
@@ -324,6 +341,8 @@ def student_cost_from_config(
         input_shape=shape,
         layers=tuple(rows) if rows is not None else (),
         counter="analytic",
+        n_kernel=n_kernel,
+        n_bias=n_bias,
     )
 
 
@@ -364,10 +383,11 @@ def cost_student(
     confirmed = check_budget(measure(model, shape, dtype=budget.param_dtype), budget)
     if analytic is not None:
         a, c = analytic.complexity, confirmed.complexity
-        if (a.params, a.macs) != (c.params, c.macs):
+        if (a.params, a.macs, a.deployed_param_bytes) != (c.params, c.macs, c.deployed_param_bytes):
             warnings.warn(
-                f"analytic student count (params {a.params:,}, MACs {a.macs:,}) differs from torchinfo's "
-                f"(params {c.params:,}, MACs {c.macs:,}) for {config.to_dict()} on input {list(shape)}; "
+                f"analytic student count (params {a.params:,}, MACs {a.macs:,}, deployed bytes "
+                f"{a.deployed_param_bytes}) differs from torchinfo's and the model's (params {c.params:,}, MACs "
+                f"{c.macs:,}, deployed bytes {c.deployed_param_bytes}) for {config.to_dict()} on input {list(shape)}; "
                 "torchinfo's figures are used",
                 RuntimeWarning,
                 stacklevel=2,

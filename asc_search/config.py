@@ -20,6 +20,7 @@ __all__ = [
     "PROFILES",
     "get_profile",
     "DTYPE_BYTES",
+    "DEPLOYED_BIAS_BYTES",
     "Budget",
     "SplitConfig",
     "reject_unknown_keys",
@@ -137,6 +138,9 @@ def get_profile(name: str) -> FeatureProfile:
 
 #: Bytes per parameter for each storage dtype the budget understands.
 DTYPE_BYTES: dict[str, int] = {"int8": 1, "float16": 2, "float32": 4}
+#: Bytes per bias element of the deployed graph at each dtype: an int8 graph keeps its biases (after BatchNorm
+#: folding, one per output channel) as int32, the ONNX / onnxruntime convention for quantised convolutions.
+DEPLOYED_BIAS_BYTES: dict[str, int] = {"int8": 4, "float16": 2, "float32": 4}
 
 
 @dataclass(frozen=True)

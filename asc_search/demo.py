@@ -235,6 +235,9 @@ def _summarise(out: Path, paths: dict[str, Path], settings: DemoSettings, teache
         "test_log_loss": exported.metrics.get("log_loss"),
         "seen_macro_accuracy": exported.extra.get("seen_macro_accuracy"),
         "unseen_macro_accuracy": exported.extra.get("unseen_macro_accuracy"),
+        "deployed_precision": exported.deployed.get("precision"),  # the test figures above are this graph's
+        "deployed_weights_bytes": exported.deployed.get("weights_bytes"),  # measured from student.onnx
+        "test_macro_accuracy_fp32": exported.metrics_fp32.get("macro_accuracy"),
     }
     summary = DemoSummary(
         out_dir=out,

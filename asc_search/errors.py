@@ -8,7 +8,8 @@ from __future__ import annotations
 import reprlib
 from typing import Any
 
-__all__ = ["AscSearchError", "ConfigError", "DataError", "CacheError", "BudgetError", "NotFoundError", "QUOTE_LIMIT",
+__all__ = ["AscSearchError", "ConfigError", "DataError", "CacheError", "BudgetError", "NotFoundError", "QuantizationError",
+           "QUOTE_LIMIT",
            "quote", "bound_message"]
 
 #: The most characters an error message quotes of one value (:func:`quote`).
@@ -76,3 +77,8 @@ class BudgetError(AscSearchError):
 
 class NotFoundError(AscSearchError):
     """A named run, trial, export or file does not exist."""
+
+
+class QuantizationError(AscSearchError):
+    """onnxruntime could not quantise or convert a model's graph to its deployed precision (an operator it cannot
+    handle, or would silently leave in float; a failure inside it)."""

@@ -62,3 +62,30 @@ def test_accuracy_table_from_a_demo(tiny_demo, tmp_path, capsys):
     assert base["params"] == 61_148 and base["kd"]["kd_weight"] == 0.0
     assert result["accuracy"]["rows"][2]["kd"]["kd_weight"] == 0.98
     assert result["areas"]["complexity"]["available"]
+
+
+@pytest.mark.slow
+def test_deploy_figures_from_a_demo(tiny_demo):
+    from asc_search.bench import deploy
+
+    out = B.run_area("deploy", quick=True, demo_dir=tiny_demo.out_dir)
+    assert out["available"] and "error" not in out, out.get("error")
+    assert out["arguments"]["demo_dir"] == str(tiny_demo.out_dir) and out["arguments"]["qat_epochs"] == 1
+    result = out["result"]
+    student, baseline = result["models"]
+    for model in (student, baseline):
+        v = {row["variant"]: row for row in model["variants"]}
+        assert list(v) == ["float32", "float16", "int8 PTQ", "int8 QAT"]
+        assert v["float32"]["weights_bytes"] == 2 * v["float16"]["weights_bytes"]
+        assert v["int8 PTQ"]["by_dtype"].keys() == {"int8", "int32"} == v["int8 QAT"]["by_dtype"].keys()
+        assert v["int8 PTQ"]["weights_bytes"] == v["int8 QAT"]["weights_bytes"] < v["float16"]["weights_bytes"]
+        assert all(0 <= row["test_macro_accuracy"] <= 1 for row in model["variants"])
+    # the student fits the demo's budget deployed; the DCASE 2024 baseline deploys at float16 within 128,000 bytes
+    assert student["budget_bytes"] == 24_000 and {row["variant"]: row for row in student["variants"]}["int8 PTQ"][
+        "within_budget"]
+    b = {row["variant"]: row for row in baseline["variants"]}
+    assert b["float16"]["weights_bytes"] == 119_588 and b["float16"]["within_budget"] is True
+    assert b["int8 PTQ"]["weights_bytes"] == 63_856 and b["float32"]["within_budget"] is False
+    cost = result["score_precision_deployed"]
+    assert cost["quick_student"]["deploy_s_best"] > 0 and cost["dcase_baseline"]["val_clips"] == 64
+    assert callable(deploy.main)

@@ -34,13 +34,25 @@ def test_table_report_says_pass_and_excludes_train_only_parts(capsys):
     assert "projection head" in out and "excluded" in out
 
 
+def test_the_baseline_preset_deploys_at_float16_within_the_dcase_budget(capsys):
+    code, out, _ = _run(capsys, "--preset", "dcase2024_baseline", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["param_dtype"] == "float16" and data["passed"] is True
+    # what `asc-search export` measures from the float16 graph (tests/test_deploy.py holds the two equal)
+    assert data["param_bytes"] == 122_296 and data["deployed_param_bytes"] == 119_588 <= 128_000
+    assert [r["figure"] for r in data["rows"]] == ["params", "param_bytes", "deployed_param_bytes", "macs"]
+
+
 def test_limits_from_options_and_strict_exit(capsys):
     code, out, _ = _run(capsys, "--preset", "dcase2024_baseline", "--json", "--max-macs", "1000000",
                         "--max-param-bytes", "100000", "--input-shape", "1,1,256,65", "--dtype", "float32")
     data = json.loads(out)
     assert code == 0
     assert data["passed"] is False and data["param_bytes"] == 61_148 * 4
-    assert {r["figure"] for r in data["rows"] if not r["ok"]} == {"params", "param_bytes", "macs"}
+    assert {r["figure"] for r in data["rows"] if not r["ok"]} == {"params", "param_bytes", "deployed_param_bytes",
+                                                                  "macs"}
+    # the deployed graph at float32: 58,440 kernel + 1,354 folded-BatchNorm bias numbers, 4 bytes each
+    assert data["deployed_param_bytes"] == (58_440 + 1_354) * 4
     code, out, _ = _run(capsys, "--preset", "dcase2024_baseline", "--max-macs", "1000000", "--strict")
     assert code == 1 and "FAIL" in out and "over budget" in out
 

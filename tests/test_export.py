@@ -12,7 +12,7 @@ import yaml
 from asc_search.config import DCASE_LABELS, Budget, get_profile
 from asc_search.errors import BudgetError, ConfigError, DataError, NotFoundError
 from asc_search.export.export import write_export
-from asc_search.export.folder import ONNX_FILE, REPORT_FILE, STUDENT_YAML, WEIGHTS_FILE
+from asc_search.export.folder import ONNX_FILE, ONNX_FP32_FILE, REPORT_FILE, STUDENT_YAML, WEIGHTS_FILE
 from asc_search.export.load import load_export
 from asc_search.models.student import StudentConfig, build_student
 
@@ -31,7 +31,7 @@ def _write(out, force=False, budget=None, **kw):
     cfg, model, x, y, table = _tiny()
     return cfg, model, x, write_export(
         out, model, student_config=cfg, profile=get_profile("quick"), labels=DCASE_LABELS,
-        budget=budget or Budget(), test_x=x, test_y=y, test_table=table, force=force,
+        budget=budget or Budget(), test_x=x, test_y=y, test_table=table, calibration_x=x, force=force,
         provenance={"run": "r", "trial_id": "t7"}, device="cpu", **kw,
     )
 
@@ -45,15 +45,16 @@ def written(tmp_path_factory):
 
 def test_export_folder_round_trip(written):
     out, cfg, model, x, summary = written
-    assert sorted(p.name for p in out.iterdir()) == sorted([STUDENT_YAML, WEIGHTS_FILE, ONNX_FILE, REPORT_FILE])
+    assert sorted(p.name for p in out.iterdir()) == sorted([STUDENT_YAML, WEIGHTS_FILE, ONNX_FILE, ONNX_FP32_FILE,
+                                                            REPORT_FILE])
     record = yaml.safe_load((out / STUDENT_YAML).read_text())
     assert record["model"]["config"] == cfg.to_dict()
     assert record["model"]["input_shape"] == [1, 1, 40, 51]
     assert record["complexity"]["passed"] is True and record["complexity"]["params"] == sum(
         p.numel() for p in model.parameters()
     )
-    test = record["metrics"]["test"]
-    # the score written is the model's score on the test clips given (recomputed independently here)
+    test = record["metrics"]["test_fp32"]
+    # the float32 score written is the model's score on the test clips given (recomputed independently here)
     with torch.no_grad():
         pred = model.eval()(x.float()).argmax(1)
     y = torch.arange(24) % 10
@@ -107,7 +108,8 @@ def test_load_export_bad_folders(written, tmp_path):
     with pytest.raises(DataError, match="not a readable safetensors file"):
         load_export(out)
     record = yaml.safe_load((out / STUDENT_YAML).read_text())
-    for key, value, message in (("format", 99, "export format 99; this asc-search reads 1"),
+    for key, value, message in (("format", 99, "export format 99; this asc-search reads 1 and 2"),
+                                ("deployed", None, "lacks its deployed: block"),
                                 ("kind", "other", "not an asc-search student description")):
         (out / STUDENT_YAML).write_text(yaml.safe_dump({**record, key: value}))
         with pytest.raises(DataError, match=message):
@@ -151,6 +153,11 @@ def test_export_run_best_trial(tiny_search_run, tmp_path):
     assert record["metrics"]["test"]["n"] == int((fs.table["split"] == "test").sum())
     assert record["metrics"]["validation"]["val_macro_accuracy"] == pytest.approx(float(best["val_macro_accuracy"]))
     assert set(record["metrics"]["test"]["per_device"]) >= {"s4", "s5", "s6"}
+    # the run's budget is int8: the deployed graph is, and QAT ran only if post-training quantisation lost > 1 point
+    dep = record["deployed"]
+    assert dep["precision"] == "int8" and dep["weights_bytes"] <= 24_000
+    assert dep["qat"]["mode"] == "auto" and dep["qat"]["ran"] == (dep["qat"]["ptq_val_loss"] > 0.01)
+    assert record["metrics"]["validation_split"]["deployed"]["n"] == info["n_val"]  # the search's validation part
 
 
 @pytest.mark.slow

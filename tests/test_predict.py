@@ -14,6 +14,7 @@ import torch
 from asc_search.cli import main
 from asc_search.config import DCASE_LABELS, Budget, get_profile
 from asc_search.data.features import LogMel
+from asc_search.deploy import run_onnx
 from asc_search.errors import NotFoundError
 from asc_search.export.export import write_export
 from asc_search.export.predict import predict_files, windows
@@ -30,7 +31,7 @@ def export_dir(tmp_path_factory):
     table = pd.DataFrame({"device": ["a"] * 12})
     out = tmp_path_factory.mktemp("predict") / "export"
     write_export(out, model, student_config=cfg, profile=get_profile("quick"), labels=DCASE_LABELS, budget=Budget(),
-                 test_x=x, test_y=y, test_table=table, device="cpu")
+                 test_x=x, test_y=y, test_table=table, calibration_x=x, device="cpu")
     return out, model.eval()
 
 
@@ -63,7 +64,7 @@ def test_any_rate_stereo_and_long_files(export_dir, tmp_path):
     sf.write(tmp_path / "long22k.wav", mono, 22_050)
     sf.write(tmp_path / "stereo22k.wav", np.stack([mono, mono], axis=1), 22_050)
     sf.write(tmp_path / "short48k.wav", _tone(48_000, 0.4, seed=1), 48_000, subtype="PCM_24")
-    result = predict_files(out, [tmp_path], device="cpu")
+    result = predict_files(out, [tmp_path], device="cpu", precision="fp32")  # the float32 reference: exact
     rows = {r.path.name: r for r in result.rows}
     assert sorted(rows) == ["long22k.wav", "short48k.wav", "stereo22k.wav"]
     assert rows["long22k.wav"].windows == 3 and rows["short48k.wav"].windows == 1
@@ -86,11 +87,17 @@ def test_same_scores_as_the_feature_cache(export_dir, synth_root, quick_cache):
     fs = load_features(quick_cache)
     row = 3
     wav = synth_root / fs.table["filename"].iloc[row]
-    result = predict_files(out, [wav], device="cpu")
+    result = predict_files(out, [wav], device="cpu", precision="fp32")
     with torch.no_grad():
         cached = torch.softmax(model(fs.x[row : row + 1].float()), 1)[0].numpy()
     got = np.array([result.rows[0].probabilities[k] for k in DCASE_LABELS])
     assert np.allclose(got, cached, atol=1e-4)
+    # by default the deployed int8 graph runs: its own output on the same spectrogram, close to the float32 one
+    deployed = predict_files(out, [wav])
+    ref = torch.softmax(torch.from_numpy(run_onnx(out / "student.onnx", fs.x[row : row + 1])), 1)[0].numpy()
+    got = np.array([deployed.rows[0].probabilities[k] for k in DCASE_LABELS])
+    assert np.allclose(got, ref, atol=1e-5) and "int8 graph student.onnx" in deployed.ran
+    assert deployed.rows[0].scene in DCASE_LABELS and np.abs(got - cached).max() < 0.05
 
 
 def test_cli_predict_csv(export_dir, tmp_path, capsys):

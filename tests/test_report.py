@@ -14,6 +14,11 @@ def _record(**distill):
         "distillation": {"kd_weight": 0.5, "temperature": 2.0, "emb_loss": "mse", **distill},
         "training": {},
         "onnx": {"max_abs_diff": 1e-6, "check_clips": 8},
+        "deployed": {"file": "student.onnx", "precision": "float32", "reference_file": "student.fp32.onnx",
+                     "runtime": {"onnxruntime": "1"}, "weights_bytes": 400, "by_dtype": {"float32": 400},
+                     "max_param_bytes": 1000, "counted_param_bytes": 440, "estimated_param_bytes": 400,
+                     "scales_bytes": 0, "zero_points_bytes": 0, "file_bytes": 900, "n_weights": 100,
+                     "check": {"clips": 8, "max_abs_logit_diff_vs_fp32": 0.0, "argmax_agreement_vs_fp32": 1.0}},
     }
 
 

@@ -30,9 +30,11 @@ from asc_search.search.runfolder import (
     rank,
     ranked_trials,
     read_run_record,
+    score_column,
     select_trial,
     status_counts,
     trial_dirname,
+    within_budget,
     write_checkpoint,
     write_run_record,
     write_trials_table,
@@ -70,6 +72,20 @@ def test_the_best_trial_rule():
     assert best_trial(table, Budget(max_param_bytes=1000, param_dtype="int8", max_macs=10)) is None
     # rank() sorts any frame by the same rule (the leaderboard's unranked part uses it too)
     assert rank(table.iloc[[0, 1, 2]])["trial_id"].tolist() == [2, 1, 0]
+
+
+def test_a_run_scored_as_deployed_ranks_by_the_deployed_score_and_bytes():
+    table = _table(TRIALS)
+    table["val_macro_accuracy_deployed"] = math.nan
+    assert score_column(table) == "val_macro_accuracy"  # a float run: the column is there but empty
+    done = table["status"] == "completed"
+    table.loc[done, "val_macro_accuracy_deployed"] = [0.70, 0.75, 0.60, 0.85, math.nan]  # trials 0, 1, 2, 4, 7
+    assert score_column(table) == "val_macro_accuracy_deployed"
+    assert ranked_trials(table)["trial_id"].tolist() == [4, 1, 0, 2]
+    assert best_trial(table, BUDGET)["trial_id"] == 1
+    table["deployed_param_bytes"] = [900, 1001, 900, 900, 900, None, 900, 900]  # trial 1's int8 graph is too big
+    assert best_trial(table, BUDGET)["trial_id"] == 0
+    assert within_budget(table, BUDGET).tolist() == [True, False, True, True, False, False, True, True]
 
 
 def test_select_trial_by_id_or_best():

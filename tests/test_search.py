@@ -49,10 +49,13 @@ def _check_run(run_dir: Path, spec, n_trained: int) -> pd.DataFrame:
     assert set(table["status"]) <= {"completed", "early_stopped", "failed", "rejected_budget"}
     trained = table[table["status"] != "rejected_budget"]
     assert len(trained) == n_trained  # num_samples counts trained trials only
-    # no trained trial is over budget; every rejected one is, and carries its figures
-    assert (trained["param_bytes"] <= spec.budget.max_param_bytes).all() and (trained["macs"] <= spec.budget.max_macs).all()
+    # no trained trial is over budget (as counted nor as deployed); every rejected one is, and carries its figures
+    limit = spec.budget.max_param_bytes
+    assert (trained["param_bytes"] <= limit).all() and (trained["macs"] <= spec.budget.max_macs).all()
+    assert (trained["deployed_param_bytes"] <= limit).all()
     rejected = table[table["status"] == "rejected_budget"]
-    over = (rejected["param_bytes"] > spec.budget.max_param_bytes) | (rejected["macs"] > spec.budget.max_macs)
+    over = ((rejected["param_bytes"] > limit) | (rejected["deployed_param_bytes"] > limit)
+            | (rejected["macs"] > spec.budget.max_macs))
     assert over.all() and rejected["epochs"].eq(0).all()
     assert table["trial_id"].is_unique and trained["ray_trial_id"].is_unique
     # the study holds the same proposals, with the constraints the sampler reads
@@ -92,7 +95,9 @@ def test_quick_search_end_to_end(quick_cache, teacher_cache, ray_local, tmp_path
         best = torch.load(ckpt / "best.pt", weights_only=True)
         assert best["best_state"] and best["student_config"]["n_classes"] == 10
     kinds = [e for e, _ in events]
-    assert kinds[0] == "setup" and kinds.count("started") == 3 and "rejected" in kinds
+    setup = kinds.index("setup")  # after the lines that say what it is doing while the caches load and Ray starts
+    assert any("loading the feature cache" in i["message"] for e, i in events[:setup] if e == "log")
+    assert set(kinds[:setup]) == {"log"} and kinds.count("started") == 3 and "rejected" in kinds
     assert result.best is not None and result.best["status"] == "completed"
 
 
@@ -109,6 +114,25 @@ def test_mostly_over_budget_space(quick_cache, teacher_cache, ray_local, tmp_pat
     # over-budget proposals are rejected from the config alone; every trained one was confirmed by torchinfo
     assert (table.loc[table["status"] == "rejected_budget", "counter"] == "analytic").all()
     assert (table.loc[table["status"] != "rejected_budget", "counter"] == "torchinfo").all()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_score_precision_deployed_ranks_completed_trials_by_their_int8_graph(quick_cache, teacher_cache, ray_local,
+                                                                             tmp_path):
+    space = tiny_space(tmp_path, **{"budget.max_param_bytes": 6000, "train.epochs": 1, "search.num_samples": 2,
+                                    "search.asha": {"enabled": False}, "search.score_precision": "deployed"})
+    result = run_search(quick_cache, space, teacher_cache=teacher_cache, name="dep", results_dir=tmp_path / "r")
+    table = _check_run(result.run_dir, load_space(space), n_trained=2)
+    done = table[table["status"] == "completed"]
+    assert len(done) == 2 and done["val_macro_accuracy_deployed"].between(0, 1).all() and (done["deploy_s"] > 0).all()
+    assert table.loc[table["status"] != "completed", "val_macro_accuracy_deployed"].isna().all()
+    # both byte figures within the budget for every trained proposal; the deployed one is the larger at int8
+    assert (done["deployed_param_bytes"] <= 6000).all() and (done["deployed_param_bytes"] > done["param_bytes"]).all()
+    # the sampler was told the deployed score; the best trial is the best deployed one
+    values = {t.number: t.value for t in _study(result.run_dir).get_trials() if t.user_attrs["status"] == "completed"}
+    assert values == dict(zip(done["trial_id"], done["val_macro_accuracy_deployed"]))
+    assert result.best["trial_id"] == int(done.loc[done["val_macro_accuracy_deployed"].idxmax(), "trial_id"])
 
 
 @pytest.mark.slow
@@ -187,7 +211,7 @@ def test_a_space_whose_smallest_student_is_over_budget_is_refused_at_once(quick_
     monkeypatch.setattr(driver, "connect_ray", never)
     space = tiny_space(tmp_path, **{"budget.max_param_bytes": 100, "search.max_consecutive_rejections": 6})
     with pytest.raises(BudgetError, match=r"tiny.yaml: even the smallest student of this search space \(base_channels "
-                                          r"8, .* is over the budget: [\d,]+ bytes at int8 \(limit 100\)"):
+                                          r"8, .* is over the budget: [\d,]+ bytes at int8 \([\d,]+ in its deployed graph\) \(limit 100\)"):
         run_search(quick_cache, space, teacher_cache=teacher_cache, name="none", results_dir=tmp_path / "r")
     assert not (tmp_path / "r").exists()
 
@@ -199,7 +223,8 @@ def test_a_mostly_infeasible_space_stops_with_a_clear_error_and_keeps_the_record
     from asc_search.search.space import load_space
 
     corner = load_space(tiny_space(tmp_path)).check_feasible()  # only (about) the smallest student fits
-    space = tiny_space(tmp_path, **{"budget.max_param_bytes": corner.param_bytes, "budget.max_macs": corner.macs,
+    space = tiny_space(tmp_path, **{"budget.max_param_bytes": max(corner.param_bytes, corner.deployed_param_bytes),
+                                    "budget.max_macs": corner.macs,
                                     "search.max_consecutive_rejections": 6})
     with pytest.raises(BudgetError, match=r"6 proposals in a row were over the budget .* although its smallest student "
                                           r"fits.*0 trained, 6 rejected"):

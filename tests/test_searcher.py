@@ -152,6 +152,28 @@ def test_a_retried_trial_counts_the_training_time_of_every_attempt(tmp_path):
     assert s.study.get_trials()[-1].user_attrs["duration_s"] == 18.5
 
 
+def test_score_precision_deployed_tells_the_sampler_the_deployed_score(tmp_path):
+    s = _searcher(tmp_path, _spec("random", **{"  objectives:": "  score_precision: deployed\n  objectives:"}))
+    configs = {rid: s.suggest(rid) for rid in "abcd"}
+    assert all(c["deploy"] == {"precision": "int8"} for c in configs.values())
+    assert all(c["cost"]["deployed_param_bytes"] <= 1500 for c in configs.values())  # both byte figures fit
+    done = {"val_log_loss": 1.0, "epoch": 3, "epochs_planned": 3}
+    s.on_trial_complete("a", {**done, "val_macro_accuracy": 0.6, "val_macro_accuracy_deployed": 0.55, "deploy_s": 1.5})
+    s.on_trial_complete("b", {**done, "val_macro_accuracy": 0.7, "val_macro_accuracy_deployed": float("nan"),
+                              "deploy_error": "int8 graph: onnxruntime could not quantise ..."})
+    s.on_trial_complete("c", {"val_macro_accuracy": 0.4, "epoch": 1, "epochs_planned": 3})  # stopped by ASHA
+    by_ray = {t.user_attrs["ray_trial_id"]: t for t in s.study.get_trials() if "ray_trial_id" in t.user_attrs}
+    a, b, c = by_ray["a"], by_ray["b"], by_ray["c"]
+    assert a.state == TrialState.COMPLETE and a.value == 0.55  # the deployed score, not the float one
+    assert a.user_attrs["val_macro_accuracy"] == 0.6 and a.user_attrs["deploy_s"] == 1.5
+    assert b.state == TrialState.FAIL and b.user_attrs["status"] == "failed"
+    assert b.user_attrs["error"].startswith("int8 graph: onnxruntime could not quantise")
+    assert c.state == TrialState.PRUNED and "val_macro_accuracy_deployed" not in c.user_attrs  # never scored
+    assert a.user_attrs["deployed_param_bytes"] == configs["a"]["cost"]["deployed_param_bytes"]
+    float_run = _searcher(tmp_path, _spec("random"), name="f")
+    assert float_run.suggest("x")["deploy"] is None
+
+
 def test_consecutive_rejection_cap_finishes_with_reason(tmp_path):
     # nothing fits 100 bytes
     spec = _spec(**{"max_param_bytes: 1500": "max_param_bytes: 100", "max_consecutive_rejections: 400": "max_consecutive_rejections: 5"})

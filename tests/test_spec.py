@@ -85,6 +85,34 @@ def test_cost_matches_complexity_and_constraints():
     assert statuses == {True, False}  # the quick space reaches over its budget
 
 
+def test_a_proposal_must_fit_as_counted_and_as_deployed():
+    """An int8 graph keeps its folded BatchNorm biases as int32: a student whose DCASE count fits the bytes but whose
+    deployed graph does not is rejected, by the analytic counter, with the larger figure as its constraint."""
+    from asc_search.complexity import student_cost_from_config
+
+    spec = parse_space(QUICK, source="quick.yaml")
+    (_, prop), *_ = [p for p in _sample(spec, seed=3, n=25) if spec.cost(p[1].student).passed]
+    c = student_cost_from_config(prop.student, (1, 1, 40, 51))
+    assert c.deployed_param_bytes > c.param_bytes  # int32 biases: 4 bytes per folded channel against 2 x 1 byte
+    between = parse_space(QUICK.replace("max_param_bytes: 24000", f"max_param_bytes: {c.param_bytes}"), source="q.yaml")
+    cost = between.cost(prop.student)
+    assert (cost.param_bytes, cost.deployed_param_bytes) == (c.param_bytes, c.deployed_param_bytes)
+    assert not cost.passed and cost.counter == "analytic"
+    assert cost.constraints["param_bytes"] == pytest.approx(c.deployed_param_bytes / c.param_bytes - 1)
+    fits = parse_space(QUICK.replace("max_param_bytes: 24000", f"max_param_bytes: {c.deployed_param_bytes}"),
+                       source="q.yaml").cost(prop.student)
+    assert fits.passed and fits.counter == "torchinfo" and fits.deployed_param_bytes == c.deployed_param_bytes
+
+
+def test_score_precision_is_read_and_checked():
+    assert parse_space(QUICK, source="q.yaml").search.score_precision == "float"
+    deployed = parse_space(QUICK.replace("  max_failures: 1", "  max_failures: 1\n  score_precision: deployed"),
+                           source="q.yaml")
+    assert deployed.search.score_precision == "deployed"
+    with pytest.raises(ConfigError, match=r"search.score_precision: must be one of 'float', 'deployed', got \"int8\""):
+        parse_space(QUICK.replace("  max_failures: 1", "  max_failures: 1\n  score_precision: int8"), source="q.yaml")
+
+
 def test_num_samples_override_is_recorded():
     spec = parse_space(QUICK, source="quick.yaml")
     more = spec.with_num_samples(3)

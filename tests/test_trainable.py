@@ -85,3 +85,40 @@ def test_embedding_matching_without_a_teacher_cache_is_refused():
         fit_proposal(_config(emb_weight=1.0), payload)
     result = fit_proposal(_config(emb_weight=0.0, epochs=1), payload)  # KD only: no head, no shape needed
     assert len(result.history) == 1 and all(torch.is_tensor(v) for v in result.best_state.values())
+
+
+def test_deployed_score_is_the_int8_graph_on_the_validation_clips(monkeypatch):
+    """``score_precision: deployed``: the best state quantised (TorchScript export, calibrated on training clips) and
+    scored on the trial's validation clips with onnxruntime; a graph onnxruntime cannot make is NaN + why."""
+    import asc_search.deploy as deploy
+    from asc_search.errors import QuantizationError
+    from asc_search.search.trainable import deployed_score
+    from asc_search.training.metrics import macro_accuracy
+
+    payload = _payload(n=64)
+    config = _config(emb_weight=0.0, epochs=1)
+    result = fit_proposal(config, payload)
+    proposal = Proposal.from_dict(config["proposal"])
+    out = deployed_score(result.best_state, proposal, payload, "int8")
+    assert 0.0 <= out["val_macro_accuracy_deployed"] <= 1.0 and out["deploy_s"] > 0 and "deploy_error" not in out
+    # the same number from the float32 student quantised again here: same calibration seed, same graph
+    calls = []
+    real = deploy.deploy_model
+    monkeypatch.setattr(deploy, "deploy_model", lambda *a, **k: calls.append(k) or real(*a, **k))
+    again = deployed_score(result.best_state, proposal, payload, "int8")
+    assert again["val_macro_accuracy_deployed"] == out["val_macro_accuracy_deployed"]
+    assert calls[0]["fast"] is True and calls[0]["seed"] == proposal.train.seed and calls[0]["threads"] == 1
+    model = build_student(proposal.student)
+    model.load_state_dict(result.best_state)
+    with torch.no_grad():
+        fp32 = macro_accuracy(model.eval()(torch.from_numpy(payload["val_x"]).float()),
+                              torch.from_numpy(payload["val_y"]), 10)
+    assert abs(fp32 - out["val_macro_accuracy_deployed"]) <= 0.2  # the same model, quantised
+
+    def fails(*args, **kwargs):
+        raise QuantizationError("onnxruntime could not quantise student.fp32.onnx to int8 (ValueError: x)")
+
+    monkeypatch.setattr(deploy, "deploy_model", fails)
+    broken = deployed_score(result.best_state, proposal, payload, "int8")
+    assert np.isnan(broken["val_macro_accuracy_deployed"])
+    assert broken["deploy_error"] == "int8 graph: onnxruntime could not quantise student.fp32.onnx to int8 (ValueError: x)"

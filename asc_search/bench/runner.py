@@ -1,13 +1,14 @@
 """``asc-search bench``: every area's figures side by side in one run, plus an accuracy table on the built-in data.
 
-1. **Per-area benchmarks**: ``asc_search.bench.{features,complexity,teacher,search}`` each expose ``run(...)
+1. **Per-area benchmarks**: ``asc_search.bench.{features,complexity,teacher,search,deploy}`` each expose ``run(...)
    -> dict`` (their own module docstrings say what they measure). They are called one after the other, never
    concurrently (timings on 2 cores would disturb each other); a module that is missing or fails is reported as
    such, the others still run. ``quick=True`` passes each module small sizes (its ``quick`` flag when it has one).
 2. **Accuracy table** on the built-in synthetic data, all scored once on the same test split:
    the teacher; the DCASE 2024 baseline architecture trained without KD; the same trained with KD from the same
    teacher (CP-JKU's DCASE 2023 recipe: loss = 0.02 CE + 0.98 KD at temperature 2, unless told otherwise); and
-   the best searched student (the demo's export). The baselines use the best student's training recipe
+   the best searched student (the demo's export, scored as deployed: its graph at the budget's precision, run by
+   onnxruntime). The baselines use the best student's training recipe
    (learning rate, weight decay, batch size, epochs) on the same train part, choosing their epoch on the same
    validation part. Each row: params, parameter bytes (at the budget's dtype), MACs, within budget, test macro
    accuracy, test log loss. The inputs come from a finished demo folder (``asc-search demo``); when none is given,
@@ -34,13 +35,14 @@ from ..errors import ConfigError, NotFoundError
 
 __all__ = ["AREAS", "QUICK_OVERRIDES", "run_area", "accuracy_table", "run_bench", "flatten"]
 
-AREAS: tuple[str, ...] = ("features", "complexity", "teacher", "search")
+AREAS: tuple[str, ...] = ("features", "complexity", "teacher", "search", "deploy")
 #: Small sizes for ``--quick``, per area, passed only where the module's run() takes that argument.
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "features": {"quick": True, "n_clips": 200},
     "complexity": {"quick": True, "n_candidates": 10},
     "teacher": {"quick": True, "quick_clips": 128, "dcase_clips": 16},
     "search": {"quick": True, "clips": 256, "trials": 2, "dcase_clips": 32},
+    "deploy": {"quick": True, "qat_epochs": 1, "dcase_val_clips": 64, "fast_graphs": True},
 }
 #: The KD recipe the "with KD" baseline uses (CP-JKU's DCASE 2023 winner: 0.02 CE + 0.98 KD, T = 2).
 BASELINE_KD = {"kd_weight": 0.98, "temperature": 2.0}
@@ -48,8 +50,10 @@ BASELINE_KD = {"kd_weight": 0.98, "temperature": 2.0}
 # ------------------------------------------------------------------------------------------------ per area
 
 
-def run_area(name: str, quick: bool = False, work_dir: Path | None = None) -> dict[str, Any]:
-    """Run ``asc_search.bench.<name>.run`` with the arguments its signature takes.
+def run_area(name: str, quick: bool = False, work_dir: Path | None = None,
+             demo_dir: Path | None = None) -> dict[str, Any]:
+    """Run ``asc_search.bench.<name>.run`` with the arguments its signature takes (``demo_dir``: a finished demo,
+    for the areas that measure one).
 
     Returns ``{"area", "available", "seconds", "result" | "error", "arguments"}``; never raises for a module
     that is missing or fails (the bench goes on with the other areas).
@@ -72,6 +76,8 @@ def run_area(name: str, quick: bool = False, work_dir: Path | None = None) -> di
         if key in params and work_dir is not None:
             Path(work_dir).mkdir(parents=True, exist_ok=True)
             kwargs[key] = work_dir
+    if "demo_dir" in params and demo_dir is not None:
+        kwargs["demo_dir"] = demo_dir
     out.update(available=True, arguments={k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()})
     t0 = time.perf_counter()
     try:
@@ -181,7 +187,8 @@ def accuracy_table(
     from ..data.cache import load_features
     from ..data.teacher_cache import load_teacher_targets
     from ..demo import SUMMARY_FILE, load_summary
-    from ..export.export import split_tensors
+    from ..export.deployed import score_graph
+    from ..export.inputs import split_tensors
     from ..export.load import load_export
     from ..search.runfolder import SEARCH_FILE, best_trial, load_trials, trial_proposal
     from ..search.space import load_space
@@ -216,11 +223,12 @@ def accuracy_table(
     rows += _baseline_rows(recipe, dict(BASELINE_KD if kd is None else kd), parts, targets.embedding_shape, labels,
                            input_shape, budget, dev, on_event)
 
-    log(on_event, "scoring the best searched student (the demo's export)")
+    log(on_event, "scoring the best searched student (the demo's export: its deployed graph)")
     exported = load_export(paths["export"])
+    scores = (_score_model(exported.model, test, test_table, labels, dev) if exported.legacy else
+              score_graph(exported.deployed_path, test.x, test.y, test_table, labels))
     rows.append(_row(f"best searched student (trial {exported.record['provenance'].get('trial_id')})",
-                     exported.model, input_shape, budget,
-                     _score_model(exported.model, test, test_table, labels, dev),
+                     exported.model, input_shape, budget, scores, scored_as=f"{exported.precision} graph",
                      kd=exported.record.get("distillation"),
                      val_macro_accuracy=exported.record["metrics"]["validation"].get("val_macro_accuracy")))
     return {
@@ -274,18 +282,19 @@ def run_bench(
 
         out["machine"]["torch"] = torch.__version__
         out["machine"]["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        if demo_dir is None and (accuracy or "deploy" in areas):
+            from ..demo import DemoSettings, run_demo
+
+            settings = (DemoSettings(clips=800, teacher_epochs=4, num_samples=4, student_epochs=3, device=device)
+                        if quick else DemoSettings(device=device))
+            log(on_event, f"running the demo first ({settings.clips} clips) into {work / 'demo'}")
+            run_demo(work / "demo", settings, force=True, on_event=on_event)
+            demo_dir = work / "demo"
         for area in areas:
             log(on_event, f"benchmark: {area}")
-            out["areas"][area] = run_area(area, quick=quick, work_dir=work / area)
+            out["areas"][area] = run_area(area, quick=quick, work_dir=work / area,
+                                          demo_dir=Path(demo_dir) if demo_dir is not None else None)
         if accuracy:
-            if demo_dir is None:
-                from ..demo import DemoSettings, run_demo
-
-                settings = (DemoSettings(clips=800, teacher_epochs=4, num_samples=4, student_epochs=3, device=device)
-                            if quick else DemoSettings(device=device))
-                log(on_event, f"accuracy table: running the demo first ({settings.clips} clips) into {work / 'demo'}")
-                run_demo(work / "demo", settings, force=True, on_event=on_event)
-                demo_dir = work / "demo"
             out["accuracy"] = accuracy_table(demo_dir, device=device, on_event=on_event)
     finally:
         if own_tmp is not None:

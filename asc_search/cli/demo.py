@@ -108,6 +108,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"training, {counts.get('completed', 0)} completed, {counts.get('early_stopped', 0)} stopped early by ASHA, "
         f"{counts.get('failed', 0)} failed"
     )
+    if st.get("deployed_weights_bytes") is not None:
+        console.print(f"student deployed as {st['deployed_precision']}: {st['deployed_weights_bytes']:,} bytes of "
+                      f"weights measured from student.onnx; test macro accuracy {f(st.get('test_macro_accuracy'), 'acc')}"
+                      f" ({st['deployed_precision']}, onnxruntime), {f(st.get('test_macro_accuracy_fp32'), 'acc')} "
+                      "(float32)")
     if st.get("unseen_macro_accuracy") is not None:
         console.print(f"student test macro accuracy: seen devices {st.get('seen_macro_accuracy'):.4f}, "
                       f"unseen devices {st.get('unseen_macro_accuracy'):.4f}")

@@ -172,5 +172,9 @@ def run_complexity(args: argparse.Namespace) -> int:
     console.print(table)
     verdict = "[green]within budget[/green]" if report.passed else "[red]over budget[/red]: " + "; ".join(report.failures)
     console.print(f"{verdict}")
+    if complexity.deployed_param_bytes is not None:
+        console.print(f"[dim]param_bytes: the DCASE count (parameters x {dtype} bytes). deployed_param_bytes: the "
+                      f"weights of the {dtype} graph `asc-search export` writes (every BatchNorm folded into the conv "
+                      "before it; an int8 graph keeps its biases as int32); both must fit.[/dim]")
     console.print(f"[dim]{TRAIN_ONLY_NOTE}[/dim]")
     return 1 if args.strict and not report.passed else 0

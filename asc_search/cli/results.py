@@ -51,9 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "export",
         help="export the best feasible student of a run (config, weights, ONNX, test scores, report)",
         description="Take the best completed trial on validation within the run's budget (or --trial ID), "
-        "optionally retrain it from scratch on all of train, score it once on the test split, re-check the "
-        "budget and write student.yaml, student.safetensors, student.onnx (checked with onnxruntime) and "
-        "report.md to --out.",
+        "optionally retrain it from scratch on all of train, deploy it at the budget's param_dtype (int8: static "
+        "quantisation calibrated on training clips, with QAT when --qat-epochs asks; float16; float32), check the "
+        "weight bytes measured from the deployed graph against the budget, score the deployed graph once on the "
+        "test split with onnxruntime beside the float32 model, and write student.yaml, student.safetensors, "
+        "student.onnx (the deployed graph), student.fp32.onnx (the float32 reference) and report.md to --out.",
     )
     p.add_argument("run", metavar="NAME|PATH", help=_RUN_HELP)
     p.add_argument("--out", required=True, help="export folder to create")
@@ -66,7 +68,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="feature cache to score on (default: the one the run used)")
     p.add_argument("--teacher-cache", dest="teacher_cache_dir", metavar="DIR", default=None,
                    help="teacher cache for --retrain (default: the run's)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device for retraining/scoring")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="device for retraining, QAT and float32 scoring (the deployed graph runs on the CPU)")
+    p.add_argument("--qat-epochs", dest="qat_epochs", metavar="N|auto", default="auto",
+                   help="int8 only: epochs of quantisation-aware fine-tuning; auto (default): only when post-training "
+                   "quantisation loses more than 1 point of validation macro accuracy, then 10%% of the trial's "
+                   "epochs (at least 2), keeping the better model; 0: never")
     p.add_argument("--json", action="store_true", help="print the export summary as JSON")
     p.set_defaults(func=_cmd_export)
 
@@ -82,7 +89,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("export_dir", metavar="EXPORT_DIR", help="a folder written by `asc-search export`")
     p.add_argument("inputs", metavar="AUDIO_OR_DIR", nargs="+", help="WAV files or folders (searched for *.wav)")
     p.add_argument("--csv", default=None, metavar="FILE", help="write the predictions to FILE as CSV")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device to run on")
+    p.add_argument("--precision", default="deployed", choices=("deployed", "fp32"),
+                   help="deployed (default): the export's student.onnx at the budget's precision, with onnxruntime "
+                   "on the CPU; fp32: the float32 reference model (torch, on --device)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device for --precision fp32")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -135,6 +145,9 @@ def _cmd_results(args: argparse.Namespace) -> int:
     for col, just in (("rank", "right"), ("trial", "left"), ("status", "left"), ("params", "right"), ("bytes", "right"),
                       ("MACs", "right"), ("val macro acc", "right"), ("val log loss", "right"), ("epochs", "right")):
         board.add_column(col, justify=just)
+    deployed = "val_macro_accuracy_deployed" in res.board and res.board["val_macro_accuracy_deployed"].notna().any()
+    if deployed:
+        board.add_column("val macro acc (deployed)", justify="right")
     for col in res.distill:
         board.add_column(strip_prefix(col), justify="right")
     for _, row in res.board.iterrows():
@@ -142,7 +155,8 @@ def _cmd_results(args: argparse.Namespace) -> int:
             str(row["rank"]) if row["rank"] > 0 else "-", str(row["trial_id"]), str(row["status"]),
             _fmt(row["params"], "int"), _fmt(row["param_bytes"], "int"),
             _fmt(row["macs"], "int"), _fmt(row["val_macro_accuracy"], "acc"), _fmt(row["val_log_loss"], "acc"),
-            _fmt(row["epochs"], "int"), *[_fmt(row[c]) for c in res.distill],
+            _fmt(row["epochs"], "int"), *([_fmt(row["val_macro_accuracy_deployed"], "acc")] if deployed else []),
+            *[_fmt(row[c]) for c in res.distill],
         )
     console.print(board)
 
@@ -209,6 +223,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             teacher_cache_dir=args.teacher_cache_dir,
             device=args.device,
+            qat_epochs=args.qat_epochs,
             on_event=render,
         )
     if args.json:
@@ -224,13 +239,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
     table.add_column("ok")
     for fig, value, limit, ok in summary.budget_rows:
         table.add_row(str(fig), _fmt(value, "int"), _fmt(limit, "int"), "yes" if ok else "NO")
-    table.add_row("test macro accuracy", _fmt(m.get("macro_accuracy"), "acc"), "", "")
-    table.add_row("test log loss", _fmt(m.get("log_loss"), "acc"), "", "")
-    for kind in ("seen", "unseen"):
-        key = f"{kind}_macro_accuracy"
-        if key in summary.extra:
-            table.add_row(f"test macro accuracy, {kind} devices", _fmt(summary.extra[key], "acc"), "", "")
-    table.add_row("ONNX max |diff| vs torch", f"{summary.onnx_max_abs_diff:.2e}", "", "")
+    dep, ref = summary.deployed, summary.metrics_fp32
+    table.add_row(f"deployed weights ({dep['precision']}, measured)", _fmt(dep["weights_bytes"], "int"),
+                  _fmt(dep["max_param_bytes"], "int"), "yes" if dep["within_budget"] else "NO")
+    for key, label in (("macro_accuracy", "test macro accuracy"), ("log_loss", "test log loss"),
+                       ("seen_macro_accuracy", "test macro accuracy, seen devices"),
+                       ("unseen_macro_accuracy", "test macro accuracy, unseen devices")):
+        if m.get(key) is not None:
+            table.add_row(f"{label} ({dep['precision']} / float32)",
+                          f"{_fmt(m.get(key), 'acc')} / {_fmt(ref.get(key), 'acc')}", "", "")
+    qat = dep.get("qat") or {}
+    if qat.get("reason"):
+        table.add_row("QAT", str(qat["reason"]), "", "")
+    table.add_row("ONNX max |diff| vs torch (float32 graph)", f"{summary.onnx_max_abs_diff:.2e}", "", "")
     console.print(table)
     console.print(f"files in {summary.out_dir}: " + ", ".join(p.name for p in summary.files))
     return 0
@@ -254,12 +275,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     if args.csv and Path(args.csv).is_dir():
         raise ConfigError(f"--csv {args.csv} is a folder; expected a file name")
-    result = P.predict_files(args.export_dir, args.inputs, device=args.device)
+    from ._render import Renderer
+
+    with Renderer() as render:
+        result = P.predict_files(args.export_dir, args.inputs, device=args.device, precision=args.precision,
+                                 on_event=render)
     if args.csv:
         P.write_csv(result, args.csv)
     console = _console()
     common, names = _short_paths([row.path for row in result.rows])
-    table = Table(title=f"Predictions of {result.model_name}: {len(result.rows)} file(s) in {common}")
+    table = Table(title=f"Predictions of {result.model_name} ({result.ran}): {len(result.rows)} file(s) in {common}")
     table.add_column("file", overflow="fold", min_width=min(60, max((len(n) for n in names), default=4)))
     table.add_column("scene")
     table.add_column("p(scene)", justify="right")

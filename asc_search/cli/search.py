@@ -128,11 +128,13 @@ class SearchPrinter:
             self.running.discard(number)
             self.epochs.pop(number, None)
             self.done += 1
-            acc = info.get("val_macro_accuracy")
-            if event == "completed" and acc is not None and (self.best is None or acc > self.best[0]):
-                self.best = (acc, number)
+            acc, deployed = info.get("val_macro_accuracy"), info.get("val_macro_accuracy_deployed")
+            ranked = deployed if deployed is not None else acc  # score_precision: deployed ranks by the graph
+            if event == "completed" and ranked is not None and (self.best is None or ranked > self.best[0]):
+                self.best = (ranked, number)
             style = {"completed": "green", "early_stopped": "yellow", "failed": "red"}[event]
             score = f"acc {acc:.3f}" if acc is not None else "no score"
+            score += f", deployed {deployed:.3f}" if deployed is not None else ""
             extra = f" ({str(info['error'])[:80]})" if info.get("error") else ""
             c.print(
                 f"{self._stamp()} trial {number:>4} [{style}]{event.replace('_', '-')}[/{style}] "
@@ -208,9 +210,11 @@ def _run(args: argparse.Namespace) -> int:
     )
     if result.best:
         b = result.best
+        deployed = b.get("val_macro_accuracy_deployed")
         table.add_row(
             "best trial",
-            f"{b['trial_id']}: val macro accuracy {b['val_macro_accuracy']:.4f}, log loss {b['val_log_loss']:.3f}, "
+            f"{b['trial_id']}: val macro accuracy {b['val_macro_accuracy']:.4f}"
+            + (f" (deployed {deployed:.4f})" if deployed is not None else "") + f", log loss {b['val_log_loss']:.3f}, "
             f"{int(b['params']):,} params, {int(b['param_bytes']):,} bytes, {int(b['macs']):,} MACs",
         )
     table.add_row("run folder", str(result.run_dir))

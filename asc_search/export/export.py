@@ -5,8 +5,11 @@ they can trust.
 completed, within the run's budget, best validation macro accuracy) or the trial named, restores its weights from
 its best checkpoint (or, with ``retrain=True``, trains the same architecture, distillation and training settings
 from scratch on all of train: the search's train and validation parts together, for the trial's number of epochs),
-scores it ONCE on the test split, re-checks the budget, checks its ONNX graph against torch, and writes the export
-folder atomically (a temporary folder renamed into place). The run is read through
+quantises it for an int8 budget, with QAT when ``qat_epochs`` asks (:mod:`asc_search.export.qat`), re-checks the
+budget, writes the float32 graph (checked against torch) and the deployed graph at the budget's precision (its weight
+bytes measured from the file: :mod:`asc_search.export.deployed`), scores the deployed graph ONCE on the test split
+with onnxruntime beside the float32 model, and writes the export folder atomically (a temporary folder renamed into
+place). The run is read through
 :mod:`asc_search.search.runfolder` only. Nothing here prints: progress goes to ``on_event``.
 """
 
@@ -19,17 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .._io import jsonable, sha256_file
 from .._io import provenance as stamp
-from .._progress import OnEvent, emit, log
+from .._progress import OnEvent, log
 from ..config import Budget, FeatureProfile
-from ..errors import BudgetError, CacheError, ConfigError, DataError, NotFoundError
+from ..deploy import CALIBRATION_CLIPS, calibration_sample
+from ..errors import ConfigError, NotFoundError
 from ..search.runfolder import (
     SEARCH_FILE,
-    load_best_weights,
     load_trials,
     read_run_record,
     resolve_run,
@@ -37,11 +39,21 @@ from ..search.runfolder import (
     select_trial,
     trial_proposal,
 )
-from .folder import EXPORT_FORMAT, KIND, ONNX_FILE, REPORT_FILE, STUDENT_YAML, WEIGHTS_FILE
-from .onnx import ONNX_CHECK_CLIPS, export_onnx
+from .deployed import (
+    check_measured_bytes,
+    deployed_record,
+    drop,
+    nominal_check,
+    score_graph,
+    score_torch,
+    validation_scores,
+)
+from .folder import EXPORT_FORMAT, KIND, ONNX_FILE, ONNX_FP32_FILE, REPORT_FILE, STUDENT_YAML, WEIGHTS_FILE
+from .inputs import checkpoint_head, from_checkpoint, load_inputs, retrained
+from .qat import quantisation_aware
 from .report import report_markdown
 
-__all__ = ["ExportSummary", "write_export", "export_run", "split_tensors"]
+__all__ = ["ExportSummary", "write_export", "export_run"]
 
 
 @dataclass
@@ -52,13 +64,15 @@ class ExportSummary:
     run_name: str
     trial_id: str
     retrained: bool
-    metrics: dict[str, Any]  # test split: asc_search.training.metrics.score(...)
-    complexity: dict[str, Any]  # BudgetReport.to_dict()
+    metrics: dict[str, Any]  # test split, the DEPLOYED graph run by onnxruntime: asc_search.training.metrics.score
+    complexity: dict[str, Any]  # BudgetReport.to_dict() (the DCASE count and the analytic deployed estimate)
     budget_rows: list[tuple[str, int, int, bool]]
-    onnx_max_abs_diff: float
+    onnx_max_abs_diff: float  # the float32 graph against torch
     files: list[Path] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)  # seen_/unseen_macro_accuracy
+    extra: dict[str, Any] = field(default_factory=dict)  # seen_/unseen_macro_accuracy (deployed)
     record: dict[str, Any] = field(default_factory=dict)  # the content of student.yaml
+    metrics_fp32: dict[str, Any] = field(default_factory=dict)  # test split, the float32 torch model
+    deployed: dict[str, Any] = field(default_factory=dict)  # student.yaml's deployed: block
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +81,8 @@ class ExportSummary:
             "trial_id": self.trial_id,
             "retrained": self.retrained,
             "test": self.metrics,
+            "test_fp32": self.metrics_fp32,
+            "deployed": self.deployed,
             "complexity": self.complexity,
             "onnx_max_abs_diff": self.onnx_max_abs_diff,
             "files": [str(p) for p in self.files],
@@ -85,19 +101,37 @@ def _refuse_existing(out: Path, force: bool) -> None:
                           params=("out",))
 
 
-def _score_test(model: torch.nn.Module, test_x: torch.Tensor, test_y: torch.Tensor, test_table: Any,
-                labels: tuple[str, ...], device: str) -> tuple[dict[str, Any], dict[str, float]]:
-    """The test scores (asc_search.training.metrics.score: seen / unseen devices as macro accuracy) and those two."""
-    from .._runtime import resolve_device
-    from ..training.loop import predict
-    from ..training.metrics import score
+def _deploy_budget(precision: str | None, budget: Budget, calibration_x: Any) -> Budget:
+    """``budget`` at the deployed precision (default: its ``param_dtype``), checked to be one the exporter writes."""
+    from ..deploy import check_precision
 
-    dev = resolve_device(device)
-    logits = predict(model.to(dev), test_x, device=dev)
-    model.cpu().eval()
-    metrics = score(logits, test_y, test_table, labels)
-    seen_unseen = {k: metrics[k] for k in ("seen_macro_accuracy", "unseen_macro_accuracy") if metrics.get(k) is not None}
-    return metrics, seen_unseen
+    precision = check_precision(precision or budget.param_dtype)
+    if precision == "int8" and calibration_x is None:
+        raise ConfigError("an int8 export needs calibration clips (calibration_x: a sample of training clips)",
+                          params=("calibration_x",))
+    return dataclasses.replace(budget, param_dtype=precision)  # the bytes that count are those deployed
+
+
+def _files(tmp: Path, graph: Any) -> dict[str, Any]:
+    """The ``files:`` block: names and sha256 of the weights and graphs."""
+    files = {"weights": WEIGHTS_FILE, "onnx": ONNX_FILE, "report": REPORT_FILE,
+             "weights_sha256": sha256_file(tmp / WEIGHTS_FILE), "onnx_sha256": sha256_file(graph.path)}
+    if graph.reference_path != graph.path:
+        files.update(onnx_fp32=ONNX_FP32_FILE, onnx_fp32_sha256=sha256_file(graph.reference_path))
+    return files
+
+
+def _summary(out: Path, record: dict[str, Any], report: Any) -> ExportSummary:
+    prov, metrics = record["provenance"], record["metrics"]["test"]
+    names = [STUDENT_YAML, WEIGHTS_FILE, ONNX_FILE, *([ONNX_FP32_FILE] if "onnx_fp32" in record["files"] else []),
+             REPORT_FILE]
+    return ExportSummary(
+        out_dir=out, run_name=str(prov["run"]), trial_id=str(prov["trial_id"]), retrained=bool(prov["retrained"]),
+        metrics=metrics, complexity=record["complexity"], budget_rows=[tuple(r) for r in report.rows],
+        onnx_max_abs_diff=record["onnx"]["max_abs_diff"], files=[out / f for f in names],
+        extra={k: metrics[k] for k in ("seen_macro_accuracy", "unseen_macro_accuracy") if metrics.get(k) is not None},
+        record=record, metrics_fp32=record["metrics"]["test_fp32"], deployed=record["deployed"],
+    )
 
 
 def write_export(
@@ -111,6 +145,11 @@ def write_export(
     test_x: torch.Tensor,
     test_y: torch.Tensor,
     test_table: Any,
+    precision: str | None = None,
+    calibration_x: torch.Tensor | None = None,
+    calibration_seed: int = 0,
+    val: tuple[torch.Tensor, torch.Tensor, Any] | None = None,
+    qat: Mapping[str, Any] | None = None,
     distill: Any = None,
     train: Any = None,
     provenance: Mapping[str, Any] | None = None,
@@ -119,34 +158,42 @@ def write_export(
     device: str = "auto",
     on_event: OnEvent | None = None,
 ) -> ExportSummary:
-    """Score ``model`` once on the test split, re-check ``budget``, and write the export folder ``out``
-    atomically. An over-budget model raises BudgetError and writes nothing; an existing ``out`` needs ``force``."""
+    """Check ``budget``, write the float32 graph and the deployed graph at ``precision`` (default: the budget's
+    ``param_dtype``; int8 calibrates on ``calibration_x``, training clips, drawn with ``calibration_seed``), check
+    the deployed graph's measured weight bytes against ``max_param_bytes``, score it with onnxruntime on the test
+    split (and on ``val`` = (x, y, table) when given) beside the float32 model, and write the export folder ``out``
+    atomically. Over budget (counted or measured): BudgetError, nothing written; an existing ``out`` needs ``force``.
+    ``qat``: what the export's QAT step did (recorded)."""
     import yaml
     from safetensors.torch import save_file
 
     from .._io import atomic_output_dir
-    from ..complexity import check_budget, measure
+    from ..deploy import ONNX_CHECK_CLIPS, deploy_model
 
     out = Path(out)
     _refuse_existing(out, force)
+    budget = _deploy_budget(precision, budget, calibration_x)
+    precision = budget.param_dtype
     input_shape = (1, *tuple(int(s) for s in test_x.shape[1:]))
     model = model.cpu().eval()
-    log(on_event, f"re-checking the budget on input {list(input_shape)}")
-    report = check_budget(measure(model, input_shape, dtype=budget.param_dtype), budget)
-    if not report.passed:
-        raise BudgetError(f"the student is over budget ({'; '.join(report.failures)}); refusing to export it")
-    log(on_event, f"scoring once on the test split ({len(test_y)} clips)")
-    metrics, seen_unseen = _score_test(model, test_x, test_y, test_table, labels, device)
+    log(on_event, f"checking the budget on input {list(input_shape)} ({precision})")
+    report = nominal_check(model, input_shape, budget)
+    log(on_event, f"scoring the float32 model on the test split ({len(test_y)} clips)")
+    metrics_fp32 = score_torch(model, test_x, test_y, test_table, labels, device)
     prov = {**stamp(), **dict(provenance or {})}
     for key, default in (("retrained", False), ("run", None), ("trial_id", None)):
         prov.setdefault(key, default)
     with atomic_output_dir(out) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": KIND, "version": str(EXPORT_FORMAT)})
-        log(on_event, "exporting ONNX and checking it with onnxruntime")
+        log(on_event, f"exporting ONNX, deploying it at {precision} and checking it with onnxruntime")
         n_check = min(ONNX_CHECK_CLIPS, int(test_x.shape[0]))
         example = test_x[:n_check].float() if n_check else torch.zeros(input_shape)
-        diff = export_onnx(model, example, tmp / ONNX_FILE)
+        graph = deploy_model(model, tmp, precision, example=example, calibration_x=calibration_x,
+                             seed=calibration_seed, name=ONNX_FILE, reference_name=ONNX_FP32_FILE)
+        check_measured_bytes(graph, budget)
+        log(on_event, f"scoring the deployed {precision} graph on the test split with onnxruntime")
+        metrics = score_graph(graph.path, test_x, test_y, test_table, labels)
         record = jsonable({
             "format": EXPORT_FORMAT,
             "kind": KIND,
@@ -155,127 +202,21 @@ def write_export(
             "distillation": distill if distill is not None else {},
             "training": train if train is not None else {},
             "complexity": report.to_dict(),
-            "metrics": {"test": metrics, "validation": dict(validation or {})},
-            "onnx": {"file": ONNX_FILE, "max_abs_diff": diff, "check_clips": int(example.shape[0]), "input": "x",
-                     "output": "logits"},
-            "files": {"weights": WEIGHTS_FILE, "onnx": ONNX_FILE, "report": REPORT_FILE,
-                      "weights_sha256": sha256_file(tmp / WEIGHTS_FILE), "onnx_sha256": sha256_file(tmp / ONNX_FILE)},
+            "deployed": deployed_record(graph, report.to_dict(), budget, qat, exporter="dynamo"),
+            "metrics": {"test": metrics, "test_fp32": metrics_fp32, "test_drop": drop(metrics, metrics_fp32),
+                        "validation": dict(validation or {}),
+                        "validation_split": validation_scores(model, graph, val, labels, device)},
+            "onnx": {"file": graph.reference_path.name, "max_abs_diff": graph.onnx_max_abs_diff,
+                     "check_clips": int(example.shape[0]), "input": "x", "output": "logits"},
+            "files": _files(tmp, graph),
             "provenance": prov,
         })
         (tmp / STUDENT_YAML).write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
         (tmp / REPORT_FILE).write_text(report_markdown(record), encoding="utf-8")
-    return ExportSummary(
-        out_dir=out, run_name=str(prov["run"]), trial_id=str(prov["trial_id"]), retrained=bool(prov["retrained"]),
-        metrics=record["metrics"]["test"], complexity=record["complexity"], budget_rows=[tuple(r) for r in report.rows],
-        onnx_max_abs_diff=diff, files=[out / f for f in (STUDENT_YAML, WEIGHTS_FILE, ONNX_FILE, REPORT_FILE)],
-        extra=dict(seen_unseen), record=record,
-    )
+    return _summary(out, record, report)
 
 
 # ------------------------------------------------------------------------------------------------ export a run
-
-
-def split_tensors(
-    features: Any, split: Any, targets: Any = None, names: tuple[str, ...] = ("train", "val", "test")
-) -> dict[str, Any]:
-    """{name: (TensorData, table)} for the splits in ``names`` of a feature cache, validation carved from train as
-    the search carves it, teacher targets (when given) aligned by row. Only the splits named are copied out of the
-    cache."""
-    from ..training.loop import TensorData
-
-    out = {}
-    for name, (rows, table) in features.split_indices(split).items():
-        if name not in names:
-            continue
-        idx = torch.from_numpy(rows)
-        y = torch.from_numpy(table["label"].to_numpy(dtype=np.int64, copy=True))
-        logits = emb = None
-        if targets is not None:
-            logits = targets.logits.index_select(0, idx)
-            emb = targets.embeddings.index_select(0, idx)
-        out[name] = (TensorData(features.x.index_select(0, idx), y, logits, emb), table)
-    return out
-
-
-@dataclass
-class _Inputs:
-    """The data an export scores on (and retrains with), and where it came from."""
-
-    features: Any  # FeatureSet (its whole-cache tensor freed)
-    parts: dict[str, Any]  # split_tensors(...)
-    cache_dir: Path
-    teacher_dir: str | None
-    teacher_fingerprint: str | None
-    embedding_shape: tuple[int, ...] | None
-
-
-def _load_inputs(run_dir: Path, spec: Any, proposal: Any, cache_dir: Any, teacher_cache_dir: Any, retrain: bool,
-                 on_event: OnEvent | None) -> _Inputs:
-    """The run's feature cache (or ``cache_dir``), checked against the run; its teacher cache when retraining needs
-    it; the splits copied out (test; train + val too when retraining)."""
-    from ..data.cache import load_features
-
-    record = read_run_record(run_dir)
-    cache = cache_dir or (record.cache_dir if record is not None else None)
-    if cache is None:
-        raise NotFoundError(f"{run_dir} has no run.json naming the feature cache the run used; give cache_dir",
-                            params=("cache_dir",))
-    log(on_event, f"loading the feature cache {cache}")
-    features = load_features(cache)
-    if features.profile.name != spec.profile.name or tuple(features.profile.shape) != tuple(spec.profile.shape):
-        raise CacheError(f"feature cache {cache} has profile {features.profile.name!r} {features.profile.shape} but "
-                         f"the run searched with {spec.profile.name!r} {spec.profile.shape}")
-    if record is not None and cache_dir is None and record.feature_fingerprint != features.fingerprint:
-        raise CacheError(f"feature cache {cache} has fingerprint {features.fingerprint} but the run used "
-                         f"{record.feature_fingerprint}: it was rebuilt since; give cache_dir to score on it anyway",
-                         params=("cache_dir",))
-    teacher_dir = teacher_cache_dir or (record.teacher_cache_dir if record is not None else None)
-    teacher_fp = record.teacher_fingerprint if record is not None else None
-    targets = None
-    if retrain and (proposal.distill.uses_teacher_logits or proposal.distill.uses_embeddings):
-        from ..data.teacher_cache import load_teacher_targets
-
-        targets = load_teacher_targets(features, teacher_dir)
-        teacher_fp = targets.meta.get("teacher_fingerprint")
-    parts = split_tensors(features, spec.split, targets, names=("train", "val", "test") if retrain else ("test",))
-    features.x = None  # the splits it needs are copied out: free the whole-cache tensor
-    return _Inputs(features=features, parts=parts, cache_dir=Path(cache), teacher_dir=teacher_dir and str(teacher_dir),
-                   teacher_fingerprint=teacher_fp,
-                   embedding_shape=tuple(targets.embeddings.shape[1:]) if targets is not None else None)
-
-
-def _retrained(proposal: Any, inputs: _Inputs, device: str, on_event: OnEvent | None) -> tuple[torch.nn.Module, Any]:
-    """The proposal trained from scratch on train + validation, for its number of epochs."""
-    from ..models.build import build_student_and_head
-    from ..training.loop import TensorData, fit
-
-    tr, va = inputs.parts["train"][0], inputs.parts["val"][0]
-
-    def cat(a: Any, b: Any) -> Any:
-        return None if a is None or b is None else torch.cat([a, b])
-
-    all_train = TensorData(cat(tr.x, va.x), cat(tr.y, va.y), cat(tr.teacher_logits, va.teacher_logits),
-                           cat(tr.teacher_emb, va.teacher_emb))
-    model, head = build_student_and_head(proposal.student, proposal.distill, inputs.embedding_shape)
-    train_cfg = proposal.train.replace(device=device)
-    task = f"retraining on all of train ({len(all_train)} clips, epochs)"
-    emit(on_event, "progress", task=task, done=0, total=train_cfg.epochs)
-    result = fit(model, all_train, None, train_cfg, distill=proposal.distill, head=head,
-                 on_epoch=lambda e, m, s: emit(on_event, "progress", task=task, done=e, total=train_cfg.epochs))
-    model.load_state_dict(result.best_state)
-    return model, train_cfg
-
-
-def _from_checkpoint(run_dir: Path, row: Mapping[str, Any], proposal: Any) -> torch.nn.Module:
-    from ..models.student import build_student
-
-    model = build_student(proposal.student)
-    try:
-        model.load_state_dict(load_best_weights(run_dir, row.get("checkpoint_path"), row["trial_id"]))
-    except RuntimeError as exc:
-        raise DataError(f"the checkpoint of trial {row['trial_id']} does not fit its recorded architecture "
-                        f"({str(exc)[:300]})") from None
-    return model
 
 
 def export_run(
@@ -289,13 +230,17 @@ def export_run(
     cache_dir: str | os.PathLike[str] | None = None,
     teacher_cache_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
+    qat_epochs: int | str = "auto",
     on_event: OnEvent | None = None,
 ) -> ExportSummary:
-    """Export the best trial of run ``run`` (or ``trial_id``) to ``out``. See the module docstring."""
+    """Export the best trial of run ``run`` (or ``trial_id``) to ``out`` at the budget's precision; ``qat_epochs``
+    (int8 only): :mod:`asc_search.export.qat`. See the module docstring."""
     from ..search.space import load_space
+    from .qat import parse_qat_epochs
 
     out = Path(out)
     _refuse_existing(out, force)  # before any work
+    qat_epochs = parse_qat_epochs(qat_epochs)
     run_dir = resolve_run(run, results_dir)
     row = select_trial(load_trials(run_dir), trial_id=trial_id, budget=run_budget(run_dir)).to_dict()
     search_file = run_dir / SEARCH_FILE
@@ -304,12 +249,29 @@ def export_run(
     spec = load_space(search_file)
     log(on_event, f"trial {row['trial_id']}: validation macro accuracy {row['val_macro_accuracy']:.4f}, "
                   f"{int(row['param_bytes']):,} bytes, {int(row['macs']):,} MACs")
+    int8 = spec.budget.param_dtype == "int8"
+    if not int8 and qat_epochs not in ("auto", 0):
+        raise ConfigError(f"qat_epochs {qat_epochs}: QAT is for int8 exports, and this run's budget stores "
+                          f"{spec.budget.param_dtype}", params=("qat_epochs",))
     proposal = trial_proposal(row)
-    inputs = _load_inputs(run_dir, spec, proposal, cache_dir, teacher_cache_dir, retrain, on_event)
+    qat = int8 and qat_epochs != 0
+    inputs = load_inputs(run_dir, spec, proposal, cache_dir, teacher_cache_dir, retrain, qat, on_event)
+    head_state = None
     if retrain:
-        model, train_cfg = _retrained(proposal, inputs, device, on_event)
+        model, train_cfg, head_state = retrained(proposal, inputs, device, on_event)
     else:
-        model, train_cfg = _from_checkpoint(run_dir, row, proposal), proposal.train
+        model, train_cfg = from_checkpoint(run_dir, row, proposal), proposal.train
+        head_state = checkpoint_head(run_dir, row) if qat and proposal.distill.uses_embeddings else None
+    calibration = None
+    if int8:
+        train = inputs.parts["train"][0]
+        calibration = train.x[calibration_sample(len(train), CALIBRATION_CLIPS, proposal.train.seed)]
+    qat_record = None
+    if qat:
+        model, qat_record = quantisation_aware(
+            model, proposal, inputs.parts, tuple(inputs.features.labels), qat_epochs=qat_epochs,
+            calibration_x=calibration, seed=proposal.train.seed, device=device,
+            embedding_shape=inputs.embedding_shape, head_state=head_state, on_event=on_event)
     record = read_run_record(run_dir)
     features = inputs.features
     provenance = {
@@ -327,11 +289,13 @@ def export_run(
         "split": dataclasses.asdict(spec.split),
         "proposal_params": proposal.params,
     }
-    test, test_table = inputs.parts["test"]
+    (test, test_table), (val, val_table) = inputs.parts["test"], inputs.parts["val"]
     return write_export(
         out, model, student_config=proposal.student, profile=features.profile, labels=tuple(features.labels),
-        budget=spec.budget, test_x=test.x, test_y=test.y, test_table=test_table,
+        budget=spec.budget, test_x=test.x, test_y=test.y, test_table=test_table, calibration_x=calibration,
+        calibration_seed=proposal.train.seed, val=(val.x, val.y, val_table), qat=qat_record,
         distill=proposal.distill.to_dict(), train=train_cfg.to_dict(), provenance=provenance,
-        validation={k: row.get(k) for k in ("val_macro_accuracy", "val_log_loss", "epochs")},
+        validation={k: row.get(k) for k in ("val_macro_accuracy", "val_macro_accuracy_deployed", "val_log_loss",
+                                             "epochs") if k in row},
         force=force, device=device, on_event=on_event,
     )

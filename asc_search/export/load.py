@@ -31,6 +31,25 @@ class ExportedStudent:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.record["model"]["input_shape"])
 
+    @property
+    def deployed(self) -> dict[str, Any]:
+        """The ``deployed:`` block (for a format-1 folder: float32, ``student.onnx``, ``legacy: True``)."""
+        return self.record["deployed"]
+
+    @property
+    def legacy(self) -> bool:
+        """A folder written before the deployed model existed (export format 1: float32 only)."""
+        return bool(self.deployed.get("legacy"))
+
+    @property
+    def precision(self) -> str:
+        return str(self.deployed["precision"])
+
+    @property
+    def deployed_path(self) -> Path:
+        """The deployed graph (``student.onnx``)."""
+        return self.path / str(self.deployed["file"])
+
 
 def load_export(export_dir: str | os.PathLike[str]) -> ExportedStudent:
     """Read an export folder (student.yaml + student.safetensors) into a ready model."""

@@ -11,6 +11,11 @@ Audio of any sample rate, mono or stereo, any length:
 * the student's class probabilities (softmax of its logits) are averaged over the windows; the scene is the class
   with the highest mean probability.
 
+What runs: by default the deployed graph (``student.onnx``, at the budget's precision: the counted model) with
+onnxruntime on the CPU; ``precision="fp32"`` runs the float32 reference (the torch model from the safetensors
+weights, on ``device``). An export folder written before the deployed model existed (format 1) runs its float32
+model with one warning.
+
 A file that soundfile cannot decode (not audio), an empty file, or one with non-finite samples does not stop the
 others: its row carries the error (a DataError's message naming it) and no scene. A folder is searched recursively
 for ``*.wav`` files; a path that does not exist, or a folder without any, is a NotFoundError.
@@ -20,17 +25,23 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from .._io import atomic_path
-from ..errors import DataError, NotFoundError
+from .._progress import OnEvent, warn
+from ..errors import ConfigError, DataError, NotFoundError
 
-__all__ = ["FilePrediction", "Prediction", "collect_audio", "read_audio", "windows", "predict_files", "write_csv"]
+__all__ = ["PREDICT_PRECISIONS", "FilePrediction", "Prediction", "collect_audio", "read_audio", "windows",
+           "predict_files", "write_csv"]
+
+#: What ``predict_files`` can run: the deployed graph, or the float32 reference.
+PREDICT_PRECISIONS = ("deployed", "fp32")
 
 AUDIO_SUFFIXES = (".wav",)
 #: A trailing remainder at least this fraction of a clip gets its own (end-aligned) window.
@@ -54,6 +65,7 @@ class Prediction:
     model_name: str
     labels: tuple[str, ...]
     rows: list[FilePrediction] = field(default_factory=list)
+    ran: str = ""  # what ran: "int8 graph (onnxruntime)", "float32 model (torch)", ...
 
     @property
     def failed(self) -> list[FilePrediction]:
@@ -109,14 +121,52 @@ def windows(samples: np.ndarray, window: int) -> np.ndarray:
     return np.stack([samples[s : s + window] for s in starts])
 
 
+def _probabilities(exported: Any, precision: str, device: str, batch_size: int,
+                   on_event: OnEvent | None) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """(clips [W, 1, F, T] float32 -> class probabilities [W, K], what runs)."""
+    from .._runtime import resolve_device
+
+    if precision not in PREDICT_PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PREDICT_PRECISIONS)}, got {precision!r}",
+                          params=("precision",))
+    if precision == "deployed" and exported.legacy:
+        warn(on_event, f"{exported.path} was exported by an older asc-search (export format 1): running its float32 "
+                       "model; export the run again to get the deployed int8 / float16 model")
+    if precision == "deployed" and not exported.legacy:
+        from ..deploy import onnx_session, run_onnx
+
+        path = exported.deployed_path
+        if not path.is_file():
+            raise NotFoundError(f"{path} does not exist (the export is incomplete)")
+        session = onnx_session(path, threads=0)
+
+        def run_graph(x: np.ndarray) -> np.ndarray:
+            return torch.softmax(torch.from_numpy(run_onnx(session, x, batch_size=batch_size)), dim=1).numpy()
+
+        return run_graph, f"{exported.precision} graph {path.name} (onnxruntime)"
+    dev = resolve_device(device)
+    model = exported.model.to(dev).eval()
+
+    def run_torch(x: np.ndarray) -> np.ndarray:
+        clips = torch.from_numpy(x)
+        with torch.no_grad():
+            probs = [torch.softmax(model(clips[i : i + batch_size].to(dev)).float(), dim=1).cpu()
+                     for i in range(0, clips.shape[0], batch_size)]
+        return torch.cat(probs).numpy()
+
+    return run_torch, "float32 model (torch)"
+
+
 def predict_files(
     export_dir: str | os.PathLike[str],
     inputs: Sequence[str | os.PathLike[str]],
     device: str = "auto",
     batch_size: int = 64,
+    precision: str = "deployed",
+    on_event: OnEvent | None = None,
 ) -> Prediction:
-    """Scene and class probabilities for every audio file named by ``inputs`` (files or folders)."""
-    from .._runtime import resolve_device
+    """Scene and class probabilities for every audio file named by ``inputs`` (files or folders), from the deployed
+    graph (``precision="deployed"``) or the float32 reference (``"fp32"``, on ``device``)."""
     from ..data.features import LogMel
     from .load import load_export
 
@@ -124,10 +174,9 @@ def predict_files(
     files = collect_audio(inputs)
     profile = exported.profile
     front = LogMel(profile)
-    dev = resolve_device(device)
-    model = exported.model.to(dev).eval()
+    run, ran = _probabilities(exported, precision, device, batch_size, on_event)
     store = np.float16 if profile.storage_dtype == "float16" else np.float32
-    out = Prediction(model_name=str(exported.path), labels=exported.labels)
+    out = Prediction(model_name=str(exported.path), labels=exported.labels, ran=ran)
     for path in files:
         try:
             samples, rate, channels = read_audio(path)
@@ -138,12 +187,7 @@ def predict_files(
         clip = int(round(profile.clip_seconds * rate))
         wins = windows(samples, clip)
         spec = front(wins, rate).astype(store).astype(np.float32)  # as the cache stores it
-        x = torch.from_numpy(spec)[:, None]  # [W, 1, n_mels, n_frames]
-        probs = []
-        with torch.no_grad():
-            for start in range(0, x.shape[0], batch_size):
-                probs.append(torch.softmax(model(x[start : start + batch_size].to(dev)).float(), dim=1).cpu())
-        mean = torch.cat(probs).mean(0).numpy()
+        mean = run(np.ascontiguousarray(spec[:, None])).mean(0)  # [W, 1, n_mels, n_frames] -> mean over windows
         label_probs = {label: float(p) for label, p in zip(exported.labels, mean)}
         out.rows.append(
             FilePrediction(

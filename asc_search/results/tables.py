@@ -26,6 +26,7 @@ from ..search.runfolder import (
     ranked_trials,
     resolve_run,
     run_budget,
+    score_column,
     status_counts,
 )
 
@@ -93,12 +94,12 @@ def pareto_mask(points: np.ndarray, maximise: tuple[bool, ...]) -> np.ndarray:
 
 
 def pareto_front(table: pd.DataFrame) -> pd.DataFrame:
-    """Completed trials not dominated on (validation macro accuracy: max, MACs: min, parameter bytes: min),
-    sorted by MACs."""
+    """Completed trials not dominated on (validation macro accuracy: max, the deployed graph's in a run that scored
+    it; MACs: min; parameter bytes: min), sorted by MACs."""
     done = ranked_trials(table).dropna(subset=["macs", "param_bytes"])
     if done.empty:
         return done.copy()
-    pts = done[["val_macro_accuracy", "macs", "param_bytes"]].to_numpy(dtype=float)
+    pts = done[[score_column(done), "macs", "param_bytes"]].to_numpy(dtype=float)
     front = done[pareto_mask(pts, (True, False, False))]
     return front.sort_values(["macs", "param_bytes"], kind="stable").reset_index(drop=True)
 

@@ -177,7 +177,8 @@ class BudgetedSearcher(Searcher):
         config = proposal.to_dict()
         set_constraints(trial, cost.constraints)
         set_trial_config(trial, json.dumps(config))
-        for key, value in (("params", cost.params), ("param_bytes", cost.param_bytes), ("macs", cost.macs),
+        for key, value in (("params", cost.params), ("param_bytes", cost.param_bytes),
+                           ("deployed_param_bytes", cost.deployed_param_bytes), ("macs", cost.macs),
                            ("cost_s", round(time.perf_counter() - t0, 4)), ("counter", cost.counter)):
             trial.set_user_attr(key, value)
         return trial, config, cost
@@ -213,17 +214,23 @@ class BudgetedSearcher(Searcher):
         self._emit("started", trial_id=trial.number, ray_trial_id=ray_trial_id, params=cost.params, macs=cost.macs)
         return self._trial_config(trial.number, config, cost.to_dict())
 
+    @property
+    def _deployed(self) -> bool:
+        """Whether completed trials are ranked by their deployed graph (``search.score_precision: deployed``)."""
+        return self.spec.search.score_precision == "deployed"
+
     def _stop(self, reason: str, error: type[AscSearchError]) -> None:
         """Stop proposing; keep why in the study itself (the driver reads it after Tune returns)."""
         self.exhausted, self.exhausted_error = reason, error
         self.study.set_user_attr("stop_reason", reason)
         self.study.set_user_attr("stop_error", error.__name__)
 
-    @staticmethod
-    def _trial_config(number: int, config: dict, figures: dict) -> dict:
+    def _trial_config(self, number: int, config: dict, figures: dict) -> dict:
         """The config Tune carries to the trainable (see :mod:`asc_search.search.trainable`)."""
-        return {"trial_id": number, "proposal": config,
-                "cost": {k: int(figures[k]) for k in ("params", "param_bytes", "macs")}}
+        cost = {k: int(figures[k]) for k in ("params", "param_bytes", "deployed_param_bytes", "macs")
+                if figures.get(k) is not None}
+        return {"trial_id": number, "proposal": config, "cost": cost,
+                "deploy": {"precision": self.spec.budget.param_dtype} if self._deployed else None}
 
     def _placeholder_values(self, cost: Cost) -> list[float]:
         return [0.0 if obj == self.METRIC else float(getattr(cost, obj)) for obj in self.spec.search.objectives]
@@ -258,7 +265,8 @@ class BudgetedSearcher(Searcher):
         status = attrs["status"]
         values = None
         if status == Status.COMPLETED:
-            values = [attrs["val_macro_accuracy"] if obj == self.METRIC else float(frozen.user_attrs[obj])
+            score = attrs["val_macro_accuracy_deployed" if self._deployed else "val_macro_accuracy"]
+            values = [score if obj == self.METRIC else float(frozen.user_attrs[obj])
                       for obj in self.spec.search.objectives]
         for key, value in attrs.items():
             if value is not None:
@@ -267,7 +275,7 @@ class BudgetedSearcher(Searcher):
                                                                                                    TrialState.FAIL)
         self.study.tell(number, values=values, state=state)
         self._emit(status.value, trial_id=number, val_macro_accuracy=attrs["val_macro_accuracy"],
-                   epochs=attrs["epochs"], params=frozen.user_attrs.get("params"), macs=frozen.user_attrs.get("macs"),
+                   val_macro_accuracy_deployed=attrs["val_macro_accuracy_deployed"], epochs=attrs["epochs"], params=frozen.user_attrs.get("params"), macs=frozen.user_attrs.get("macs"),
                    error=attrs.get("error"))
 
     def _outcome(self, number: int, ray_trial_id: str, frozen: Any, result: dict, error: bool) -> dict[str, Any]:
@@ -283,7 +291,9 @@ class BudgetedSearcher(Searcher):
             duration = time.time() - float(frozen.user_attrs["started_at"])
         attrs: dict[str, Any] = {"val_macro_accuracy": acc, "val_log_loss": _finite(result.get("val_log_loss")),
                                  "epochs": int(epoch) if epoch is not None else 0, "duration_s": duration,
-                                 "finished_at": time.time(), "resumed_from_epoch": result.get("resumed_from_epoch")}
+                                 "finished_at": time.time(), "resumed_from_epoch": result.get("resumed_from_epoch"),
+                                 "val_macro_accuracy_deployed": _finite(result.get("val_macro_accuracy_deployed")),
+                                 "deploy_s": _finite(result.get("deploy_s"))}
         if error or result.get("diverged") or acc is None or epoch is None:
             attrs["status"] = Status.FAILED
             if error:
@@ -295,6 +305,9 @@ class BudgetedSearcher(Searcher):
                 attrs["error"] = "the trial ended without reporting a validation score"
         elif planned is not None and int(epoch) < int(planned):
             attrs["status"] = Status.EARLY_STOPPED
+        elif self._deployed and attrs["val_macro_accuracy_deployed"] is None:
+            attrs["status"] = Status.FAILED  # trained, but its deployed graph could not be made or scored
+            attrs["error"] = str(result.get("deploy_error") or "the trial ended without its deployed score")[:500]
         else:
             attrs["status"] = Status.COMPLETED
         return attrs

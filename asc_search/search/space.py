@@ -8,7 +8,8 @@ A search file has these top-level sections (``search_spaces/quick.yaml`` is a co
     student:  {...}                     # architecture parameters (StudentConfig fields + n_stages/blocks_per_stage)
     distill:  {...}                     # DistillConfig fields + use_embedding, embed_block
     train:    {...}                     # TrainConfig fields (lr, weight_decay, batch_size, epochs, ...)
-    search:   {...}                     # sampler, seed, num_samples, max_concurrent, asha, resources, objectives
+    search:   {...}                     # sampler, seed, num_samples, max_concurrent, asha, resources, objectives,
+                                        # score_precision (float | deployed)
 
 A parameter is either a plain value (fixed) or a distribution::
 
@@ -43,7 +44,16 @@ from .._yaml import MAX_YAML_BYTES, load_yaml
 from ..config import PROFILES, Budget, FeatureProfile, SplitConfig, get_profile
 from ..errors import ConfigError
 from .rules import Field, Where, config_fields, fmt
-from .spec import EMBED_BLOCK_CHOICES, MISSING, OBJECTIVES, SAMPLERS, ParamSpec, SearchSettings, SearchSpec
+from .spec import (
+    EMBED_BLOCK_CHOICES,
+    MISSING,
+    OBJECTIVES,
+    SAMPLERS,
+    SCORE_PRECISIONS,
+    ParamSpec,
+    SearchSettings,
+    SearchSpec,
+)
 
 __all__ = ["load_space", "resolve_space", "builtin_spaces", "builtin_spaces_dir", "parse_space", "section_keys"]
 
@@ -191,7 +201,8 @@ def _parse_budget(w: Where, raw: Any) -> Budget:
 def _parse_search(w: Where, raw: Any) -> SearchSettings:
     s = w.mapping(raw, "search")
     w.keys(s, "search", ("sampler", "seed", "num_samples", "max_concurrent", "max_consecutive_rejections",
-                         "n_startup_trials", "population_size", "asha", "resources", "max_failures", "objectives"))
+                         "n_startup_trials", "population_size", "asha", "resources", "max_failures", "objectives",
+                         "score_precision"))
     d = SearchSettings()
     positive = Field("int", minimum=1)
     kw: dict[str, Any] = {
@@ -204,6 +215,8 @@ def _parse_search(w: Where, raw: Any) -> SearchSettings:
         "n_startup_trials": w.value(s, "n_startup_trials", "search", Field("int", minimum=0), d.n_startup_trials),
         "population_size": w.value(s, "population_size", "search", Field("int", minimum=2), d.population_size),
         "max_failures": w.value(s, "max_failures", "search", Field("int", minimum=0, maximum=10), d.max_failures),
+        "score_precision": w.value(s, "score_precision", "search", Field("str", choices=SCORE_PRECISIONS),
+                                   d.score_precision),
     }
     asha = w.mapping(s.get("asha"), "search.asha")
     w.keys(asha, "search.asha", ("enabled", "grace_period", "reduction_factor"))

@@ -25,6 +25,7 @@ __all__ = [
     "MISSING",
     "OBJECTIVES",
     "SAMPLERS",
+    "SCORE_PRECISIONS",
     "EMBED_BLOCK_CHOICES",
     "ParamSpec",
     "SearchSettings",
@@ -37,6 +38,9 @@ __all__ = [
 #: Objectives a search may optimise: accuracy is maximised, the two cost figures minimised.
 OBJECTIVES: dict[str, str] = {"val_macro_accuracy": "max", "macs": "min", "param_bytes": "min"}
 SAMPLERS = ("tpe", "random", "nsga2")
+#: What a completed trial is ranked by: its float32 validation macro accuracy, or that of its deployed graph (a
+#: post-training quantisation of its best epoch at the budget's param_dtype, scored with onnxruntime).
+SCORE_PRECISIONS = ("float", "deployed")
 #: Which student block's feature map is matched to the teacher embedding (relative to the proposal's depth).
 EMBED_BLOCK_CHOICES = ("last", "penultimate")
 
@@ -135,6 +139,7 @@ class SearchSettings:
     gpus_per_trial: float = 0.0  # GPUs per trial, fractional allowed (0.25 = four trials share one GPU)
     max_failures: int = 1  # retries of a crashed trial (from its last checkpoint); a diverged trial is not retried
     objectives: tuple[str, ...] = ("val_macro_accuracy",)
+    score_precision: str = "float"  # float | deployed: see SCORE_PRECISIONS
 
     @property
     def directions(self) -> list[str]:
@@ -200,12 +205,13 @@ class Cost:
     """What a proposal costs, measured before any training."""
 
     params: int
-    param_bytes: int
+    param_bytes: int  # the DCASE count: params x bytes of param_dtype
     macs: int
     passed: bool
     constraints: dict[str, float]  # relative excess per limit: > 0 means over budget
     seconds: float = 0.0
     counter: str = "torchinfo"  # who counted: "analytic" (rejected from the config alone) or "torchinfo"
+    deployed_param_bytes: int | None = None  # the deployed graph's weights at param_dtype (BatchNorm folded)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -384,7 +390,9 @@ class SearchSpec:
                               if k in ("base_channels", "channels_multiplier", "expansion_rate", "n_blocks"))
             raise BudgetError(
                 f"{self.source}: even the smallest student of this search space ({shown}) is over the budget: "
-                f"{cost.param_bytes:,} bytes at {b.param_dtype} (limit {b.max_param_bytes:,}) and {cost.macs:,} MACs "
+                f"{cost.param_bytes:,} bytes at {b.param_dtype}"
+                + (f" ({cost.deployed_param_bytes:,} in its deployed graph)" if cost.deployed_param_bytes else "")
+                + f" (limit {b.max_param_bytes:,}) and {cost.macs:,} MACs "
                 f"(limit {b.max_macs:,}); no proposal could ever be trained: lower the student ranges' low ends or "
                 "raise the budget"
             )
@@ -392,23 +400,28 @@ class SearchSpec:
 
     def cost(self, student: Any) -> Cost:
         """Params, parameter bytes and MACs of a student config against the budget; no training (an over-budget config
-        is rejected by the analytic counter in ~0.1 ms, a feasible one confirmed with torchinfo in ~20 ms)."""
+        is rejected by the analytic counter in ~0.1 ms, a feasible one confirmed with torchinfo in ~20 ms).
+
+        Feasible = both byte figures (the DCASE count and the deployed graph's weights) within ``max_param_bytes``
+        and the MACs within ``max_macs``; the ``param_bytes`` constraint is the larger byte figure's excess."""
         from ..complexity import cost_student
 
         t0 = time.perf_counter()
         report = cost_student(student, self.input_shape, self.budget)
         c = report.complexity
+        deployed = c.deployed_param_bytes
         return Cost(
             params=int(c.params),
             param_bytes=int(c.param_bytes),
             macs=int(c.macs),
             passed=bool(report.passed),
             constraints={
-                "param_bytes": c.param_bytes / self.budget.max_param_bytes - 1.0,
+                "param_bytes": max(c.param_bytes, deployed or 0) / self.budget.max_param_bytes - 1.0,
                 "macs": c.macs / self.budget.max_macs - 1.0,
             },
             seconds=time.perf_counter() - t0,
             counter=str(report.counter),
+            deployed_param_bytes=None if deployed is None else int(deployed),
         )
 
     def to_dict(self) -> dict[str, Any]:

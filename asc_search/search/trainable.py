@@ -3,7 +3,13 @@ function trainable that reports every epoch with a checkpoint and resumes from o
 
 The trial config Tune carries (made by :class:`~asc_search.search.searcher.BudgetedSearcher`)::
 
-    {"trial_id": Optuna trial number, "proposal": Proposal.to_dict(), "cost": {"params", "param_bytes", "macs"}}
+    {"trial_id": Optuna trial number, "proposal": Proposal.to_dict(),
+     "cost": {"params", "param_bytes", "deployed_param_bytes", "macs"},
+     "deploy": None | {"precision": the budget's param_dtype}}
+
+With ``deploy`` (``search.score_precision: deployed``), the report of the trial's last epoch also carries
+``val_macro_accuracy_deployed``: its best epoch quantised after training (:func:`deployed_score`) and scored on the
+validation split with onnxruntime. Only a trial that trains all its epochs gets there (ASHA stops the others earlier).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..deploy.quantize import CALIBRATION_CLIPS
 from ..errors import CacheError
 from .runfolder import read_resume_state, write_checkpoint
 from .spec import Proposal, SearchSpec
@@ -23,7 +30,11 @@ from .spec import Proposal, SearchSpec
 if TYPE_CHECKING:
     from ..training.loop import FitState
 
-__all__ = ["prepare_trial_data", "fit_proposal", "train_trial"]
+__all__ = ["TRIAL_CALIBRATION_CLIPS", "prepare_trial_data", "fit_proposal", "deployed_score", "train_trial"]
+
+#: Training clips a trial's post-training quantisation is calibrated on (``score_precision: deployed``): the export's
+#: number, drawn with the same seed from the same clips, so that the export's int8 graph of the trial is the one scored.
+TRIAL_CALIBRATION_CLIPS = CALIBRATION_CLIPS
 
 
 def prepare_trial_data(features: Any, teacher: Any, spec: SearchSpec) -> dict[str, Any]:
@@ -101,6 +112,38 @@ def fit_proposal(
                distill=proposal.distill, head=head, on_epoch=on_epoch, start_state=start_state)
 
 
+def deployed_score(best_state: dict[str, Any], proposal: Proposal, data: dict[str, Any], precision: str,
+                   threads: int = 1) -> dict[str, Any]:
+    """``val_macro_accuracy_deployed`` of the student with ``best_state``: its graph at ``precision`` (the TorchScript
+    exporter, :data:`TRIAL_CALIBRATION_CLIPS` training clips to calibrate int8, seeded by the trial's seed) scored on
+    the trial's validation clips with onnxruntime on ``threads`` threads; ``deploy_s`` its cost in seconds. A graph
+    onnxruntime cannot make gives NaN and ``deploy_error`` (the trial is then recorded as failed)."""
+    import time
+
+    import torch
+
+    from ..deploy import deploy_model, run_onnx
+    from ..errors import AscSearchError
+    from ..models.student import build_student
+    from ..training.metrics import macro_accuracy
+
+    started = time.perf_counter()
+    model = build_student(proposal.student)
+    model.load_state_dict(best_state)
+    val_x, val_y = torch.from_numpy(np.asarray(data["val_x"])), torch.from_numpy(np.asarray(data["val_y"]))
+    try:
+        with tempfile.TemporaryDirectory(prefix="asc-deploy-") as d:
+            graph = deploy_model(model, d, precision, example=val_x[:64], calibration_x=np.asarray(data["train_x"]),
+                                 seed=proposal.train.seed, fast=True, calibration_clips=TRIAL_CALIBRATION_CLIPS,
+                                 threads=threads)
+            logits = torch.from_numpy(run_onnx(graph.path, val_x, threads=threads))
+    except AscSearchError as exc:
+        return {"val_macro_accuracy_deployed": float("nan"), "deploy_error": f"{precision} graph: {exc}"[:500],
+                "deploy_s": time.perf_counter() - started}
+    return {"val_macro_accuracy_deployed": macro_accuracy(logits, val_y, proposal.student.n_classes),
+            "deploy_s": time.perf_counter() - started}
+
+
 def _epoch_report(epoch: int, metrics: dict[str, Any], state: FitState, fixed: dict[str, Any]) -> dict[str, Any]:
     nan = float("nan")
     return {
@@ -137,13 +180,19 @@ def train_trial(config: dict[str, Any], data: dict[str, Any]) -> None:
     fixed = {"epochs_planned": proposal.train.epochs, "resumed_from_epoch": last_epoch,
              **{k: int(v) for k, v in config["cost"].items()}}
 
+    deploy = config.get("deploy")
+
     def on_epoch(epoch: int, metrics: dict[str, Any], state: FitState) -> None:
         nonlocal last_epoch
         last_epoch = epoch
+        report = _epoch_report(epoch, metrics, state, fixed)
+        if deploy and epoch >= proposal.train.epochs:  # the last epoch: ASHA may stop the trial on this report
+            report.update(deployed_score(state.best_state or state.model, proposal, data, deploy["precision"],
+                                         threads=max(1, proposal.train.num_threads)))
         with tempfile.TemporaryDirectory() as d:
             write_checkpoint(d, trial_id=trial_id, ray_trial_id=tune.get_context().get_trial_id(), epoch=epoch,
                              state=state, student_config=proposal.student.to_dict())
-            tune.report(_epoch_report(epoch, metrics, state, fixed), checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
 
     try:
         fit_proposal(config, data, on_epoch=on_epoch, start_state=start_state)

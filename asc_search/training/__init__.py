@@ -1,6 +1,6 @@
 """Training building blocks, one idea per module: ``config`` (TrainConfig), ``data`` (TensorData), ``loop`` (the one
 fit loop and its FitState), ``losses`` (distillation), ``augment``, ``metrics`` (DCASE scores), ``inference``
-(the one batched forward loop)."""
+(the one batched forward loop), ``qat`` (quantisation-aware fine-tuning through fit)."""
 
 from .augment import Masking, freq_mixstyle, mixup, time_roll
 from .config import OPTIMIZERS, TrainConfig
@@ -9,6 +9,7 @@ from .inference import predict
 from .loop import DivergedError, FitResult, FitState, fit
 from .losses import EMB_LOSSES, DistillConfig, distill_terms
 from .metrics import LOG_LOSS_EPS, accuracy, log_loss, macro_accuracy, per_class_accuracy, score
+from .qat import QatStudent, qat_finetune
 
 __all__ = [
     "OPTIMIZERS",
@@ -32,4 +33,6 @@ __all__ = [
     "log_loss",
     "per_class_accuracy",
     "score",
+    "QatStudent",
+    "qat_finetune",
 ]

@@ -56,6 +56,7 @@ from .layout import (
 from .lock import LOCK_FILE, NAME_MAX, RunInUseError, RunLock, check_run_name, lock_run, locked_run, run_holder
 from .record import RunRecord, is_running, read_run_record, run_budget, space_file_record, study_name, write_run_record
 from .trials import (
+    DEPLOYED_SCORE,
     PARAM_PREFIX,
     RANKING,
     REQUIRED_COLUMNS,
@@ -66,9 +67,11 @@ from .trials import (
     param_columns,
     rank,
     ranked_trials,
+    score_column,
     select_trial,
     status_counts,
     trial_proposal,
+    within_budget,
     write_trials_table,
 )
 
@@ -120,6 +123,9 @@ __all__ = [
     "TRIAL_COLUMNS",
     "REQUIRED_COLUMNS",
     "RANKING",
+    "DEPLOYED_SCORE",
+    "score_column",
+    "within_budget",
     "build_trials_table",
     "write_trials_table",
     "load_trials",

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,6 +92,11 @@ def run_holder(run_dir: str | os.PathLike[str]) -> dict | None:
 
 def _in_use(run_dir: Path, name: str) -> RunInUseError:
     holder = run_holder(run_dir) or {}
+    for _ in range(20):  # the holder writes who it is just after taking the lock: give it a moment
+        if holder.get("pid"):
+            break
+        time.sleep(0.05)
+        holder = run_holder(run_dir) or {}
     who = f"pid {holder.get('pid', '?')}"
     if holder.get("host") and holder.get("host") != socket.gethostname():
         who += f" on {holder['host']}"
@@ -153,15 +159,15 @@ def lock_run(run_dir: str | os.PathLike[str], name: str, new: bool) -> RunLock:
     fd = _try_lock(run_dir)
     if fd is None:
         raise _in_use(run_dir, name)
+    stamp = {"pid": os.getpid(), "host": socket.gethostname(),
+             "started_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(stamp) + "\n").encode("utf-8"), 0)
     lock = RunLock(run_dir, fd, created, created_parent)
     if new and any(p.name != LOCK_FILE for p in run_dir.iterdir()):
         lock.release()
         raise ConfigError(f"{run_dir} already exists: resume that run, or choose another name",
                           params=("resume", "name"))
-    stamp = {"pid": os.getpid(), "host": socket.gethostname(),
-             "started_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, (json.dumps(stamp) + "\n").encode("utf-8"), 0)
     return lock
 
 

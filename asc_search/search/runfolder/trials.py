@@ -7,11 +7,15 @@ number, which also orders proposals in time. ``ray_trial_id`` is Tune's id of th
 Columns, in order (:data:`TRIAL_COLUMNS`; the study's trial user attributes carry them under the same names):
 ``trial_id``, ``status`` (:class:`~asc_search.search.runfolder.layout.Status`), one ``p_<name>`` per searched
 parameter (a conditional one a trial did not draw holds the file's ``default:``, else null), ``params``,
-``param_bytes``, ``macs``, ``val_macro_accuracy``, ``val_log_loss``, ``epochs`` (epochs trained), ``duration_s``
-(training time; for a rejected proposal the time to cost it), ``constraint_param_bytes``, ``constraint_macs``
-(relative excess over each limit, > 0: over budget), ``cost_s``, ``counter`` (analytic | torchinfo),
-``ray_trial_id``, ``checkpoint_path`` (relative to the run folder), ``resumed_from_epoch``, ``error``,
-``started_at``, ``config`` (the proposal as JSON: :meth:`asc_search.search.spec.Proposal.from_dict`).
+``param_bytes`` (the DCASE count: params x bytes of param_dtype), ``deployed_param_bytes`` (the deployed graph's
+weights, BatchNorm folded; null in runs made before it was counted), ``macs``, ``val_macro_accuracy`` (float32),
+``val_macro_accuracy_deployed`` (``search.score_precision: deployed``: the deployed graph's, completed trials only;
+NaN otherwise), ``val_log_loss``, ``epochs`` (epochs trained), ``duration_s`` (training time; for a rejected
+proposal the time to cost it), ``constraint_param_bytes`` (relative excess of the larger byte figure over
+max_param_bytes), ``constraint_macs`` (> 0: over budget), ``cost_s``, ``deploy_s`` (the deployed scoring's time),
+``counter`` (analytic | torchinfo), ``ray_trial_id``, ``checkpoint_path`` (relative to the run folder),
+``resumed_from_epoch``, ``error``, ``started_at``, ``config`` (the proposal as JSON:
+:meth:`asc_search.search.spec.Proposal.from_dict`).
 """
 
 from __future__ import annotations
@@ -38,14 +42,17 @@ TRIAL_COLUMNS: dict[str, str] = {
     "status": "object",
     "params": "Int64",
     "param_bytes": "Int64",
+    "deployed_param_bytes": "Int64",
     "macs": "Int64",
     "val_macro_accuracy": "float64",
+    "val_macro_accuracy_deployed": "float64",
     "val_log_loss": "float64",
     "epochs": "Int64",
     "duration_s": "float64",
     "constraint_param_bytes": "float64",
     "constraint_macs": "float64",
     "cost_s": "float64",
+    "deploy_s": "float64",
     "counter": "object",
     "ray_trial_id": "object",
     "checkpoint_path": "object",
@@ -57,10 +64,13 @@ TRIAL_COLUMNS: dict[str, str] = {
 #: What a table must hold to be read (a hand-made table may hold no more).
 REQUIRED_COLUMNS: tuple[str, ...] = ("trial_id", "status", "params", "param_bytes", "macs", "val_macro_accuracy",
                                      "val_log_loss", "epochs", "duration_s")
-#: THE ranking of completed trials: higher validation macro accuracy, then lower log loss, then fewer MACs.
+#: THE ranking of completed trials: higher validation macro accuracy (:func:`score_column`: the deployed graph's in a
+#: run with ``score_precision: deployed``), then lower log loss, then fewer MACs.
 RANKING: tuple[tuple[str, bool], ...] = (("val_macro_accuracy", False), ("val_log_loss", True), ("macs", True))
+DEPLOYED_SCORE = "val_macro_accuracy_deployed"
 #: Columns copied from the trial's user attributes as they are.
-_ATTRIBUTE_COLUMNS = ("params", "param_bytes", "macs", "cost_s", "counter", "ray_trial_id", "resumed_from_epoch")
+_ATTRIBUTE_COLUMNS = ("params", "param_bytes", "deployed_param_bytes", "macs", "cost_s", "deploy_s", "counter",
+                      "ray_trial_id", "resumed_from_epoch")
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -86,6 +96,7 @@ def _row(t: Any, status: str, names: list[str], defaults: dict[str, Any], checkp
     row.update({col: ua.get(col) for col in _ATTRIBUTE_COLUMNS})
     row.update(
         val_macro_accuracy=ua.get("val_macro_accuracy", math.nan),
+        val_macro_accuracy_deployed=ua.get(DEPLOYED_SCORE, math.nan),
         val_log_loss=ua.get("val_log_loss", math.nan),
         epochs=ua.get("epochs", 0),
         duration_s=ua.get("duration_s", ua.get("cost_s", 0.0)),
@@ -202,25 +213,47 @@ def trial_proposal(row: Any) -> Any:
 # ------------------------------------------------------------------------------------------------ the best trial
 
 
-def rank(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` sorted by :data:`RANKING` (missing values last), best first."""
-    return frame.sort_values([c for c, _ in RANKING], ascending=[a for _, a in RANKING], kind="stable",
-                             na_position="last")
+def score_column(table: pd.DataFrame) -> str:
+    """The validation score completed trials are ranked by: ``val_macro_accuracy_deployed`` in a run that scored
+    its trials' deployed graphs (``search.score_precision: deployed``: the column holds values), else
+    ``val_macro_accuracy``."""
+    done = table[table["status"] == Status.COMPLETED] if "status" in table.columns else table
+    if DEPLOYED_SCORE in done.columns and pd.to_numeric(done[DEPLOYED_SCORE], errors="coerce").notna().any():
+        return DEPLOYED_SCORE
+    return "val_macro_accuracy"
+
+
+def rank(frame: pd.DataFrame, score: str | None = None) -> pd.DataFrame:
+    """``frame`` sorted by :data:`RANKING` with ``score`` (default :func:`score_column`) as the validation score
+    (missing values last), best first."""
+    keys = [(score or score_column(frame), False), *RANKING[1:]]
+    return frame.sort_values([c for c, _ in keys], ascending=[a for _, a in keys], kind="stable", na_position="last")
 
 
 def ranked_trials(table: pd.DataFrame) -> pd.DataFrame:
     """The completed trials with a validation score, best first. Early-stopped trials are never ranked among them
     (their score is from fewer epochs), nor failed or rejected ones."""
-    done = table[(table["status"] == Status.COMPLETED) & table["val_macro_accuracy"].notna()]
-    return rank(done).reset_index(drop=True)
+    score = score_column(table)
+    done = table[(table["status"] == Status.COMPLETED) & pd.to_numeric(table[score], errors="coerce").notna()]
+    return rank(done, score).reset_index(drop=True)
+
+
+def within_budget(frame: pd.DataFrame, budget: Budget) -> pd.Series:
+    """Rows whose parameter bytes (the DCASE count and, where recorded, the deployed graph's) and MACs fit."""
+    ok = (frame["param_bytes"] <= budget.max_param_bytes) & (frame["macs"] <= budget.max_macs)
+    if "deployed_param_bytes" in frame.columns:
+        deployed = pd.to_numeric(frame["deployed_param_bytes"], errors="coerce")
+        ok &= deployed.isna() | (deployed <= budget.max_param_bytes)
+    return ok
 
 
 def best_trial(table: pd.DataFrame, budget: Budget | None = None) -> pd.Series | None:
-    """THE best trial: completed, within ``budget`` (when given), highest validation macro accuracy; ties go to
-    the lower validation log loss, then to fewer MACs. None when no trial qualifies."""
+    """THE best trial: completed, within ``budget`` (when given: both byte figures and the MACs), highest
+    validation macro accuracy (:func:`score_column`); ties go to the lower validation log loss, then to fewer MACs.
+    None when no trial qualifies."""
     ranked = ranked_trials(table)
     if budget is not None:
-        ranked = ranked[(ranked["param_bytes"] <= budget.max_param_bytes) & (ranked["macs"] <= budget.max_macs)]
+        ranked = ranked[within_budget(ranked, budget)]
     return ranked.iloc[0] if len(ranked) else None
 
 
