@@ -295,8 +295,10 @@ def build_feature_cache_report(
     on_event: OnEvent | None = None,
 ) -> BuildReport:
     """Like :func:`build_feature_cache`, but says whether the cache was reused, how many clips and how long.
-    ``on_event`` receives ``progress`` events (clips done) while the cache is built, and a ``warning`` when a reused
-    cache has the older layout (with the commands that move it to the current one)."""
+    ``on_event`` receives ``progress`` events (clips done) while the cache is built, a ``warning`` per class that
+    looks like a label typo (:func:`asc_search.data.checks.label_problems`) and a ``warning`` when a reused cache has
+    the older layout (with the commands that move it to the current one)."""
+    from .checks import label_problems
     from .tau import read_meta, read_tau
 
     started = time.perf_counter()
@@ -305,6 +307,8 @@ def build_feature_cache_report(
     cache_dir = Path(cache_dir)
     table = read_tau(root, labels)
     label_tuple = tuple(table.attrs["labels"])
+    for message in label_problems(table, label_tuple):
+        warn(on_event, message)
     meta_row = {name: i + 2 for i, name in enumerate(read_meta(root)["filename"].tolist())}
     rows = [meta_row[name] for name in table["filename"].tolist()]
     data_fp, data_bytes = dataset_fingerprint(root, table, rows)

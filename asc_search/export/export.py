@@ -6,7 +6,12 @@ completed, within the run's budget, best validation macro accuracy) or the trial
 its best checkpoint (or, with ``retrain=True``, trains the same architecture, distillation and training settings
 from scratch on all of train: the search's train and validation parts together, for the trial's number of epochs),
 scores it ONCE on the test split, re-checks the budget, checks its ONNX graph against torch, and writes the export
-folder atomically (a temporary folder renamed into place). The run is read through
+folder atomically (a temporary folder renamed into place). The record says how the trial compares with the run's
+best reference arm on validation and repeats the run's warnings (plus the winner's own: near chance, a
+reference). With ``seeds=N`` the trial's configuration is also retrained N times on the search's train part
+(epoch chosen on its validation part, :func:`asc_search.training.seeds.train_seeds`) and the test macro accuracy is
+reported as mean ± sd over those seeds; the exported weights stay those of the search's own run (or of the
+retraining). The run is read through
 :mod:`asc_search.search.runfolder` only. Nothing here prints: progress goes to ``on_event``.
 """
 
@@ -24,7 +29,7 @@ import torch
 
 from .._io import jsonable, sha256_file
 from .._io import provenance as stamp
-from .._progress import OnEvent, emit, log
+from .._progress import OnEvent, emit, log, warn
 from ..config import Budget, FeatureProfile
 from ..errors import BudgetError, CacheError, ConfigError, DataError, NotFoundError
 from ..search.runfolder import (
@@ -71,6 +76,7 @@ class ExportSummary:
             "onnx_max_abs_diff": self.onnx_max_abs_diff,
             "files": [str(p) for p in self.files],
             **self.extra,
+            **{k: self.record.get(k) for k in ("against_reference", "warnings", "seeds") if k in self.record},
         }
 
 
@@ -117,10 +123,12 @@ def write_export(
     validation: Mapping[str, Any] | None = None,
     force: bool = False,
     device: str = "auto",
+    evidence: Mapping[str, Any] | None = None,
     on_event: OnEvent | None = None,
 ) -> ExportSummary:
     """Score ``model`` once on the test split, re-check ``budget``, and write the export folder ``out``
-    atomically. An over-budget model raises BudgetError and writes nothing; an existing ``out`` needs ``force``."""
+    atomically. An over-budget model raises BudgetError and writes nothing; an existing ``out`` needs ``force``.
+    ``evidence``: record keys about how far to trust it (``against_reference``, ``warnings``, ``seeds``)."""
     import yaml
     from safetensors.torch import save_file
 
@@ -161,6 +169,7 @@ def write_export(
             "files": {"weights": WEIGHTS_FILE, "onnx": ONNX_FILE, "report": REPORT_FILE,
                       "weights_sha256": sha256_file(tmp / WEIGHTS_FILE), "onnx_sha256": sha256_file(tmp / ONNX_FILE)},
             "provenance": prov,
+            **{k: v for k, v in dict(evidence or {}).items() if k in ("against_reference", "warnings", "seeds")},
         })
         (tmp / STUDENT_YAML).write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
         (tmp / REPORT_FILE).write_text(report_markdown(record), encoding="utf-8")
@@ -209,10 +218,10 @@ class _Inputs:
     embedding_shape: tuple[int, ...] | None
 
 
-def _load_inputs(run_dir: Path, spec: Any, proposal: Any, cache_dir: Any, teacher_cache_dir: Any, retrain: bool,
+def _load_inputs(run_dir: Path, spec: Any, proposal: Any, cache_dir: Any, teacher_cache_dir: Any, train_parts: bool,
                  on_event: OnEvent | None) -> _Inputs:
-    """The run's feature cache (or ``cache_dir``), checked against the run; its teacher cache when retraining needs
-    it; the splits copied out (test; train + val too when retraining)."""
+    """The run's feature cache (or ``cache_dir``), checked against the run; its teacher cache when training needs
+    it; the splits copied out (test; train + val too when ``train_parts``: retraining, or seeds)."""
     from ..data.cache import load_features
 
     record = read_run_record(run_dir)
@@ -232,12 +241,12 @@ def _load_inputs(run_dir: Path, spec: Any, proposal: Any, cache_dir: Any, teache
     teacher_dir = teacher_cache_dir or (record.teacher_cache_dir if record is not None else None)
     teacher_fp = record.teacher_fingerprint if record is not None else None
     targets = None
-    if retrain and (proposal.distill.uses_teacher_logits or proposal.distill.uses_embeddings):
+    if train_parts and (proposal.distill.uses_teacher_logits or proposal.distill.uses_embeddings):
         from ..data.teacher_cache import load_teacher_targets
 
         targets = load_teacher_targets(features, teacher_dir)
         teacher_fp = targets.meta.get("teacher_fingerprint")
-    parts = split_tensors(features, spec.split, targets, names=("train", "val", "test") if retrain else ("test",))
+    parts = split_tensors(features, spec.split, targets, names=("train", "val", "test") if train_parts else ("test",))
     features.x = None  # the splits it needs are copied out: free the whole-cache tensor
     return _Inputs(features=features, parts=parts, cache_dir=Path(cache), teacher_dir=teacher_dir and str(teacher_dir),
                    teacher_fingerprint=teacher_fp,
@@ -289,15 +298,22 @@ def export_run(
     cache_dir: str | os.PathLike[str] | None = None,
     teacher_cache_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
+    seeds: int | None = None,
+    threads: int | None = None,
     on_event: OnEvent | None = None,
 ) -> ExportSummary:
-    """Export the best trial of run ``run`` (or ``trial_id``) to ``out``. See the module docstring."""
+    """Export the best trial of run ``run`` (or ``trial_id``) to ``out``; ``seeds``: retrain its configuration that
+    many times for a mean ± sd of its test score (``threads`` torch threads each, default all cores). See the module
+    docstring."""
     from ..search.space import load_space
 
     out = Path(out)
     _refuse_existing(out, force)  # before any work
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
+        raise ConfigError(f"seeds must be a positive integer, got {seeds!r}", params=("seeds",))
     run_dir = resolve_run(run, results_dir)
-    row = select_trial(load_trials(run_dir), trial_id=trial_id, budget=run_budget(run_dir)).to_dict()
+    table = load_trials(run_dir)
+    row = select_trial(table, trial_id=trial_id, budget=run_budget(run_dir)).to_dict()
     search_file = run_dir / SEARCH_FILE
     if not search_file.is_file():
         raise NotFoundError(f"{search_file} does not exist: cannot tell the run's budget, profile and split")
@@ -305,7 +321,7 @@ def export_run(
     log(on_event, f"trial {row['trial_id']}: validation macro accuracy {row['val_macro_accuracy']:.4f}, "
                   f"{int(row['param_bytes']):,} bytes, {int(row['macs']):,} MACs")
     proposal = trial_proposal(row)
-    inputs = _load_inputs(run_dir, spec, proposal, cache_dir, teacher_cache_dir, retrain, on_event)
+    inputs = _load_inputs(run_dir, spec, proposal, cache_dir, teacher_cache_dir, retrain or bool(seeds), on_event)
     if retrain:
         model, train_cfg = _retrained(proposal, inputs, device, on_event)
     else:
@@ -328,10 +344,44 @@ def export_run(
         "proposal_params": proposal.params,
     }
     test, test_table = inputs.parts["test"]
+    evidence = _evidence(run_dir, table, row, spec, inputs, seeds, retrain, device, threads, on_event)
     return write_export(
         out, model, student_config=proposal.student, profile=features.profile, labels=tuple(features.labels),
         budget=spec.budget, test_x=test.x, test_y=test.y, test_table=test_table,
         distill=proposal.distill.to_dict(), train=train_cfg.to_dict(), provenance=provenance,
         validation={k: row.get(k) for k in ("val_macro_accuracy", "val_log_loss", "epochs")},
-        force=force, device=device, on_event=on_event,
+        force=force, device=device, evidence=evidence, on_event=on_event,
     )
+
+
+def _evidence(run_dir: Path, table: Any, row: Mapping[str, Any], spec: Any, inputs: _Inputs, seeds: int | None,
+              retrain: bool, device: str, threads: int | None, on_event: OnEvent | None) -> dict[str, Any]:
+    """How far to trust the exported trial: against the best reference, the warnings, and (``seeds``) its test
+    score over seeds."""
+    from ..search.caveats import winner_caveats
+    from ..search.runfolder import reference_margin
+
+    labels = tuple(inputs.features.labels)
+    record = read_run_record(run_dir)
+    margin = reference_margin(table, row, spec.budget)
+    if margin is not None:
+        log(on_event, f"trial {row['trial_id']}: {margin['text']}")
+    warnings = list(dict.fromkeys([*(record.warnings if record else []), *winner_caveats(row, len(labels))]))
+    for message in warnings:
+        warn(on_event, message)
+    out: dict[str, Any] = {"against_reference": margin, "warnings": warnings}
+    if seeds:
+        from ..training.seeds import summarise_runs, train_seeds
+
+        proposal = trial_proposal(row)
+        first = int(proposal.train.seed)
+        runs = train_seeds(proposal.student, proposal.distill, proposal.train, inputs.parts,
+                           list(range(first, first + seeds)), labels=labels, embedding_shape=inputs.embedding_shape,
+                           device=device, threads=threads, task=f"trial {row['trial_id']} over seeds", on_event=on_event)
+        weights = (f"retrained on all of train with seed {first}" if retrain else
+                   f"the search's own run of trial {row['trial_id']} (seed {first}, its best validation epoch)")
+        out["seeds"] = {"seeds": [r["seed"] for r in runs], "runs": runs, **summarise_runs(runs),
+                        "weights": weights,
+                        "how": "each seed trained on the search's train part, epoch chosen on its validation part, "
+                               "test split scored once per seed"}
+    return out

@@ -43,6 +43,8 @@ def report_markdown(record: Mapping[str, Any]) -> str:
             lines.append(f"- macro accuracy on {kind} devices: {test[f'{kind}_macro_accuracy']:.4f}")
     if val.get("val_macro_accuracy") is not None:
         lines.append(f"- validation macro accuracy during the search: {val['val_macro_accuracy']:.4f}")
+    if record.get("against_reference"):
+        lines.append(f"- against the search's reference arms: {record['against_reference']['text']}")
     if test.get("per_device"):
         lines += ["", "| device | seen | macro accuracy | clips |", "|---|:---:|---:|---:|"]
         for dev, d in test["per_device"].items():
@@ -53,6 +55,9 @@ def report_markdown(record: Mapping[str, Any]) -> str:
         lines += ["", "| class | accuracy |", "|---|---:|"]
         for label, acc in test["per_class"].items():
             lines.append(f"| {label} | {'-' if acc is None else f'{acc:.4f}'} |")
+    lines += _seeds_lines(record.get("seeds"))
+    if record.get("warnings"):
+        lines += ["", "## Warnings", ""] + [f"- {m}" for m in record["warnings"]]
     d, t = record["distillation"], record["training"]
     lines += ["", "## Training", ""]
     if d:
@@ -74,3 +79,26 @@ def report_markdown(record: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _seeds_lines(seeds: Mapping[str, Any] | None) -> list[str]:
+    """The evidence over seeds (export ``seeds=N``) as report lines."""
+    if not seeds:
+        return []
+
+    def pm(stat: Mapping[str, Any]) -> str:
+        if stat.get("mean") is None:
+            return "-"
+        return f"{stat['mean']:.4f}" + (f" ± {stat['sd']:.4f}" if stat.get("sd") is not None else "")
+
+    return [
+        "",
+        f"## Over {len(seeds['seeds'])} seeds ({', '.join(str(s) for s in seeds['seeds'])})",
+        "",
+        f"{seeds['how']}; mean ± sample sd over seeds.",
+        "",
+        f"- test macro accuracy: **{pm(seeds['test_macro_accuracy'])}**",
+        f"- unseen-device test macro accuracy: {pm(seeds['test_unseen_macro_accuracy'])}",
+        f"- validation macro accuracy: {pm(seeds['val_macro_accuracy'])}",
+        f"- the exported weights are those of {seeds['weights']}",
+    ]

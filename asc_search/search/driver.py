@@ -5,14 +5,19 @@ One search writes the run folder ``RESULTS_DIR/NAME/`` (:mod:`asc_search.search.
 1. **prepare** the search file and the run folder (a new run, or the run to resume with its own search.yaml);
 2. **load** the feature cache and the teacher cache, keep only the train and validation rows (validation = whole
    recording locations carved from train; the test split never reaches a trial) as the trial data, put in Ray's
-   object store ONCE (``tune.with_parameters``): every trial on a node maps the same shared-memory copy;
+   object store ONCE (``tune.with_parameters``): every trial on a node maps the same shared-memory copy; check the
+   data for what a user should know (:mod:`asc_search.search.caveats`) and cost the reference arms
+   (:mod:`asc_search.search.references`);
 3. **connect** to Ray (local, or a cluster by address) and refuse per-trial resources no node has;
-4. **record** what produces the run (search.yaml, run.json) and create the study;
+4. **record** what produces the run (search.yaml, run.json) and create the study; a new study gets the reference
+   arms enqueued before any sampled proposal;
 5. **tune**: :class:`~asc_search.search.searcher.BudgetedSearcher` proposes (over-budget proposals never become
-   trials), :func:`~asc_search.search.trainable.train_trial` trains each one, ASHA (on ``val_macro_accuracy``,
-   ``time_attr=epoch``) stops hopeless ones; a diverged trial ends without retry, a crashed one is retried
-   ``search.max_failures`` times from its last checkpoint, then recorded as failed;
-6. **summarise**: trials.parquet, the counts, the best trial and the run's state in run.json.
+   trials), :func:`~asc_search.search.trainable.train_trial` trains each one, ASHA (on ``val_macro_accuracy``, over
+   epochs or optimiser steps: :mod:`asc_search.search.scheduler`) stops hopeless ones but never a reference; a
+   diverged trial ends without retry, a crashed one is retried ``search.max_failures`` times from its last
+   checkpoint, then recorded as failed. Tune runs ``num_samples`` + the references that will train;
+6. **summarise**: trials.parquet, the counts, the best trial (references included) against the best reference,
+   the warnings and the run's state in run.json.
 
 For a cache too large for the object store, point the trials at storage every node shares instead (the same
 Parquet caches, read once per trial process); not wired here because the object store holds the DCASE-sized caches
@@ -34,9 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from .._io import now_utc, provenance, write_text_atomic
-from .._progress import OnEvent, emit
+from .._progress import OnEvent, emit, warn
 from .._runtime import connect_ray, quiet_ray_env
 from ..errors import BudgetError, CacheError, ConfigError, NotFoundError
+from .caveats import data_caveats, winner_caveats
+from .references import ReferencePlan, enqueue_references, plan_references
 from .runfolder import (
     DEFAULT_RESULTS_DIR,
     RAY_DIR,
@@ -48,7 +55,9 @@ from .runfolder import (
     best_trial,
     build_trials_table,
     read_run_record,
+    reference_margin,
     status_counts,
+    trained_short,
     trial_dirname,
     write_run_record,
     write_trials_table,
@@ -73,6 +82,8 @@ class SearchResult:
     interrupted: bool = False  # stopped (Ctrl-C) before num_samples trials were trained: resume it
     stop_reason: str | None = None  # why the searcher stopped proposing early, if it did
     duration_s: float = 0.0
+    margin: dict[str, Any] | None = None  # the winner against the best reference (runfolder.reference_margin)
+    warnings: list[str] = dataclasses.field(default_factory=list)  # as written to run.json
 
 
 @dataclass
@@ -98,6 +109,12 @@ class _Data:
     dataset_root: str | None
     teacher_dir: Path | None
     teacher_fingerprint: str | None
+    references: list[ReferencePlan]  # every reference, costed; "planned" ones train
+    warnings: list[str]  # about the data and the references (caveats.data_caveats, the plans' messages)
+
+    @property
+    def n_references(self) -> int:
+        return sum(p.status == "planned" for p in self.references)
 
 
 def run_search(
@@ -111,12 +128,16 @@ def run_search(
     address: str | None = None,
     resume: bool = False,
     on_event: OnEvent | None = None,
+    stopper: Any = None,
+    callbacks: list[Any] | None = None,
 ) -> SearchResult:
     """Run (or, with ``resume=True``, finish) the search of ``space`` on the caches; see the module docstring.
 
     ``on_event(event, info)`` gets: ``setup`` (run_dir, counts so far), ``started``, ``result`` (per epoch),
     ``rejected``, ``completed`` / ``early_stopped`` / ``failed``, ``exhausted``, ``error``; every trial event names
-    the trial by ``trial_id`` (the Optuna trial number).
+    the trial by ``trial_id`` (the Optuna trial number); ``warning`` (one line each, also kept in run.json).
+    ``stopper`` and ``callbacks``: a Tune stopper and Tune callbacks for a new run (the benchmarks use them to
+    share a budget of trial-epochs between methods).
     """
     t_start = time.time()
     run = _prepare_run(space, name, Path(results_dir), num_samples, resume)
@@ -125,11 +146,18 @@ def run_search(
     started_ray = connect_ray(address)
     channel = str(run.run_dir)
     try:
-        _check_resources(run.spec)
+        from .scheduler import check_trial_resources  # imports Ray
+
+        check_trial_resources(run.spec)  # 3. refuse per-trial resources no node has
         record = _write_record(run, data, Path(cache_dir), address)
         storage_url = f"sqlite:///{run.run_dir / STUDY_FILE}"
-        open_study(run.spec, storage_url, record.study_name)  # now, so that the dashboard can show it at once
-        tuner = _build_tuner(run, data.payload, storage_url, record.study_name, data.n_classes, channel, on_event)
+        study = open_study(run.spec, storage_url, record.study_name)  # now, so that the dashboard shows it at once
+        if not run.resume:
+            enqueue_references(study, data.references)
+        for message in data.warnings:
+            warn(on_event, message)
+        tuner = _build_tuner(run, data, storage_url, record.study_name, channel, on_event, stopper, callbacks)
+        warnings_so_far, n_classes = data.warnings, data.n_classes
         del data
         if on_event is not None:
             _announce(run, on_event)
@@ -144,7 +172,7 @@ def run_search(
             import ray
 
             ray.shutdown()
-    return _summarise(run, record, storage_url, time.time() - t_start)
+    return _summarise(run, record, storage_url, time.time() - t_start, warnings_so_far, n_classes, on_event)
 
 
 # ------------------------------------------------------------------------------------------------ 1. prepare
@@ -210,46 +238,32 @@ def _load_data(run: _Run, cache_dir: Path, teacher_cache: Any) -> _Data:
         raise CacheError(f"{cache_dir}: feature fingerprint {features.fingerprint} differs from {expected} that run "
                          f"{run.name!r} started with; resume against the same cache")
     teacher = teacher_dir = None
-    if spec.needs_teacher:
+    if spec.needs_teacher or any(r.needs_teacher for r in spec.references):
         from ..data.teacher_cache import default_teacher_cache_dir, load_teacher_targets
 
         teacher_dir = Path(teacher_cache) if teacher_cache is not None else default_teacher_cache_dir(cache_dir)
-        if not teacher_dir.exists():
+        if not teacher_dir.exists() and (spec.needs_teacher or teacher_cache is not None):
             raise CacheError(f"{teacher_dir}: no teacher cache there, and {spec.source} searches distillation "
                              "weights; embed the teacher first, or give teacher_cache", params=("teacher_cache",))
-        teacher = load_teacher_targets(features, teacher_dir)
+        teacher = load_teacher_targets(features, teacher_dir) if teacher_dir.exists() else None
+        teacher_dir = teacher_dir if teacher is not None else None  # only references distil: they are skipped
+    payload = prepare_trial_data(features, teacher, spec)
+    plans = plan_references(spec, len(features.labels), has_teacher=teacher is not None)
     data = _Data(
-        payload=prepare_trial_data(features, teacher, spec),
+        payload=payload,
         n_classes=len(features.labels),
         feature_fingerprint=features.fingerprint,
         dataset_root=(features.meta or {}).get("dataset_root"),
         teacher_dir=teacher_dir,
         teacher_fingerprint=teacher.meta.get("teacher_fingerprint") if teacher is not None else None,
+        references=plans,
+        warnings=data_caveats(spec, features.table, features.labels, payload)
+        + [p.message for p in plans if p.message],
     )
     # The trials get their own copies (``payload``): drop the whole cache's tensors before the copies go to the object
     # store, so the driver's peak memory is about one cache, not two (the full DCASE cache is ~7.7 GB at float16).
     features.x = None
     return data
-
-
-# ------------------------------------------------------------------------------------------------ 3. Ray
-
-
-def _check_resources(spec: SearchSpec) -> None:
-    """A trial asking for more than any node has would wait forever: refuse it up front."""
-    import ray
-
-    total = ray.cluster_resources()
-    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
-    s = spec.search
-    for key, want, name in (("CPU", s.cpus_per_trial, "cpus_per_trial"), ("GPU", s.gpus_per_trial, "gpus_per_trial")):
-        most = max((float(r.get(key, 0.0)) for r in nodes), default=0.0)
-        if want > 0 and want > most:
-            raise ConfigError(
-                f"{spec.source}: search.resources.{name} is {want:g} but the Ray cluster has "
-                f"{float(total.get(key, 0.0)):g} {key}(s) in all and at most {most:g} on one node: no trial could ever "
-                f"start; lower {name} (e.g. gpus_per_trial: 0 on a machine without a GPU)"
-            )
 
 
 # ------------------------------------------------------------------------------------------------ 4. record
@@ -287,7 +301,9 @@ def _write_record(run: _Run, data: _Data, cache_dir: Path, address: str | None) 
             asc_search_version=stamp["asc_search_version"],
             versions=stamp["versions"],
             address=address,
+            references=[p.to_dict() for p in data.references],
         )
+    record.warnings = list(data.warnings)
     write_run_record(run.run_dir, record)
     return record
 
@@ -295,42 +311,31 @@ def _write_record(run: _Run, data: _Data, cache_dir: Path, address: str | None) 
 # ------------------------------------------------------------------------------------------------ 5. tune
 
 
-def _scheduler(spec: SearchSpec) -> Any:
-    s = spec.search
-    if not s.asha_enabled:
-        from ray.tune.schedulers import FIFOScheduler
-
-        return FIFOScheduler()
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(time_attr="epoch", metric="val_macro_accuracy", mode="max", max_t=spec.max_epochs,
-                         grace_period=min(s.grace_period, spec.max_epochs), reduction_factor=s.reduction_factor)
-
-
-def _build_tuner(run: _Run, payload: dict[str, Any], storage_url: str, study_name: str, n_classes: int, channel: str,
-                 on_event: OnEvent | None) -> Any:
+def _build_tuner(run: _Run, data: _Data, storage_url: str, study_name: str, channel: str, on_event: OnEvent | None,
+                 stopper: Any = None, callbacks: list[Any] | None = None) -> Any:
     """A new Tuner with the searcher and ASHA, or the interrupted run's Tuner restored (with its searcher)."""
     from ray import tune
 
+    from .scheduler import make_scheduler
     from .searcher import BudgetedSearcher, register_sink
 
     if on_event is not None:
         register_sink(channel, on_event)
     s = run.spec.search
-    trainable = tune.with_resources(tune.with_parameters(train_trial, data=payload),
+    trainable = tune.with_resources(tune.with_parameters(train_trial, data=data.payload),
                                     {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
     ray_path = run.run_dir / RAY_DIR
     if run.resume:
         if not tune.Tuner.can_restore(str(ray_path)):
             raise NotFoundError(f"{ray_path}: no Ray Tune experiment state to resume from")
         return tune.Tuner.restore(str(ray_path), trainable=trainable, resume_unfinished=True, resume_errored=False)
-    searcher = BudgetedSearcher(run.spec, storage_url, study_name, n_classes=n_classes, channel=channel)
+    searcher = BudgetedSearcher(run.spec, storage_url, study_name, n_classes=data.n_classes, channel=channel)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            scheduler=_scheduler(run.spec),
-            num_samples=s.num_samples,
+            scheduler=make_scheduler(run.spec, len(data.payload["train_y"])),
+            num_samples=s.num_samples + data.n_references,  # the sampled trials + the references that train
             max_concurrent_trials=s.max_concurrent,
             trial_dirname_creator=_trial_dirname,
             # a finished trial's worker (torch + the package already imported) takes the next trial:
@@ -343,6 +348,8 @@ def _build_tuner(run: _Run, payload: dict[str, Any], storage_url: str, study_nam
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=s.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            stop=stopper,
+            callbacks=callbacks,
         ),
     )
 
@@ -356,33 +363,43 @@ def _announce(run: _Run, on_event: OnEvent) -> None:
     so_far = build_trials_table(run.run_dir)
     running = [int(i) for i in so_far.loc[so_far["status"] == Status.RUNNING, "trial_id"]]
     s = run.spec.search
+    references = [r["name"] for r in (read_run_record(run.run_dir).references or []) if r["status"] == "planned"]
     emit(on_event, "setup", run_dir=str(run.run_dir), name=run.name, resume=run.resume, num_samples=s.num_samples,
-         max_concurrent=s.max_concurrent, counts=status_counts(so_far), running=running)
+         max_concurrent=s.max_concurrent, counts=status_counts(so_far), running=running, references=references)
 
 
 # ------------------------------------------------------------------------------------------------ 6. summarise
 
 
-def _summarise(run: _Run, record: RunRecord, storage_url: str, duration_s: float) -> SearchResult:
+def _summarise(run: _Run, record: RunRecord, storage_url: str, duration_s: float, warnings: list[str],
+               n_classes: int, on_event: OnEvent | None) -> SearchResult:
     table = build_trials_table(run.run_dir)
     write_trials_table(run.run_dir, table)
     counts = status_counts(table)
     study = open_study(run.spec, storage_url, record.study_name)
     stop_reason = study.user_attrs.get("stop_reason")
-    interrupted = counts[Status.RUNNING] > 0 or (counts["trained"] < run.spec.search.num_samples and not stop_reason)
+    n_refs = sum(r.get("status") == "planned" for r in record.references or [])
+    short = trained_short(table, run.spec.search.num_samples, n_refs)
+    interrupted = counts[Status.RUNNING] > 0 or (short and not stop_reason)
+    best = best_trial(table, run.spec.budget)
+    caveats = winner_caveats(best, n_classes) if best is not None and not interrupted else []
+    for message in caveats:
+        warn(on_event, message)
     record.finished_utc = now_utc()
     record.status = (RunState.INTERRUPTED if interrupted else RunState.STOPPED if stop_reason else RunState.FINISHED).value
     record.counts = counts
     record.stop_reason = stop_reason
+    record.warnings = list(dict.fromkeys([*warnings, *caveats]))
     write_run_record(run.run_dir, record)
     if stop_reason and not interrupted:
         cls = ConfigError if study.user_attrs.get("stop_error") == "ConfigError" else BudgetError
         raise cls(f"{stop_reason} (run {run.run_dir}: {counts['trained']} trained, "
                   f"{counts[Status.REJECTED]} rejected)")
-    best = best_trial(table, run.spec.budget)
     best_row = None
     if best is not None:
         best_row = {k: (None if isinstance(v, float) and math.isnan(v) else v)
                     for k, v in best.to_dict().items() if k != "config"}
     return SearchResult(run_dir=run.run_dir, name=run.name, counts=counts, best=best_row, record=record,
-                        interrupted=interrupted, stop_reason=stop_reason, duration_s=duration_s)
+                        interrupted=interrupted, stop_reason=stop_reason, duration_s=duration_s,
+                        margin=reference_margin(table, best, run.spec.budget) if best is not None else None,
+                        warnings=record.warnings)

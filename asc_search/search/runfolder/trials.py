@@ -5,7 +5,8 @@ A trial's id everywhere (the table, events, checkpoints, ``export --trial``) is 
 number, which also orders proposals in time. ``ray_trial_id`` is Tune's id of the Ray trial that trained it.
 
 Columns, in order (:data:`TRIAL_COLUMNS`; the study's trial user attributes carry them under the same names):
-``trial_id``, ``status`` (:class:`~asc_search.search.runfolder.layout.Status`), one ``p_<name>`` per searched
+``trial_id``, ``status`` (:class:`~asc_search.search.runfolder.layout.Status`), ``kind`` (``reference``: a
+reference arm, named in ``reference``; ``search``: a proposal the sampler drew), ``reference``, one ``p_<name>`` per searched
 parameter (a conditional one a trial did not draw holds the file's ``default:``, else null), ``params``,
 ``param_bytes``, ``macs``, ``val_macro_accuracy``, ``val_log_loss``, ``epochs`` (epochs trained), ``duration_s``
 (training time; for a rejected proposal the time to cost it), ``constraint_param_bytes``, ``constraint_macs``
@@ -36,6 +37,8 @@ PARAM_PREFIX = "p_"
 TRIAL_COLUMNS: dict[str, str] = {
     "trial_id": "Int64",
     "status": "object",
+    "kind": "object",
+    "reference": "object",
     "params": "Int64",
     "param_bytes": "Int64",
     "macs": "Int64",
@@ -60,8 +63,9 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("trial_id", "status", "params", "param_byte
 #: THE ranking of completed trials: higher validation macro accuracy, then lower log loss, then fewer MACs.
 RANKING: tuple[tuple[str, bool], ...] = (("val_macro_accuracy", False), ("val_log_loss", True), ("macs", True))
 #: Columns copied from the trial's user attributes as they are.
-_ATTRIBUTE_COLUMNS = ("params", "param_bytes", "macs", "cost_s", "counter", "ray_trial_id", "resumed_from_epoch",
-                      "config")
+_ATTRIBUTE_COLUMNS = ("reference", "params", "param_bytes", "macs", "cost_s", "counter", "ray_trial_id",
+                      "resumed_from_epoch", "config")
+_FIRST = 4  # trial_id, status, kind, reference: the p_<name> columns follow them
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -81,7 +85,7 @@ def _searched(run_dir: Path) -> tuple[list[str], dict[str, Any]]:
 def _row(t: Any, status: str, names: list[str], defaults: dict[str, Any], checkpoint: str | None,
          crash: str | None) -> dict[str, Any]:
     ua = t.user_attrs
-    row: dict[str, Any] = {"trial_id": t.number, "status": status}
+    row: dict[str, Any] = {"trial_id": t.number, "status": status, "kind": ua.get("kind", "search")}
     for name in names:
         row[PARAM_PREFIX + name] = t.params.get(name, defaults.get(name))
     row.update({col: ua.get(col) for col in _ATTRIBUTE_COLUMNS})
@@ -100,7 +104,7 @@ def _row(t: Any, status: str, names: list[str], defaults: dict[str, Any], checkp
 
 
 def _typed(rows: list[dict[str, Any]], names: list[str]) -> pd.DataFrame:
-    columns = ["trial_id", "status", *(PARAM_PREFIX + n for n in names), *list(TRIAL_COLUMNS)[2:]]
+    columns = [*list(TRIAL_COLUMNS)[:_FIRST], *(PARAM_PREFIX + n for n in names), *list(TRIAL_COLUMNS)[_FIRST:]]
     table = pd.DataFrame(rows, columns=columns)
     for col, dtype in TRIAL_COLUMNS.items():
         if dtype != "object":
@@ -175,6 +179,10 @@ def load_trials(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
         raise DataError(f"{path}: trial_id must hold the Optuna trial numbers (integers), got {table['trial_id'].iloc[0]!r}")
     table["trial_id"] = ids.astype("int64")
     table["status"] = table["status"].astype(str)
+    if "kind" not in table.columns:  # a table of a run before reference arms: every trial was sampled
+        table.insert(2, "kind", "search")
+    if "reference" not in table.columns:
+        table.insert(3, "reference", None)
     for col in REQUIRED_COLUMNS[2:]:
         table[col] = pd.to_numeric(table[col], errors="coerce")
     return table.sort_values("trial_id", kind="stable").reset_index(drop=True)
@@ -256,3 +264,35 @@ def status_counts(table: pd.DataFrame) -> dict[str, int]:
     out["trained"] = sum(out[s.value] for s in TRAINED)
     out["total"] = int(len(table))
     return out
+
+
+def best_reference(table: pd.DataFrame, budget: Budget | None = None) -> pd.Series | None:
+    """The best reference arm by THE ranking (completed, within ``budget``); None when no reference completed."""
+    if "kind" not in table.columns:
+        return None
+    return best_trial(table[table["kind"] == "reference"], budget)
+
+
+def reference_margin(table: pd.DataFrame, winner: Any, budget: Budget | None = None) -> dict[str, Any] | None:
+    """How the trial ``winner`` (a row) compares with the best reference on validation: ``{"reference", "trial_id",
+    "reference_val_macro_accuracy", "points", "text"}`` with ``text`` = "+X.X points validation macro accuracy over
+    reference `name`"; None when the run has no completed reference (or the winner no score)."""
+    ref = best_reference(table, budget)
+    acc = winner.get("val_macro_accuracy") if winner is not None else None
+    if ref is None or acc is None or (isinstance(acc, float) and math.isnan(acc)):
+        return None
+    points = 100.0 * (float(acc) - float(ref["val_macro_accuracy"]))
+    name = ref.get("reference") or f"trial {ref['trial_id']}"
+    same = int(winner.get("trial_id")) == int(ref["trial_id"])
+    text = (f"the winner is reference `{name}` itself" if same
+            else f"{points:+.1f} points validation macro accuracy over reference `{name}`")
+    return {"reference": name, "trial_id": int(ref["trial_id"]),
+            "reference_val_macro_accuracy": float(ref["val_macro_accuracy"]), "points": points, "text": text}
+
+
+def trained_short(table: pd.DataFrame, num_samples: int, n_references: int) -> bool:
+    """Whether a run holds fewer trained trials than it asked for: ``num_samples`` sampled ones, ``n_references``
+    reference arms (a run to resume)."""
+    trained = table[table["status"].isin([str(s) for s in TRAINED])]
+    kind = trained["kind"] if "kind" in trained.columns else pd.Series("search", index=trained.index)
+    return bool((kind != "reference").sum() < num_samples or (kind == "reference").sum() < n_references)
