@@ -25,7 +25,9 @@ def _space(tmp_path, **search):
     raw = yaml.safe_load((ROOT / "search_spaces" / "quick.yaml").read_text())
     raw["train"]["epochs"] = 2
     raw["train"]["batch_size"] = 64
-    raw["search"].update({"num_samples": 4, "n_startup_trials": 3, **search})
+    raw["train"]["min_steps"] = 0
+    raw["references"] = []
+    raw["search"].update({"num_samples": 4, "n_startup_trials": 3, "asha": {"grace_period": 2, "reduction_factor": 2}, **search})
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

@@ -138,6 +138,12 @@ def _check_reference(w: Where, path: str, ref: Reference) -> None:
         raise w.error(f"{path}.student.width", f"must be fit or a positive integer (base_channels), got {fmt(width)}")
     if width is not None and "base_channels" in student:
         raise w.error(f"{path}.student.width", "give either width or base_channels, not both")
+    try:  # strides of blocks it lacks are dropped, as for proposals (a bad n_blocks is the config's to report)
+        names = {f"b{i}" for i in range(1, sum(student.get("n_blocks", StudentConfig().n_blocks)) + 1)}
+        strides = dict(student.get("strides", StudentConfig().strides))
+        student["strides"] = {k: v for k, v in strides.items() if k in names}
+    except (TypeError, ValueError):
+        pass
     distill = dict(ref.distill)
     block = distill.pop("embed_block", "last")
     if block not in EMBED_BLOCK_CHOICES:
