@@ -236,6 +236,8 @@ def _summarise(out: Path, paths: dict[str, Path], settings: DemoSettings, teache
         "test_log_loss": exported.metrics.get("log_loss"),
         "seen_macro_accuracy": exported.extra.get("seen_macro_accuracy"),
         "unseen_macro_accuracy": exported.extra.get("unseen_macro_accuracy"),
+        "against_reference": (exported.record.get("against_reference") or {}).get("text"),
+        "warnings": list(exported.record.get("warnings") or []),
     }
     summary = DemoSummary(
         out_dir=out,

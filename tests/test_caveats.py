@@ -95,8 +95,9 @@ def test_label_typos(demo_table):
 
 
 def test_features_warn_about_a_likely_label_typo(tmp_path):
-    from asc_search.data.features import build_feature_cache_report
     from conftest import write_mini_tau
+
+    from asc_search.data.features import build_feature_cache_report
 
     clips = [(scene, f"{city}-{loc}", dev, split)
              for scene, city in (("park", "lisbon"), ("bus", "paris"))

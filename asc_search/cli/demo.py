@@ -106,9 +106,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     counts = s.proposals
     console.print(
         f"proposals: {counts.get('total', 0)} in all, {counts.get('rejected_budget', 0)} rejected over budget before "
-        f"training, {counts.get('completed', 0)} completed, {counts.get('early_stopped', 0)} stopped early by ASHA, "
+        f"training, {counts.get('completed', 0)} completed (reference arms included), "
+        f"{counts.get('early_stopped', 0)} stopped early by ASHA, "
         f"{counts.get('failed', 0)} failed"
     )
+    if st.get("against_reference"):
+        console.print(f"best student against the search's reference arms: {st['against_reference']}")
     if st.get("unseen_macro_accuracy") is not None:
         console.print(f"student test macro accuracy: seen devices {st.get('seen_macro_accuracy'):.4f}, "
                       f"unseen devices {st.get('unseen_macro_accuracy'):.4f}")
