@@ -54,7 +54,7 @@ class DemoSettings:
     seed: int = 0  # seeds the data, the validation split, the teacher and the search (search.seed, split.seed)
     teacher_epochs: int = 12  # teacher training epochs
     num_samples: int | None = None  # trained search trials (None: the search file's num_samples)
-    student_epochs: int | None = None  # epochs per trial (None: the search file's)
+    student_epochs: int | None = None  # epochs per trial, exactly (None: the search file's, min_steps included)
     space: Path = DEFAULT_SPACE  # the search file
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
 
@@ -121,8 +121,9 @@ def _space_for(settings: DemoSettings, out: Path) -> Path:
         changes[("search", "seed")] = settings.seed
     if spec.split.seed != settings.seed:
         changes[("split", "seed")] = settings.seed
-    if settings.student_epochs is not None:
+    if settings.student_epochs is not None:  # exactly that many epochs: no raise to train.min_steps
         changes[("train", "epochs")] = settings.student_epochs
+        changes[("train", "min_steps")] = 0
     if not changes:
         return source
     raw = yaml.safe_load(source.read_text(encoding="utf-8"))
@@ -238,6 +239,8 @@ def _summarise(out: Path, paths: dict[str, Path], settings: DemoSettings, teache
         "deployed_precision": exported.deployed.get("precision"),  # the test figures above are this graph's
         "deployed_weights_bytes": exported.deployed.get("weights_bytes"),  # measured from student.onnx
         "test_macro_accuracy_fp32": exported.metrics_fp32.get("macro_accuracy"),
+        "against_reference": (exported.record.get("against_reference") or {}).get("text"),
+        "warnings": list(exported.record.get("warnings") or []),
     }
     summary = DemoSummary(
         out_dir=out,

@@ -210,8 +210,10 @@ def tiny_search_run(quick_cache, teacher_cache, tmp_path_factory):
     root = tmp_path_factory.mktemp("search")
     raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "search_spaces" / "quick.yaml").read_text())
     raw["train"]["epochs"] = 2
+    raw["train"]["min_steps"] = 0
     raw["search"]["num_samples"] = 2
     raw["search"]["asha"] = {"enabled": False}
+    raw["references"] = []
     space = root / "tiny.yaml"
     space.write_text(yaml.safe_dump(raw, sort_keys=False))
     result = run_search(quick_cache, space, teacher_cache=teacher_cache, name="tiny", results_dir=root / "results")

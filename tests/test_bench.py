@@ -44,24 +44,26 @@ def test_bad_bench_inputs(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_accuracy_table_from_a_demo(tiny_demo, tmp_path, capsys):
+    """The accuracy table is `compare` on the demo's cache: its references and its export over seeds."""
     target = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--areas", "complexity", "--demo-dir", str(tiny_demo.out_dir),
-                 "--json", str(target), "--device", "cpu"]) == 0
+                 "--json", str(target), "--device", "cpu", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "Accuracy on the built-in data" in out and "DCASE 2024 baseline, no KD" in out
-    result = json.loads(target.read_text())
-    rows = {r["model"].split(" (")[0].split(",")[0]: r for r in result["accuracy"]["rows"]}
-    assert len(result["accuracy"]["rows"]) == 4
-    assert set(rows) == {"teacher", "DCASE 2024 baseline", "best searched student"}
-    student = result["accuracy"]["rows"][-1]
-    # the best student's row is the export's own figures, scored on the same test split
+    assert "Accuracy on the built-in data" in out and "baseline_kd_emb" in out and " ± " in out
+    acc = json.loads(target.read_text())["accuracy"]
+    names = [r["name"] for r in acc["rows"]]
+    assert names[:3] == ["baseline_ce", "baseline_kd", "baseline_kd_emb"] and len(names) == 4
+    assert acc["seeds"] == [0, 1] and all(len(r["runs"]) == 2 for r in acc["rows"])  # --quick: 2 seeds
+    student = acc["rows"][-1]
+    # the searched student's row: the export's architecture, retrained with its recipe
+    assert student["kind"] == "export" and f"trial {tiny_demo.student['trial_id']}" in student["name"]
     assert student["params"] == tiny_demo.student["params"] and student["macs"] == tiny_demo.student["macs"]
-    assert student["test_macro_accuracy"] == pytest.approx(tiny_demo.student["test_macro_accuracy"])
-    assert student["within_budget"] is True
-    base = result["accuracy"]["rows"][1]
-    assert base["params"] == 61_148 and base["kd"]["kd_weight"] == 0.0
-    assert result["accuracy"]["rows"][2]["kd"]["kd_weight"] == 0.98
-    assert result["areas"]["complexity"]["available"]
+    assert student["within_budget"] is True and student["best_reference"] in names[:3]
+    assert acc["rows"][0]["distill"]["kd_weight"] == 0.0 and acc["rows"][1]["distill"]["kd_weight"] == 0.98
+    assert acc["rows"][0]["within_budget"] and acc["rows"][0]["params"] < 24_000  # width fitted to quick's budget
+    assert acc["teacher"]["params"] > 1_000_000 and acc["teacher"]["test_macro_accuracy"] == pytest.approx(
+        tiny_demo.teacher["test_macro_accuracy"])
+    assert json.loads(target.read_text())["areas"]["complexity"]["available"]
 
 
 @pytest.mark.slow

@@ -21,11 +21,15 @@ from asc_search.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _space(tmp_path, **search):
+def _space(tmp_path, references: bool = False, **search):
+    """quick.yaml cut to 4 short trials; ``references``: keep the default reference arms (3 more trials)."""
     raw = yaml.safe_load((ROOT / "search_spaces" / "quick.yaml").read_text())
     raw["train"]["epochs"] = 2
     raw["train"]["batch_size"] = 64
-    raw["search"].update({"num_samples": 4, "n_startup_trials": 3, **search})
+    raw["train"]["min_steps"] = 0
+    if not references:
+        raw["references"] = []
+    raw["search"].update({"num_samples": 4, "n_startup_trials": 3, "asha": {"grace_period": 2, "reduction_factor": 2}, **search})
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -121,8 +125,9 @@ def test_interrupt_then_resume_finishes_without_loss_or_repeat(quick_cache, teac
 
 @pytest.mark.slow
 def test_killed_driver_then_resume_finishes_without_loss_or_repeat(quick_cache, teacher_cache, tmp_path):
-    """SIGKILL to the driver and its local Ray (the whole process group: no clean-up, no last save), then --resume."""
-    space = _space(tmp_path, asha={"enabled": False})
+    """SIGKILL to the driver and its local Ray (the whole process group: no clean-up, no last save), then --resume;
+    with the default reference arms, which come first: none is lost, enqueued again or trained twice."""
+    space = _space(tmp_path, references=True, asha={"enabled": False})
     common = ["--teacher-cache", teacher_cache, "--name", "run", "--results-dir", tmp_path / "r"]
     proc = _cli(quick_cache, "--space", space, *common, start_new_session=True)
     seen, deadline = "", time.time() + 240
@@ -156,11 +161,15 @@ def test_killed_driver_then_resume_finishes_without_loss_or_repeat(quick_cache, 
     assert proc.returncode == 0, (out, err)
     after = pd.read_parquet(run / "trials.parquet")
     trained = after[after["status"] != "rejected_budget"]
-    assert len(trained) == 4 and set(trained["status"]) == {"completed"}  # none lost
+    assert len(trained) == 7 and set(trained["status"]) == {"completed"}  # 4 sampled + 3 references, none lost
     assert trained["trial_id"].is_unique and trained["ray_trial_id"].is_unique  # none run twice
+    refs = trained[trained["kind"] == "reference"]
+    assert sorted(refs["reference"]) == ["baseline_ce", "baseline_kd", "baseline_kd_emb"]  # each once
+    assert list(refs["trial_id"]) == [0, 1, 2] and (refs["epochs"] == 2).all()
+    assert (_study(run).trials_dataframe()["user_attrs_kind"] == "reference").sum() == 3  # not enqueued again
     kept = after.set_index("trial_id").loc[list(done_before)]
     assert list(kept["val_macro_accuracy"]) == list(done_before.values())  # finished ones kept, not retrained
-    assert len(list((run / "ray").glob("trial_*"))) == 4
+    assert len(list((run / "ray").glob("trial_*"))) == 7
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
 
 

@@ -31,14 +31,16 @@ def test_demo_end_to_end(tiny_demo):
     assert s.proposals["total"] == len(trials)
     assert s.proposals["rejected_budget"] == int((trials["status"] == "rejected_budget").sum()) > 0
     trained = trials[trials["status"].isin(["completed", "early_stopped", "failed"])]
-    assert len(trained) == 2  # num_samples counts trained trials only
+    assert (trained["kind"] == "search").sum() == 2  # num_samples counts trained sampled trials only
+    refs = trained[trained["kind"] == "reference"]  # + the three default reference arms, trained in full
+    assert sorted(refs["reference"]) == ["baseline_ce", "baseline_kd", "baseline_kd_emb"] and (refs["epochs"] == 1).all()
     assert (trained["param_bytes"] <= s.budget["max_param_bytes"]).all() and (trained["macs"] <= s.budget["max_macs"]).all()
     assert s.student["param_bytes"] <= s.budget["max_param_bytes"] and s.student["macs"] <= s.budget["max_macs"]
     assert s.teacher["params"] > 1_000_000
     # the counts add up: every proposal has one status, and the trained ones are those num_samples asked for
     p = s.proposals
     assert p["total"] == len(trials) == sum(v for k, v in p.items() if k not in ("total", "trained"))
-    assert p["completed"] + p["early_stopped"] + p["failed"] == 2
+    assert p["completed"] + p["early_stopped"] + p["failed"] == 5
     saved = json.loads((out / SUMMARY_FILE).read_text())
     assert saved["student"]["trial_id"] == s.student["trial_id"]
     assert set(saved["timings_s"]) >= {"synth", "features", "teacher", "embed", "search", "export", "total"}
@@ -61,7 +63,7 @@ def test_demo_reports_every_step_through_on_event(tiny_demo):
         assert events[start + 1][0] == "progress", name  # its first event is its bar starting
     assert [i["epoch"] for e, i in events if e == "epoch" and i["task"] == "teacher"] == [1]
     started = [i["trial_id"] for e, i in events if e == "started"]
-    assert len(started) == 2 and str(tiny_demo.student["trial_id"]) in map(str, started)
+    assert len(started) == 5 and str(tiny_demo.student["trial_id"]) in map(str, started)  # 2 sampled + 3 references
     assert any(e == "log" and "on the test split" in i["message"] for e, i in events)
 
 

@@ -209,3 +209,25 @@ def test_export_without_its_checkpoint_says_retrain(tiny_search_run, tmp_path):
         export_run(run, tmp_path / "out", device="cpu")
     assert info.value.params == ("retrain",)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_export_seeds_reports_test_accuracy_over_seeds(tiny_search_run, tmp_path, capsys):
+    from asc_search.cli import main
+
+    out = tmp_path / "seeds"
+    assert main(["export", str(tiny_search_run), "--out", str(out), "--seeds", "2", "--threads", "1",
+                 "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    record = yaml.safe_load((out / STUDENT_YAML).read_text())
+    seeds = record["seeds"]
+    trial_seed = record["training"]["seed"]
+    assert seeds["seeds"] == [trial_seed, trial_seed + 1] and len(seeds["runs"]) == 2
+    values = np.array([r["test_macro_accuracy"] for r in seeds["runs"]])
+    assert seeds["test_macro_accuracy"]["mean"] == pytest.approx(values.mean())
+    assert seeds["test_macro_accuracy"]["sd"] == pytest.approx(values.std(ddof=1))
+    assert all(r["epochs"] == record["training"]["epochs"] for r in seeds["runs"])
+    # the exported weights stay the search's own (the checkpoint), and the report says so
+    assert "search's own run of trial" in seeds["weights"] and record["provenance"]["retrained"] is False
+    assert f"Over 2 seeds ({trial_seed}, {trial_seed + 1})" in (out / REPORT_FILE).read_text()
+    assert "test macro accuracy over 2 seeds" in printed and " ± " in printed

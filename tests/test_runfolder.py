@@ -243,9 +243,10 @@ def test_trials_table_from_the_searchers_study(study_run):
     # a conditional parameter a proposal did not draw holds the file's default (emb_weight 0.0), else null
     off = table[table["p_use_embedding"] == False]  # noqa: E712
     assert len(off) and (off["p_emb_weight"] == 0.0).all() and off["p_emb_loss"].isna().all()
-    # the columns come in the documented order: trial_id, status, p_..., the rest
-    assert list(table.columns[:2]) == ["trial_id", "status"] and table.columns[2].startswith("p_")
-    assert list(table.columns[2 + len(params):]) == list(TRIAL_COLUMNS)[2:]
+    # the columns come in the documented order: trial_id, status, kind, reference, p_..., the rest
+    assert list(table.columns[:4]) == ["trial_id", "status", "kind", "reference"] and table.columns[4].startswith("p_")
+    assert list(table.columns[4 + len(params):]) == list(TRIAL_COLUMNS)[4:]
+    assert (table["kind"] == "search").all() and table["reference"].isna().all()  # nothing enqueued: all sampled
     assert json.loads(table["config"].iloc[0])["student"]["n_classes"] == 10
 
 

@@ -26,9 +26,15 @@ def tiny_space(tmp_path, name="tiny.yaml", **changes):
     raw = yaml.safe_load((ROOT / "search_spaces" / "quick.yaml").read_text())
     raw["train"]["epochs"] = 2
     raw["train"]["batch_size"] = 64
+    raw["train"]["min_steps"] = 0
     raw["search"]["num_samples"] = 3
     raw["search"]["n_startup_trials"] = 3
+    raw["search"]["asha"] = {"enabled": True, "grace_period": 2, "reduction_factor": 2}
+    raw["references"] = []
     for key, value in changes.items():
+        if key == "references":
+            raw["references"] = value
+            continue
         section, field = key.split(".", 1)
         raw[section][field] = value
     path = tmp_path / name

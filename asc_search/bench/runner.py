@@ -1,25 +1,22 @@
 """``asc-search bench``: every area's figures side by side in one run, plus an accuracy table on the built-in data.
 
-1. **Per-area benchmarks**: ``asc_search.bench.{features,complexity,teacher,search,deploy}`` each expose ``run(...)
-   -> dict`` (their own module docstrings say what they measure). They are called one after the other, never
+1. **Per-area benchmarks**: ``asc_search.bench.{features,complexity,teacher,search,deploy,efficiency}`` each
+   expose ``run(...) -> dict`` (their own module docstrings say what they measure). They are called one after the other, never
    concurrently (timings on 2 cores would disturb each other); a module that is missing or fails is reported as
    such, the others still run. ``quick=True`` passes each module small sizes (its ``quick`` flag when it has one).
-2. **Accuracy table** on the built-in synthetic data, all scored once on the same test split:
-   the teacher; the DCASE 2024 baseline architecture trained without KD; the same trained with KD from the same
-   teacher (CP-JKU's DCASE 2023 recipe: loss = 0.02 CE + 0.98 KD at temperature 2, unless told otherwise); and
-   the best searched student (the demo's export, scored as deployed: its graph at the budget's precision, run by
-   onnxruntime). The baselines use the best student's training recipe
-   (learning rate, weight decay, batch size, epochs) on the same train part, choosing their epoch on the same
-   validation part. Each row: params, parameter bytes (at the budget's dtype), MACs, within budget, test macro
-   accuracy, test log loss. The inputs come from a finished demo folder (``asc-search demo``); when none is given,
-   the demo is run first into the work folder.
+2. **Accuracy table** on the built-in synthetic data: ``asc-search compare`` (:func:`asc_search.compare.compare`, the
+   same code path) on the demo's cache: the reference arms of the demo's search file (the DCASE 2024 baseline family
+   width-fitted to the budget, trained with cross-entropy, with KD, with KD + embedding matching) and the best
+   searched student (the demo's export, retrained with its recipe), each over ``seeds`` seeds (3; 2 with
+   ``quick``): params, parameter bytes, MACs, within budget, validation / test / unseen-device macro accuracy as
+   mean ± sd, paired differences; plus the teacher scored once. The inputs come from a finished demo folder
+   (``asc-search demo``); when none is given, the demo is run first into the work folder.
 
 Nothing here prints; ``on_event`` (:mod:`asc_search._progress`) receives progress.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import inspect
 import json
@@ -35,7 +32,7 @@ from ..errors import ConfigError, NotFoundError
 
 __all__ = ["AREAS", "QUICK_OVERRIDES", "run_area", "accuracy_table", "run_bench", "flatten"]
 
-AREAS: tuple[str, ...] = ("features", "complexity", "teacher", "search", "deploy")
+AREAS: tuple[str, ...] = ("features", "complexity", "teacher", "search", "deploy", "efficiency")
 #: Small sizes for ``--quick``, per area, passed only where the module's run() takes that argument.
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "features": {"quick": True, "n_clips": 200},
@@ -43,9 +40,8 @@ QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "teacher": {"quick": True, "quick_clips": 128, "dcase_clips": 16},
     "search": {"quick": True, "clips": 256, "trials": 2, "dcase_clips": 32},
     "deploy": {"quick": True, "qat_epochs": 1, "dcase_val_clips": 64, "fast_graphs": True},
+    "efficiency": {"quick": True},
 }
-#: The KD recipe the "with KD" baseline uses (CP-JKU's DCASE 2023 winner: 0.02 CE + 0.98 KD, T = 2).
-BASELINE_KD = {"kd_weight": 0.98, "temperature": 2.0}
 
 # ------------------------------------------------------------------------------------------------ per area
 
@@ -116,81 +112,42 @@ def flatten(value: Any, prefix: str = "", limit: int = 400) -> list[tuple[str, A
 # ------------------------------------------------------------------------------------------------ accuracy table
 
 
-def _score_model(model: Any, test: Any, table: Any, labels: tuple[str, ...], device: Any) -> dict[str, Any]:
+def _teacher_row(teacher: Any, features: Any, split: Any, budget: Any, device: str) -> dict[str, Any]:
+    """The teacher scored once on the test split (context for the table; it is not retrained over seeds)."""
+    from .._runtime import resolve_device
+    from ..complexity import check_budget, measure
+    from ..export.inputs import split_tensors
     from ..training.loop import predict
     from ..training.metrics import score
 
-    logits = predict(model.to(device), test.x, device=device)
-    model.cpu()
-    return score(logits, test.y, table, labels)
-
-
-def _row(name: str, model: Any, input_shape: tuple[int, ...], budget: Any, metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    from ..complexity import check_budget, measure
-
-    report = check_budget(measure(model, input_shape, dtype=budget.param_dtype), budget)
+    test, table = split_tensors(features, split, names=("test",))["test"]
+    dev = resolve_device(device)
+    metrics = score(predict(teacher.model.to(dev), test.x, device=dev), test.y, table, tuple(features.labels))
+    teacher.model.cpu()
+    report = check_budget(measure(teacher.model, features.input_shape, dtype=budget.param_dtype), budget)
     c = report.complexity
-    return {
-        "model": name,
-        "params": c.params,
-        "param_bytes": c.param_bytes,
-        "param_dtype": c.param_dtype,
-        "macs": c.macs,
-        "within_budget": report.passed,
-        "test_macro_accuracy": metrics["macro_accuracy"],
-        "test_log_loss": metrics["log_loss"],
-        "test_unseen_macro_accuracy": metrics.get("unseen_macro_accuracy"),
-        **extra,
-    }
-
-
-def _baseline_rows(recipe: Any, kd: dict[str, float], parts: dict[str, Any], embedding_shape: Any,
-                   labels: tuple[str, ...], input_shape: tuple[int, ...], budget: Any, dev: Any,
-                   on_event: OnEvent | None) -> list[dict[str, Any]]:
-    """The DCASE 2024 baseline architecture trained with ``recipe``, without KD and with ``kd``."""
-    import torch
-
-    from ..models.build import build_student_and_head
-    from ..models.presets import get_preset
-    from ..training.loop import fit
-    from ..training.losses import DistillConfig
-
-    (train, _), (val, _), (test, test_table) = parts["train"], parts["val"], parts["test"]
-    base_cfg = dataclasses.replace(get_preset("dcase2024_baseline").config, n_classes=len(labels),
-                                   in_channels=int(input_shape[1]))
-    rows = []
-    for name, distill in (
-        ("DCASE 2024 baseline, no KD", DistillConfig()),
-        (f"DCASE 2024 baseline, KD (w {kd['kd_weight']}, T {kd['temperature']})", DistillConfig(**kd)),
-    ):
-        log(on_event, f"training {name} ({recipe.epochs} epochs, lr {recipe.lr:.2g}, batch {recipe.batch_size})")
-        torch.manual_seed(recipe.seed)
-        model, head = build_student_and_head(base_cfg, distill, embedding_shape)
-        result = fit(model, train, val, recipe, distill=distill, head=head)
-        model.load_state_dict(result.best_state)
-        rows.append(_row(name, model, input_shape, budget, _score_model(model, test, test_table, labels, dev),
-                         kd=dataclasses.asdict(distill), best_epoch=result.best_epoch,
-                         val_macro_accuracy=result.best_metrics.get("val_macro_accuracy")))
-    return rows
+    return {"model": f"teacher ({teacher.meta.get('preset')})", "params": c.params, "param_bytes": c.param_bytes,
+            "param_dtype": c.param_dtype, "macs": c.macs, "within_budget": report.passed,
+            "val_macro_accuracy": teacher.meta.get("metrics", {}).get("val_macro_accuracy"),
+            "test_macro_accuracy": metrics["macro_accuracy"], "test_log_loss": metrics["log_loss"],
+            "test_unseen_macro_accuracy": metrics.get("unseen_macro_accuracy")}
 
 
 def accuracy_table(
     demo_dir: str | os.PathLike[str],
     *,
     device: str = "auto",
-    kd: dict[str, float] | None = None,
-    seed: int = 0,
+    seeds: int = 3,
+    threads: int | None = None,
     on_event: OnEvent | None = None,
 ) -> dict[str, Any]:
-    """The accuracy table from a finished demo folder (see the module docstring)."""
-    from .._runtime import resolve_device
+    """``asc-search compare`` (:func:`asc_search.compare.compare`) on a finished demo folder: its search file's
+    references and its exported student, each trained with ``seeds`` seeds on the demo's cache; plus the teacher,
+    scored once (see the module docstring)."""
+    from ..compare import compare
     from ..data.cache import load_features
-    from ..data.teacher_cache import load_teacher_targets
     from ..demo import SUMMARY_FILE, load_summary
-    from ..export.deployed import score_graph
-    from ..export.inputs import split_tensors
-    from ..export.load import load_export
-    from ..search.runfolder import SEARCH_FILE, best_trial, load_trials, trial_proposal
+    from ..search.runfolder import SEARCH_FILE
     from ..search.space import load_space
     from ..teacher import load_teacher
 
@@ -198,48 +155,14 @@ def accuracy_table(
     if not (demo_dir / SUMMARY_FILE).is_file():
         raise NotFoundError(f"{demo_dir} holds no finished demo ({SUMMARY_FILE} missing); run `asc-search demo` first")
     paths = {k: Path(v) for k, v in load_summary(demo_dir)["paths"].items()}
-    run_dir = paths["run"]
-    spec = load_space(run_dir / SEARCH_FILE)
-    budget = spec.budget
-    features = load_features(paths["cache"])
-    targets = load_teacher_targets(features, paths.get("teacher_cache"))
-    parts = split_tensors(features, spec.split, targets)
-    (train, _), (val, _), (test, test_table) = parts["train"], parts["val"], parts["test"]
-    labels = tuple(features.labels)
-    input_shape = features.input_shape
-    dev = resolve_device(device)
-    rows = []
-
+    space = paths["run"] / SEARCH_FILE
+    result = compare(paths["cache"], teacher_cache=paths.get("teacher_cache"), space=space, seeds=seeds,
+                     exports=[paths["export"]], device=device, threads=threads, on_event=on_event)
     log(on_event, "scoring the teacher on the test split")
-    teacher = load_teacher(paths["teacher"])
-    rows.append(_row(f"teacher ({teacher.meta.get('preset')})", teacher.model, input_shape, budget,
-                     _score_model(teacher.model, test, test_table, labels, dev), kd=None,
-                     val_macro_accuracy=teacher.meta.get("metrics", {}).get("val_macro_accuracy")))
-
-    best = best_trial(load_trials(run_dir), budget)
-    if best is None:
-        raise NotFoundError(f"the demo's run {run_dir} has no completed trial within budget")
-    recipe = trial_proposal(best).train.replace(device=device, seed=seed)
-    rows += _baseline_rows(recipe, dict(BASELINE_KD if kd is None else kd), parts, targets.embedding_shape, labels,
-                           input_shape, budget, dev, on_event)
-
-    log(on_event, "scoring the best searched student (the demo's export: its deployed graph)")
-    exported = load_export(paths["export"])
-    scores = (_score_model(exported.model, test, test_table, labels, dev) if exported.legacy else
-              score_graph(exported.deployed_path, test.x, test.y, test_table, labels))
-    rows.append(_row(f"best searched student (trial {exported.record['provenance'].get('trial_id')})",
-                     exported.model, input_shape, budget, scores, scored_as=f"{exported.precision} graph",
-                     kd=exported.record.get("distillation"),
-                     val_macro_accuracy=exported.record["metrics"]["validation"].get("val_macro_accuracy")))
-    return {
-        "demo_dir": str(demo_dir),
-        "profile": features.profile.name,
-        "input_shape": list(input_shape),
-        "budget": budget.to_dict(),
-        "split_sizes": {"train": len(train), "val": len(val), "test": len(test)},
-        "recipe": {k: getattr(recipe, k) for k in ("epochs", "lr", "weight_decay", "batch_size", "seed")},
-        "rows": rows,
-    }
+    features = load_features(paths["cache"])
+    spec = load_space(space)
+    teacher = _teacher_row(load_teacher(paths["teacher"]), features, spec.split, spec.budget, device)
+    return {**result, "demo_dir": str(demo_dir), "teacher": teacher}
 
 
 # ------------------------------------------------------------------------------------------------ the bench
@@ -253,9 +176,12 @@ def run_bench(
     demo_dir: str | os.PathLike[str] | None = None,
     work_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
+    seeds: int = 3,
+    threads: int | None = None,
     on_event: OnEvent | None = None,
 ) -> dict[str, Any]:
-    """Run the per-area benchmarks and the accuracy table; returns one JSON-ready dict."""
+    """Run the per-area benchmarks and the accuracy table (``seeds`` seeds per row, ``threads`` torch threads per
+    run); returns one JSON-ready dict."""
     unknown = [a for a in areas if a not in AREAS]
     if unknown:
         raise ConfigError(f"unknown bench area(s) {unknown}; valid areas: {', '.join(AREAS)}")
@@ -295,7 +221,16 @@ def run_bench(
             out["areas"][area] = run_area(area, quick=quick, work_dir=work / area,
                                           demo_dir=Path(demo_dir) if demo_dir is not None else None)
         if accuracy:
-            out["accuracy"] = accuracy_table(demo_dir, device=device, on_event=on_event)
+            if demo_dir is None:
+                from ..demo import DemoSettings, run_demo
+
+                settings = (DemoSettings(clips=800, teacher_epochs=4, num_samples=4, student_epochs=3, device=device)
+                            if quick else DemoSettings(device=device))
+                log(on_event, f"accuracy table: running the demo first ({settings.clips} clips) into {work / 'demo'}")
+                run_demo(work / "demo", settings, force=True, on_event=on_event)
+                demo_dir = work / "demo"
+            out["accuracy"] = accuracy_table(demo_dir, device=device, seeds=2 if quick else seeds, threads=threads,
+                                             on_event=on_event)
     finally:
         if own_tmp is not None:
             own_tmp.cleanup()

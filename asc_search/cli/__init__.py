@@ -19,7 +19,7 @@ from ..errors import AscSearchError, bound_message
 __all__ = ["main", "build_parser", "cli_message"]
 
 # One module per area; each has ``register(subparsers)`` which adds its subcommands and sets ``func``.
-_COMMAND_MODULES = ("data", "models", "teacher", "search", "results", "bench", "demo")
+_COMMAND_MODULES = ("data", "models", "teacher", "search", "results", "compare", "bench", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

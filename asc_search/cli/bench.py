@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
+from ._args import positive_int
 from ._render import output_console
 
 
@@ -18,9 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "bench",
         help="measure features, complexity, teacher and search figures, and the accuracy table, in one run",
         description="Runs the per-area benchmarks (asc_search/bench/*.py) one after the other, then the "
-        "accuracy table on the built-in data: teacher; DCASE 2024 baseline architecture without KD; the same "
-        "with KD; the best searched student (params, bytes, MACs, test macro accuracy). Without --demo-dir the "
-        "demo runs first. Prints tables; --json writes everything to a file.",
+        "accuracy table on the built-in data: `asc-search compare` on the demo's cache (the reference arms: the "
+        "DCASE 2024 baseline family fitted to the budget with cross-entropy, KD, KD + embedding matching; the best "
+        "searched student retrained with its recipe; each over --seeds seeds, mean ± sd) and the teacher. Without "
+        "--demo-dir the demo runs first. Prints tables; --json writes everything to a file.",
     )
     p.add_argument("--json", default=None, metavar="FILE", help="write all figures to FILE as JSON")
     p.add_argument("--quick", action="store_true", help="small sizes everywhere (a smoke run, minutes)")
@@ -29,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--demo-dir", default=None, help="take the accuracy table's inputs from this finished demo folder")
     p.add_argument("--work-dir", default=None, help="scratch folder (default: a temporary folder, removed after)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device (default auto)")
+    p.add_argument("--seeds", metavar="N", type=positive_int, default=3,
+                   help="seeds per row of the accuracy table (default 3; --quick uses 2)")
+    p.add_argument("--threads", metavar="N", type=positive_int, default=None,
+                   help="torch threads per accuracy-table run (default: all cores)")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -68,6 +74,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             demo_dir=args.demo_dir,
             work_dir=args.work_dir,
             device=args.device,
+            seeds=args.seeds,
+            threads=args.threads,
             on_event=render,
         )
     from ..bench.runner import flatten
@@ -85,20 +93,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         console.print(table)
     acc = result.get("accuracy")
     if acc:
+        from .compare import comparison_table, pm
+
         b = acc["budget"]
-        table = Table(title=f"Accuracy on the built-in data ({acc['profile']} profile, {acc['split_sizes']['test']} "
-                      f"test clips; budget {b['max_param_bytes']:,} B at {b['param_dtype']}, {b['max_macs']:,} MACs)")
-        for col in ("model", "params", "bytes", "MACs", "within budget", "val macro acc", "test macro acc",
-                    "test log loss", "unseen-device macro acc"):
-            table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
+        console.print(comparison_table(acc, title=f"Accuracy on the built-in data ({acc['profile']} profile, "
+                                       f"{acc['split_sizes']['test']} test clips, {len(acc['seeds'])} seeds; budget "
+                                       f"{b['max_param_bytes']:,} B at {b['param_dtype']}, {b['max_macs']:,} MACs)"))
         for r in acc["rows"]:
-            table.add_row(r["model"], _fmt(r["params"]), f"{_fmt(r['param_bytes'])} ({r['param_dtype']})",
-                          _fmt(r["macs"]), _fmt(r["within_budget"]), _fmt(r.get("val_macro_accuracy")),
-                          _fmt(r["test_macro_accuracy"]), _fmt(r["test_log_loss"]), _fmt(r.get("test_unseen_macro_accuracy")))
-        console.print(table)
-        rc = acc["recipe"]
-        console.print(f"baselines trained with the best student's recipe: {rc['epochs']} epochs, lr {rc['lr']:.3g}, "
-                      f"weight decay {rc['weight_decay']:.3g}, batch {rc['batch_size']}, seed {rc['seed']}")
+            if r.get("paired_vs_best_reference"):
+                console.print(f"{r['name']} vs the best reference ({r['best_reference']}): test macro accuracy "
+                              f"{pm(r['paired_vs_best_reference']['test_macro_accuracy'], points=True)} points "
+                              "(paired over seeds)")
+        t = acc["teacher"]
+        console.print(f"{t['model']}: {t['params']:,} params, {t['macs']:,} MACs, val macro acc "
+                      f"{_fmt(t['val_macro_accuracy'])}, test macro acc {_fmt(t['test_macro_accuracy'])}, "
+                      f"unseen-device {_fmt(t['test_unseen_macro_accuracy'])} (scored once, not retrained)")
     if args.json:
         write_json(result, args.json)
         console.print(f"wrote {args.json}")

@@ -105,7 +105,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     counts = s.proposals
     console.print(
         f"proposals: {counts.get('total', 0)} in all, {counts.get('rejected_budget', 0)} rejected over budget before "
-        f"training, {counts.get('completed', 0)} completed, {counts.get('early_stopped', 0)} stopped early by ASHA, "
+        f"training, {counts.get('completed', 0)} completed (reference arms included), "
+        f"{counts.get('early_stopped', 0)} stopped early by ASHA, "
         f"{counts.get('failed', 0)} failed"
     )
     if st.get("deployed_weights_bytes") is not None:
@@ -113,6 +114,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                       f"weights measured from student.onnx; test macro accuracy {f(st.get('test_macro_accuracy'), 'acc')}"
                       f" ({st['deployed_precision']}, onnxruntime), {f(st.get('test_macro_accuracy_fp32'), 'acc')} "
                       "(float32)")
+    if st.get("against_reference"):
+        console.print(f"best student against the search's reference arms: {st['against_reference']}")
     if st.get("unseen_macro_accuracy") is not None:
         console.print(f"student test macro accuracy: seen devices {st.get('seen_macro_accuracy'):.4f}, "
                       f"unseen devices {st.get('unseen_macro_accuracy'):.4f}")

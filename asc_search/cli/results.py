@@ -74,6 +74,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="int8 only: epochs of quantisation-aware fine-tuning; auto (default): only when post-training "
                    "quantisation loses more than 1 point of validation macro accuracy, then 10%% of the trial's "
                    "epochs (at least 2), keeping the better model; 0: never")
+    p.add_argument("--seeds", metavar="N", type=positive_int, default=None,
+                   help="also retrain the trial's configuration N times (seeds from its own) on the search's train "
+                   "part and report test macro accuracy as mean ± sd; the exported weights stay the search's")
+    p.add_argument("--threads", metavar="N", type=positive_int, default=None,
+                   help="torch threads for --seeds runs (default: all cores)")
     p.add_argument("--json", action="store_true", help="print the export summary as JSON")
     p.set_defaults(func=_cmd_export)
 
@@ -142,7 +147,8 @@ def _cmd_results(args: argparse.Namespace) -> int:
     n_ranked = int((res.board["rank"] > 0).sum())
     board = Table(title=f"Leaderboard: top {n_ranked} of {counts.get('completed', 0)} completed trials "
                   "(validation split)" + (", then early-stopped and failed ones" if args.all else ""))
-    for col, just in (("rank", "right"), ("trial", "left"), ("status", "left"), ("params", "right"), ("bytes", "right"),
+    for col, just in (("rank", "right"), ("trial", "left"), ("status", "left"), ("reference", "left"),
+                      ("params", "right"), ("bytes", "right"),
                       ("MACs", "right"), ("val macro acc", "right"), ("val log loss", "right"), ("epochs", "right")):
         board.add_column(col, justify=just)
     deployed = "val_macro_accuracy_deployed" in res.board and res.board["val_macro_accuracy_deployed"].notna().any()
@@ -153,12 +159,16 @@ def _cmd_results(args: argparse.Namespace) -> int:
     for _, row in res.board.iterrows():
         board.add_row(
             str(row["rank"]) if row["rank"] > 0 else "-", str(row["trial_id"]), str(row["status"]),
-            _fmt(row["params"], "int"), _fmt(row["param_bytes"], "int"),
+            str(row["reference"]) if row.get("kind") == "reference" else "", _fmt(row["params"], "int"), _fmt(row["param_bytes"], "int"),
             _fmt(row["macs"], "int"), _fmt(row["val_macro_accuracy"], "acc"), _fmt(row["val_log_loss"], "acc"),
             _fmt(row["epochs"], "int"), *([_fmt(row["val_macro_accuracy_deployed"], "acc")] if deployed else []),
             *[_fmt(row[c]) for c in res.distill],
         )
     console.print(board)
+    if res.margin:
+        console.print(f"winner (rank 1, references included): {res.margin['text']}")
+    for message in res.warnings:
+        console.print(f"[yellow]warning:[/yellow] {message}")
 
     front = Table(title=f"Pareto front ({len(res.front)}): accuracy max, MACs & bytes min")
     for col in ("trial", "val macro acc", "MACs", "bytes", "params"):
@@ -224,6 +234,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
             teacher_cache_dir=args.teacher_cache_dir,
             device=args.device,
             qat_epochs=args.qat_epochs,
+            seeds=args.seeds,
+            threads=args.threads,
             on_event=render,
         )
     if args.json:
@@ -252,7 +264,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if qat.get("reason"):
         table.add_row("QAT", str(qat["reason"]), "", "")
     table.add_row("ONNX max |diff| vs torch (float32 graph)", f"{summary.onnx_max_abs_diff:.2e}", "", "")
+    seeds = summary.record.get("seeds")
+    if seeds:
+        from .compare import pm
+
+        table.add_row(f"test macro accuracy over {len(seeds['seeds'])} seeds", pm(seeds["test_macro_accuracy"]), "", "")
     console.print(table)
+    if summary.record.get("against_reference"):
+        console.print(f"against the search's reference arms: {summary.record['against_reference']['text']}")
+    if seeds:
+        console.print(f"over seeds {seeds['seeds']}: {seeds['how']}; the exported weights are those of "
+                      f"{seeds['weights']}")
     console.print(f"files in {summary.out_dir}: " + ", ".join(p.name for p in summary.files))
     return 0
 

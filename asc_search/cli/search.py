@@ -91,7 +91,8 @@ class SearchPrinter:
         c = self.console
         if event == "setup":
             counts = info.get("counts", {})
-            self.num_samples = int(info.get("num_samples", 0))
+            references = list(info.get("references") or [])
+            self.num_samples = int(info.get("num_samples", 0)) + len(references)
             self.done = int(counts.get("trained", 0))
             self.rejected = int(counts.get("rejected_budget", 0))
             self.running = set(int(n) for n in info.get("running", []))
@@ -101,18 +102,24 @@ class SearchPrinter:
             verb = "resuming" if info.get("resume") else "searching"
             c.print(
                 f"{self._stamp()} {verb} [bold]{info['name']}[/bold] -> {info['run_dir']} "
-                f"({self.num_samples} trained trials, {info.get('max_concurrent')} at a time)"
+                f"({self.num_samples} trained trials, {info.get('max_concurrent')} at a time"
+                + (f", of which {len(references)} reference arms: {', '.join(references)})" if references else ")")
             )
         elif event == "rejected":
             self.rejected += 1
-            self.rejected_since += 1
+            if info.get("reference"):
+                c.print(f"{self._stamp()} trial {info['trial_id']:>4} reference {info['reference']}: over budget, "
+                        "not trained")
+            else:
+                self.rejected_since += 1
         elif event == "started":
             self.running.add(int(info["trial_id"]))
             skipped = f" (+{self.rejected_since} rejected)" if self.rejected_since else ""
             self.rejected_since = 0
             what = "re-issued" if info.get("reissued") else "started"
             cost = f"{info['params']:,} params, {info['macs'] / 1e6:.2f} M MACs" if "params" in info else ""
-            c.print(f"{self._stamp()} trial {info['trial_id']:>4} {what}: {cost}{skipped}  {self._state()}")
+            ref = f" (reference {info['reference']})" if info.get("reference") else ""
+            c.print(f"{self._stamp()} trial {info['trial_id']:>4} {what}{ref}: {cost}{skipped}  {self._state()}")
         elif event == "result":
             if info.get("epoch") is not None and int(info["trial_id"]) in self.running:
                 self.epochs[int(info["trial_id"])] = (int(info["epoch"]), info.get("epochs_planned"),
@@ -211,12 +218,15 @@ def _run(args: argparse.Namespace) -> int:
     if result.best:
         b = result.best
         deployed = b.get("val_macro_accuracy_deployed")
+        ref = f" (reference {b['reference']})" if b.get("kind") == "reference" else ""
         table.add_row(
             "best trial",
-            f"{b['trial_id']}: val macro accuracy {b['val_macro_accuracy']:.4f}"
+            f"{b['trial_id']}{ref}: val macro accuracy {b['val_macro_accuracy']:.4f}"
             + (f" (deployed {deployed:.4f})" if deployed is not None else "") + f", log loss {b['val_log_loss']:.3f}, "
             f"{int(b['params']):,} params, {int(b['param_bytes']):,} bytes, {int(b['macs']):,} MACs",
         )
+    if result.margin:
+        table.add_row("against the references", result.margin["text"])
     table.add_row("run folder", str(result.run_dir))
     table.add_row("trials", str(Path(result.run_dir) / TRIALS_FILE))
     table.add_row("time", f"{result.duration_s:.0f} s")

@@ -235,10 +235,10 @@ def build_feature_cache_report(
 
     ``mono`` / ``segment``: the audio policy (:class:`~asc_search.data.audio.AudioPolicy`). ``force``: rebuild even
     an up-to-date cache. ``allow_rare_labels``: with ``labels="auto"``, accept labels that look like typos
-    (:func:`~asc_search.data.tau.label_anomalies`). ``on_event`` receives ``progress`` events (clips done) while the
+    (:func:`~asc_search.data.tau.label_anomalies`; each is then a ``warning``). ``on_event`` receives ``progress`` events (clips done) while the
     cache is built, and a ``warning`` when a reused cache has the older layout (with the commands that move it to
     the current one) or when a cache that looked up to date is damaged and is rebuilt."""
-    from .tau import check_label_anomalies, dataset_fingerprint, read_meta, read_tau
+    from .tau import check_label_anomalies, dataset_fingerprint, derived_label_anomalies, read_meta, read_tau
 
     started = time.perf_counter()
     prof = get_profile(profile) if isinstance(profile, str) else profile
@@ -248,6 +248,8 @@ def build_feature_cache_report(
     table = read_tau(root, labels)
     if not allow_rare_labels:
         check_label_anomalies(table, labels)
+    for message in derived_label_anomalies(table, labels):  # kept on purpose (allow_rare_labels): still said
+        warn(on_event, f"{message}: a likely label typo in meta.csv")
     label_tuple = tuple(table.attrs["labels"])
     meta_row = {name: i + 2 for i, name in enumerate(read_meta(root)["filename"].tolist())}
     rows = [meta_row[name] for name in table["filename"].tolist()]

@@ -30,6 +30,7 @@ from ..errors import ConfigError, DataError, quote
 __all__ = [
     "RARE_LABEL_CLIPS",
     "label_anomalies",
+    "derived_label_anomalies",
     "check_label_anomalies",
     "dataset_fingerprint",
     "META_COLUMNS",
@@ -166,12 +167,17 @@ def label_anomalies(table: pd.DataFrame) -> list[str]:
     return lines
 
 
-def check_label_anomalies(table: pd.DataFrame, labels: str | Sequence[str] | None) -> None:
-    """With ``labels`` "auto", a DataError listing :func:`label_anomalies` (a typo in meta.csv would silently become
-    a class); declared labels are the user's own choice and pass."""
+def derived_label_anomalies(table: pd.DataFrame, labels: str | Sequence[str] | None) -> list[str]:
+    """:func:`label_anomalies` when ``labels`` is "auto" (derived from meta.csv, where a typo would silently become
+    a class); empty for declared labels, which are the user's own choice."""
     if not (isinstance(labels, str) and labels.strip().lower() in _AUTO_LABELS):
-        return
-    problems = label_anomalies(table)
+        return []
+    return label_anomalies(table)
+
+
+def check_label_anomalies(table: pd.DataFrame, labels: str | Sequence[str] | None) -> None:
+    """A DataError listing :func:`derived_label_anomalies`, when there are any."""
+    problems = derived_label_anomalies(table, labels)
     if problems:
         raise DataError(
             f"meta.csv: {len(problems)} derived label(s) look like typos: "

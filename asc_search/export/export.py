@@ -9,7 +9,11 @@ quantises it for an int8 budget, with QAT when ``qat_epochs`` asks (:mod:`asc_se
 budget, writes the float32 graph (checked against torch) and the deployed graph at the budget's precision (its weight
 bytes measured from the file: :mod:`asc_search.export.deployed`), scores the deployed graph ONCE on the test split
 with onnxruntime beside the float32 model, and writes the export folder atomically (a temporary folder renamed into
-place). The run is read through
+place). The record says how the trial compares with the run's best reference arm on validation and repeats the
+run's warnings (plus the winner's own: near chance, a reference). With ``seeds=N`` the trial's configuration is also
+retrained N times on the search's train part (epoch chosen on its validation part,
+:func:`asc_search.training.seeds.train_seeds`) and the float32 test macro accuracy is reported as mean ± sd over
+those seeds; the exported weights stay those of the search's own run (or of the retraining). The run is read through
 :mod:`asc_search.search.runfolder` only. Nothing here prints: progress goes to ``on_event``.
 """
 
@@ -26,7 +30,7 @@ import torch
 
 from .._io import jsonable, sha256_file
 from .._io import provenance as stamp
-from .._progress import OnEvent, log
+from .._progress import OnEvent, log, warn
 from ..config import Budget, FeatureProfile
 from ..deploy import CALIBRATION_CLIPS, calibration_sample
 from ..errors import ConfigError, NotFoundError
@@ -87,6 +91,7 @@ class ExportSummary:
             "onnx_max_abs_diff": self.onnx_max_abs_diff,
             "files": [str(p) for p in self.files],
             **self.extra,
+            **{k: self.record.get(k) for k in ("against_reference", "warnings", "seeds") if k in self.record},
         }
 
 
@@ -156,6 +161,7 @@ def write_export(
     validation: Mapping[str, Any] | None = None,
     force: bool = False,
     device: str = "auto",
+    evidence: Mapping[str, Any] | None = None,
     on_event: OnEvent | None = None,
 ) -> ExportSummary:
     """Check ``budget``, write the float32 graph and the deployed graph at ``precision`` (default: the budget's
@@ -163,7 +169,8 @@ def write_export(
     the deployed graph's measured weight bytes against ``max_param_bytes``, score it with onnxruntime on the test
     split (and on ``val`` = (x, y, table) when given) beside the float32 model, and write the export folder ``out``
     atomically. Over budget (counted or measured): BudgetError, nothing written; an existing ``out`` needs ``force``.
-    ``qat``: what the export's QAT step did (recorded)."""
+    ``qat``: what the export's QAT step did (recorded). ``evidence``: record keys about how far to trust it
+    (``against_reference``, ``warnings``, ``seeds``)."""
     import yaml
     from safetensors.torch import save_file
 
@@ -210,6 +217,7 @@ def write_export(
                      "check_clips": int(example.shape[0]), "input": "x", "output": "logits"},
             "files": _files(tmp, graph),
             "provenance": prov,
+            **{k: v for k, v in dict(evidence or {}).items() if k in ("against_reference", "warnings", "seeds")},
         })
         (tmp / STUDENT_YAML).write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
         (tmp / REPORT_FILE).write_text(report_markdown(record), encoding="utf-8")
@@ -231,18 +239,24 @@ def export_run(
     teacher_cache_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
     qat_epochs: int | str = "auto",
+    seeds: int | None = None,
+    threads: int | None = None,
     on_event: OnEvent | None = None,
 ) -> ExportSummary:
     """Export the best trial of run ``run`` (or ``trial_id``) to ``out`` at the budget's precision; ``qat_epochs``
-    (int8 only): :mod:`asc_search.export.qat`. See the module docstring."""
+    (int8 only): :mod:`asc_search.export.qat`; ``seeds``: retrain its configuration that many times for a mean ± sd
+    of its test score (``threads`` torch threads each, default all cores). See the module docstring."""
     from ..search.space import load_space
     from .qat import parse_qat_epochs
 
     out = Path(out)
     _refuse_existing(out, force)  # before any work
     qat_epochs = parse_qat_epochs(qat_epochs)
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
+        raise ConfigError(f"seeds must be a positive integer, got {seeds!r}", params=("seeds",))
     run_dir = resolve_run(run, results_dir)
-    row = select_trial(load_trials(run_dir), trial_id=trial_id, budget=run_budget(run_dir)).to_dict()
+    table = load_trials(run_dir)
+    row = select_trial(table, trial_id=trial_id, budget=run_budget(run_dir)).to_dict()
     search_file = run_dir / SEARCH_FILE
     if not search_file.is_file():
         raise NotFoundError(f"{search_file} does not exist: cannot tell the run's budget, profile and split")
@@ -255,7 +269,8 @@ def export_run(
                           f"{spec.budget.param_dtype}", params=("qat_epochs",))
     proposal = trial_proposal(row)
     qat = int8 and qat_epochs != 0
-    inputs = load_inputs(run_dir, spec, proposal, cache_dir, teacher_cache_dir, retrain, qat, on_event)
+    inputs = load_inputs(run_dir, spec, proposal, cache_dir, teacher_cache_dir, retrain or bool(seeds), qat,
+                         on_event)
     head_state = None
     if retrain:
         model, train_cfg, head_state = retrained(proposal, inputs, device, on_event)
@@ -290,6 +305,7 @@ def export_run(
         "proposal_params": proposal.params,
     }
     (test, test_table), (val, val_table) = inputs.parts["test"], inputs.parts["val"]
+    evidence = _evidence(run_dir, table, row, spec, inputs, seeds, retrain, device, threads, on_event)
     return write_export(
         out, model, student_config=proposal.student, profile=features.profile, labels=tuple(features.labels),
         budget=spec.budget, test_x=test.x, test_y=test.y, test_table=test_table, calibration_x=calibration,
@@ -297,5 +313,38 @@ def export_run(
         distill=proposal.distill.to_dict(), train=train_cfg.to_dict(), provenance=provenance,
         validation={k: row.get(k) for k in ("val_macro_accuracy", "val_macro_accuracy_deployed", "val_log_loss",
                                              "epochs") if k in row},
-        force=force, device=device, on_event=on_event,
+        force=force, device=device, evidence=evidence, on_event=on_event,
     )
+
+
+def _evidence(run_dir: Path, table: Any, row: Mapping[str, Any], spec: Any, inputs: Any, seeds: int | None,
+              retrain: bool, device: str, threads: int | None, on_event: OnEvent | None) -> dict[str, Any]:
+    """How far to trust the exported trial: against the best reference, the warnings, and (``seeds``) its test
+    score over seeds."""
+    from ..search.caveats import winner_caveats
+    from ..search.runfolder import reference_margin
+
+    labels = tuple(inputs.features.labels)
+    record = read_run_record(run_dir)
+    margin = reference_margin(table, row, spec.budget)
+    if margin is not None:
+        log(on_event, f"trial {row['trial_id']}: {margin['text']}")
+    warnings = list(dict.fromkeys([*(record.warnings if record else []), *winner_caveats(row, len(labels))]))
+    for message in warnings:
+        warn(on_event, message)
+    out: dict[str, Any] = {"against_reference": margin, "warnings": warnings}
+    if seeds:
+        from ..training.seeds import summarise_runs, train_seeds
+
+        proposal = trial_proposal(row)
+        first = int(proposal.train.seed)
+        runs = train_seeds(proposal.student, proposal.distill, proposal.train, inputs.parts,
+                           list(range(first, first + seeds)), labels=labels, embedding_shape=inputs.embedding_shape,
+                           device=device, threads=threads, task=f"trial {row['trial_id']} over seeds", on_event=on_event)
+        weights = (f"retrained on all of train with seed {first}" if retrain else
+                   f"the search's own run of trial {row['trial_id']} (seed {first}, its best validation epoch)")
+        out["seeds"] = {"seeds": [r["seed"] for r in runs], "runs": runs, **summarise_runs(runs),
+                        "weights": weights,
+                        "how": "each seed trained on the search's train part, epoch chosen on its validation part, "
+                               "test split scored once per seed (the float32 model)"}
+    return out

@@ -130,6 +130,11 @@ def report_markdown(record: Mapping[str, Any]) -> str:
         lines.append(f"- macro accuracy of this export on the validation split: deployed "
                      f"{_f(split['deployed']['macro_accuracy'])}, float32 {_f(split['fp32']['macro_accuracy'])}"
                      + (" (retrained on these clips)" if prov["retrained"] else ""))
+    if record.get("against_reference"):
+        lines.append(f"- against the search's reference arms: {record['against_reference']['text']}")
+    lines += _seeds_lines(record.get("seeds"))
+    if record.get("warnings"):
+        lines += ["", "## Warnings", ""] + [f"- {m}" for m in record["warnings"]]
     d, t = record["distillation"], record["training"]
     lines += ["", "## Training", ""]
     if d:
@@ -150,3 +155,26 @@ def report_markdown(record: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _seeds_lines(seeds: Mapping[str, Any] | None) -> list[str]:
+    """The evidence over seeds (export ``seeds=N``) as report lines."""
+    if not seeds:
+        return []
+
+    def pm(stat: Mapping[str, Any]) -> str:
+        if stat.get("mean") is None:
+            return "-"
+        return f"{stat['mean']:.4f}" + (f" ± {stat['sd']:.4f}" if stat.get("sd") is not None else "")
+
+    return [
+        "",
+        f"## Over {len(seeds['seeds'])} seeds ({', '.join(str(s) for s in seeds['seeds'])})",
+        "",
+        f"{seeds['how']}; mean ± sample sd over seeds.",
+        "",
+        f"- test macro accuracy: **{pm(seeds['test_macro_accuracy'])}**",
+        f"- unseen-device test macro accuracy: {pm(seeds['test_unseen_macro_accuracy'])}",
+        f"- validation macro accuracy: {pm(seeds['val_macro_accuracy'])}",
+        f"- the exported weights are those of {seeds['weights']}",
+    ]

@@ -20,10 +20,13 @@ from ..search.runfolder import (
     PARAM_PREFIX,
     PLOTS_DIR,
     Status,
+    best_trial,
     load_trials,
     param_columns,
     rank,
     ranked_trials,
+    read_run_record,
+    reference_margin,
     resolve_run,
     run_budget,
     score_column,
@@ -117,6 +120,8 @@ class RunResults:
     params: list[str] = field(default_factory=list)  # proposed-parameter columns
     distill: list[str] = field(default_factory=list)  # of which distillation settings
     plots: dict[str, Path] = field(default_factory=dict)
+    margin: dict[str, Any] | None = None  # the winner against the best reference (runfolder.reference_margin)
+    warnings: list[str] = field(default_factory=list)  # run.json's warnings (asc_search.search.caveats)
 
     @property
     def name(self) -> str:
@@ -136,6 +141,8 @@ class RunResults:
             "leaderboard": rows(self.board),
             "pareto_front": rows(self.front),
             "plots": {k: str(v) for k, v in self.plots.items()},
+            "against_reference": self.margin,
+            "warnings": list(self.warnings),
         }
 
 
@@ -169,6 +176,11 @@ def run_results(run_dir: Path, table: pd.DataFrame, top: int | None = None,
                 include_stopped: bool = False) -> RunResults:
     """The :class:`RunResults` of the run folder ``run_dir`` with trials table ``table`` (no plots), also when
     nothing is ranked yet (an empty leaderboard)."""
+    budget = run_budget(run_dir)
+    best = best_trial(table, budget)
+    record = read_run_record(run_dir)
     return RunResults(run_dir=run_dir, trials=table, counts=status_counts(table),
                       board=leaderboard(table, top=top, include_stopped=include_stopped), front=pareto_front(table),
-                      budget=run_budget(run_dir), params=param_columns(table), distill=distill_columns(table))
+                      budget=budget, params=param_columns(table), distill=distill_columns(table),
+                      margin=reference_margin(table, best, budget) if best is not None else None,
+                      warnings=list(record.warnings) if record is not None else [])

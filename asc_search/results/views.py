@@ -104,20 +104,12 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _reference_lines(res: RunResults) -> list[str]:
-    """The winner against the best reference, when the run's table marks references (``kind == "reference"``)."""
-    board = res.board[res.board["rank"] > 0]
-    if "kind" not in board.columns or board.empty:
+    """The winner against the best reference (:func:`~asc_search.search.runfolder.reference_margin`), when the run
+    has a completed reference."""
+    if res.margin is None:
         return []
-    refs = board[board["kind"] == "reference"]
-    if refs.empty:
-        return []
-    best, ref = board.iloc[0], refs.iloc[0]
-    name = ref.get("reference") or f"trial {ref['trial_id']}"
-    margin = 100.0 * (float(best["val_macro_accuracy"]) - float(ref["val_macro_accuracy"]))
-    if int(best["trial_id"]) == int(ref["trial_id"]):
-        return [f"The best trial is reference `{name}`: the search found nothing better on validation.", ""]
-    return [f"Best trial {best['trial_id']}: **{margin:+.1f} points** validation macro accuracy over reference "
-            f"`{name}`.", ""]
+    best = res.board[res.board["rank"] > 0].iloc[0]
+    return [f"Best trial {best['trial_id']}: {res.margin['text']}.", ""]
 
 
 def _leaderboard_lines(res: RunResults, board: pd.DataFrame) -> list[str]:

@@ -4,6 +4,9 @@
 * :mod:`.space`: reading and validating search files (:mod:`.rules`: what each key accepts);
 * :mod:`.study`: the Optuna study (storage, sampler);
 * :mod:`.searcher`: the Tune searcher that rejects over-budget proposals before training;
+* :mod:`.references`: the reference arms every search trains (schema, defaults, their proposals);
+* :mod:`.scheduler`: ASHA that never stops a reference (over epochs or optimiser steps);
+* :mod:`.caveats`: the warnings a user needs before trusting a winner;
 * :mod:`.trainable`: one trial (its data, training a proposal, the Tune trainable);
 * :mod:`.driver`: ``run_search``;
 * :mod:`.runfolder`: the run folder (file names, statuses, run.json, checkpoints, the trials table, the best trial).
@@ -32,6 +35,12 @@ _EXPORTS: dict[str, str] = {
     "builtin_spaces": "space",
     "builtin_spaces_dir": "space",
     "parse_space": "space",
+    "Reference": "references",
+    "DEFAULT_REFERENCES": "references",
+    "reference_proposal": "references",
+    "plan_references": "references",
+    "ReferenceAwareASHA": "scheduler",
+    "make_scheduler": "scheduler",
     "make_sampler": "study",
     "make_storage": "study",
     "open_study": "study",

@@ -6,14 +6,19 @@ One search writes the run folder ``RESULTS_DIR/NAME/`` (:mod:`asc_search.search.
    take the run's lock (:mod:`~asc_search.search.runfolder.lock`) before anything slow: one driver per run;
 2. **load** the feature cache and the teacher cache, keep only the train and validation rows (validation = whole
    recording locations carved from train; the test split never reaches a trial) as the trial data, put in Ray's
-   object store ONCE (``tune.with_parameters``): every trial on a node maps the same shared-memory copy;
+   object store ONCE (``tune.with_parameters``): every trial on a node maps the same shared-memory copy; check the
+   data for what a user should know (:mod:`asc_search.search.caveats`) and cost the reference arms
+   (:mod:`asc_search.search.references`);
 3. **connect** to Ray (local, or a cluster by address) and refuse per-trial resources no node has;
-4. **record** what produces the run (search.yaml, run.json) and create the study;
+4. **record** what produces the run (search.yaml, run.json) and create the study; a new study gets the reference
+   arms enqueued before any sampled proposal;
 5. **tune**: :class:`~asc_search.search.searcher.BudgetedSearcher` proposes (over-budget proposals never become
-   trials), :func:`~asc_search.search.trainable.train_trial` trains each one, ASHA (on ``val_macro_accuracy``,
-   ``time_attr=epoch``) stops hopeless ones; a diverged trial ends without retry, a crashed one is retried
-   ``search.max_failures`` times from its last checkpoint, then recorded as failed;
-6. **summarise**: trials.parquet, the counts, the best trial and the run's state in run.json.
+   trials), :func:`~asc_search.search.trainable.train_trial` trains each one, ASHA (on ``val_macro_accuracy``, over
+   epochs or optimiser steps: :mod:`asc_search.search.scheduler`) stops hopeless ones but never a reference; a
+   diverged trial ends without retry, a crashed one is retried ``search.max_failures`` times from its last
+   checkpoint, then recorded as failed. Tune runs ``num_samples`` + the references that will train;
+6. **summarise**: trials.parquet, the counts, the best trial (references included) against the best reference,
+   the warnings and the run's state in run.json.
 
 Throughout, the run's own views (leaderboard, Pareto front, plots) are published into its study for
 optuna-dashboard (:class:`asc_search.results.views.ViewsPublisher`: every few ended trials and at the end).
@@ -37,9 +42,11 @@ from pathlib import Path
 from typing import Any
 
 from .._io import now_utc, provenance, write_text_atomic
-from .._progress import OnEvent, emit, log
+from .._progress import OnEvent, emit, log, warn
 from .._runtime import check_trial_resources, connect_ray, quiet_ray_env
 from ..errors import BudgetError, CacheError, ConfigError, NotFoundError
+from .caveats import data_caveats, winner_caveats
+from .references import ReferencePlan, enqueue_references, plan_references
 from .runfolder import (
     DEFAULT_RESULTS_DIR,
     RAY_DIR,
@@ -54,8 +61,10 @@ from .runfolder import (
     check_run_name,
     lock_run,
     read_run_record,
+    reference_margin,
     space_file_record,
     status_counts,
+    trained_short,
     trial_dirname,
     write_run_record,
     write_trials_table,
@@ -68,7 +77,6 @@ from .trainable import prepare_trial_data, train_trial
 __all__ = ["SearchResult", "run_search"]
 
 
-
 @dataclass
 class SearchResult:
     run_dir: Path
@@ -79,6 +87,8 @@ class SearchResult:
     interrupted: bool = False  # stopped (Ctrl-C) before num_samples trials were trained: resume it
     stop_reason: str | None = None  # why the searcher stopped proposing early, if it did
     duration_s: float = 0.0
+    margin: dict[str, Any] | None = None  # the winner against the best reference (runfolder.reference_margin)
+    warnings: list[str] = dataclasses.field(default_factory=list)  # as written to run.json
 
 
 @dataclass
@@ -105,6 +115,12 @@ class _Data:
     dataset_root: str | None
     teacher_dir: Path | None
     teacher_fingerprint: str | None
+    references: list[ReferencePlan]  # every reference, costed; "planned" ones train
+    warnings: list[str]  # about the data and the references (caveats.data_caveats, the plans' messages)
+
+    @property
+    def n_references(self) -> int:
+        return sum(p.status == "planned" for p in self.references)
 
 
 def run_search(
@@ -118,23 +134,27 @@ def run_search(
     address: str | None = None,
     resume: bool = False,
     on_event: OnEvent | None = None,
+    stopper: Any = None,
+    callbacks: list[Any] | None = None,
 ) -> SearchResult:
     """Run (or, with ``resume=True``, finish) the search of ``space`` on the caches; see the module docstring.
 
     ``on_event(event, info)`` gets: ``setup`` (run_dir, counts so far), ``started``, ``result`` (per epoch),
     ``rejected``, ``completed`` / ``early_stopped`` / ``failed``, ``exhausted``, ``error``; every trial event names
-    the trial by ``trial_id`` (the Optuna trial number).
+    the trial by ``trial_id`` (the Optuna trial number); ``warning`` (one line each, also kept in run.json).
+    ``stopper`` and ``callbacks``: a Tune stopper and Tune callbacks for a new run (the benchmarks use them to
+    share a budget of trial-epochs between methods).
     """
     t_start = time.time()
     run = _prepare_run(space, name, Path(results_dir), num_samples, resume)  # holds the run's lock from here on
     try:
-        return _search(run, Path(cache_dir), teacher_cache, address, on_event, t_start)
+        return _search(run, Path(cache_dir), teacher_cache, address, on_event, t_start, stopper, callbacks)
     finally:
         run.lock.release()
 
 
 def _search(run: _Run, cache_dir: Path, teacher_cache: Any, address: str | None, on_event: OnEvent | None,
-            t_start: float) -> SearchResult:
+            t_start: float, stopper: Any = None, callbacks: list[Any] | None = None) -> SearchResult:
     """Steps 2-6 for the run of step 1 (whose lock the caller holds)."""
     from ..data.cache import read_manifest
 
@@ -151,11 +171,16 @@ def _search(run: _Run, cache_dir: Path, teacher_cache: Any, address: str | None,
         check_trial_resources(run.spec.search.cpus_per_trial, run.spec.search.gpus_per_trial, run.spec.source)
         record = _write_record(run, data, cache_dir, address)
         storage_url = f"sqlite:///{run.run_dir / STUDY_FILE}"
-        open_study(run.spec, storage_url, record.study_name)  # now, so that the dashboard can show it at once
+        study = open_study(run.spec, storage_url, record.study_name)  # now, so that the dashboard shows it at once
+        if not run.resume:
+            enqueue_references(study, data.references)
+        for message in data.warnings:
+            warn(on_event, message)
         from ..results.views import ViewsPublisher  # the run's own views (note, plots) in its study, as trials end
 
         views = ViewsPublisher(run.run_dir, on_event)
-        tuner = _build_tuner(run, data.payload, storage_url, record.study_name, data.n_classes, channel, views)
+        tuner = _build_tuner(run, data, storage_url, record.study_name, channel, views, stopper, callbacks)
+        warnings_so_far, n_classes = data.warnings, data.n_classes
         del data
         if on_event is not None:
             _announce(run, on_event)
@@ -170,7 +195,8 @@ def _search(run: _Run, cache_dir: Path, teacher_cache: Any, address: str | None,
             import ray
 
             ray.shutdown()
-    return _summarise(run, record, storage_url, time.time() - t_start, views)
+    return _summarise(run, record, storage_url, time.time() - t_start, warnings_so_far, n_classes, on_event,
+                      views)
 
 
 # ------------------------------------------------------------------------------------------------ 1. prepare
@@ -242,29 +268,32 @@ def _load_data(run: _Run, cache_dir: Path, teacher_cache: Any) -> _Data:
         raise CacheError(f"{cache_dir}: feature fingerprint {features.fingerprint} differs from {expected} that run "
                          f"{run.name!r} started with; resume against the same cache")
     teacher = teacher_dir = None
-    if spec.needs_teacher:
+    if spec.needs_teacher or any(r.needs_teacher for r in spec.references):
         from ..data.teacher_cache import default_teacher_cache_dir, load_teacher_targets
 
         teacher_dir = Path(teacher_cache) if teacher_cache is not None else default_teacher_cache_dir(cache_dir)
-        if not teacher_dir.exists():
+        if not teacher_dir.exists() and (spec.needs_teacher or teacher_cache is not None):
             raise CacheError(f"{teacher_dir}: no teacher cache there, and {spec.source} searches distillation "
                              "weights; embed the teacher first, or give teacher_cache", params=("teacher_cache",))
-        teacher = load_teacher_targets(features, teacher_dir)
+        teacher = load_teacher_targets(features, teacher_dir) if teacher_dir.exists() else None
+        teacher_dir = teacher_dir if teacher is not None else None  # only references distil: they are skipped
+    payload = prepare_trial_data(features, teacher, spec)
+    plans = plan_references(spec, len(features.labels), has_teacher=teacher is not None)
     data = _Data(
-        payload=prepare_trial_data(features, teacher, spec),
+        payload=payload,
         n_classes=len(features.labels),
         feature_fingerprint=features.fingerprint,
         dataset_root=(features.meta or {}).get("dataset_root"),
         teacher_dir=teacher_dir,
         teacher_fingerprint=teacher.meta.get("teacher_fingerprint") if teacher is not None else None,
+        references=plans,
+        warnings=data_caveats(spec, features.table, features.labels, payload)
+        + [p.message for p in plans if p.message],
     )
     # The trials get their own copies (``payload``): drop the whole cache's tensors before the copies go to the object
     # store, so the driver's peak memory is about one cache, not two (the full DCASE cache is ~7.7 GB at float16).
     features.x = None
     return data
-
-
-# ------------------------------------------------------------------------------------------------ 3. Ray
 
 
 # ------------------------------------------------------------------------------------------------ 4. record
@@ -302,7 +331,9 @@ def _write_record(run: _Run, data: _Data, cache_dir: Path, address: str | None) 
             asc_search_version=stamp["asc_search_version"],
             versions=stamp["versions"],
             address=address,
+            references=[p.to_dict() for p in data.references],
         )
+    record.warnings = list(data.warnings)
     write_run_record(run.run_dir, record)
     return record
 
@@ -310,41 +341,30 @@ def _write_record(run: _Run, data: _Data, cache_dir: Path, address: str | None) 
 # ------------------------------------------------------------------------------------------------ 5. tune
 
 
-def _scheduler(spec: SearchSpec) -> Any:
-    s = spec.search
-    if not s.asha_enabled:
-        from ray.tune.schedulers import FIFOScheduler
-
-        return FIFOScheduler()
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(time_attr="epoch", metric="val_macro_accuracy", mode="max", max_t=spec.max_epochs,
-                         grace_period=min(s.grace_period, spec.max_epochs), reduction_factor=s.reduction_factor)
-
-
-def _build_tuner(run: _Run, payload: dict[str, Any], storage_url: str, study_name: str, n_classes: int, channel: str,
-                 sink: OnEvent) -> Any:
+def _build_tuner(run: _Run, data: _Data, storage_url: str, study_name: str, channel: str, sink: OnEvent,
+                 stopper: Any = None, callbacks: list[Any] | None = None) -> Any:
     """A new Tuner with the searcher and ASHA, or the interrupted run's Tuner restored (with its searcher)."""
     from ray import tune
 
+    from .scheduler import make_scheduler
     from .searcher import BudgetedSearcher, RetryReporter, register_sink
 
     register_sink(channel, sink)
     s = run.spec.search
-    trainable = tune.with_resources(tune.with_parameters(train_trial, data=payload),
+    trainable = tune.with_resources(tune.with_parameters(train_trial, data=data.payload),
                                     {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
     ray_path = run.run_dir / RAY_DIR
     if run.resume:
         if not tune.Tuner.can_restore(str(ray_path)):
             raise NotFoundError(f"{ray_path}: no Ray Tune experiment state to resume from")
         return tune.Tuner.restore(str(ray_path), trainable=trainable, resume_unfinished=True, resume_errored=False)
-    searcher = BudgetedSearcher(run.spec, storage_url, study_name, n_classes=n_classes, channel=channel)
+    searcher = BudgetedSearcher(run.spec, storage_url, study_name, n_classes=data.n_classes, channel=channel)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            scheduler=_scheduler(run.spec),
-            num_samples=s.num_samples,
+            scheduler=make_scheduler(run.spec, len(data.payload["train_y"])),
+            num_samples=s.num_samples + data.n_references,  # the sampled trials + the references that train
             max_concurrent_trials=s.max_concurrent,
             trial_dirname_creator=_trial_dirname,
             # a finished trial's worker (torch + the package already imported) takes the next trial:
@@ -357,7 +377,8 @@ def _build_tuner(run: _Run, payload: dict[str, Any], storage_url: str, study_nam
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=s.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[RetryReporter(channel, s.max_failures)],
+            stop=stopper,
+            callbacks=[RetryReporter(channel, s.max_failures), *(callbacks or [])],
         ),
     )
 
@@ -372,8 +393,9 @@ def _announce(run: _Run, on_event: OnEvent) -> None:
     running = [int(i) for i in so_far.loc[so_far["status"] == Status.RUNNING, "trial_id"]]
     s = run.spec.search
     best = best_trial(so_far, run.spec.budget)  # a resumed run's best so far
+    references = [r["name"] for r in (read_run_record(run.run_dir).references or []) if r["status"] == "planned"]
     emit(on_event, "setup", run_dir=str(run.run_dir), name=run.name, resume=run.resume, num_samples=s.num_samples,
-         max_concurrent=s.max_concurrent, counts=status_counts(so_far), running=running,
+         max_concurrent=s.max_concurrent, counts=status_counts(so_far), running=running, references=references,
          best=None if best is None else {"trial_id": int(best["trial_id"]),
                                          "val_macro_accuracy": float(best["val_macro_accuracy"])})
 
@@ -381,27 +403,36 @@ def _announce(run: _Run, on_event: OnEvent) -> None:
 # ------------------------------------------------------------------------------------------------ 6. summarise
 
 
-def _summarise(run: _Run, record: RunRecord, storage_url: str, duration_s: float, views: Any) -> SearchResult:
+def _summarise(run: _Run, record: RunRecord, storage_url: str, duration_s: float, warnings: list[str],
+               n_classes: int, on_event: OnEvent | None, views: Any) -> SearchResult:
     table = build_trials_table(run.run_dir)
     write_trials_table(run.run_dir, table)
     counts = status_counts(table)
     study = open_study(run.spec, storage_url, record.study_name)
     stop_reason = study.user_attrs.get("stop_reason")
-    interrupted = counts[Status.RUNNING] > 0 or (counts["trained"] < run.spec.search.num_samples and not stop_reason)
+    n_refs = sum(r.get("status") == "planned" for r in record.references or [])
+    short = trained_short(table, run.spec.search.num_samples, n_refs)
+    interrupted = counts[Status.RUNNING] > 0 or (short and not stop_reason)
+    best = best_trial(table, run.spec.budget)
+    caveats = winner_caveats(best, n_classes) if best is not None and not interrupted else []
+    for message in caveats:
+        warn(on_event, message)
     record.finished_utc = now_utc()
     record.status = (RunState.INTERRUPTED if interrupted else RunState.STOPPED if stop_reason else RunState.FINISHED).value
     record.counts = counts
     record.stop_reason = stop_reason
+    record.warnings = list(dict.fromkeys([*warnings, *caveats]))
     write_run_record(run.run_dir, record)
     views.publish()  # the final leaderboard, front and plots, for optuna-dashboard
     if stop_reason and not interrupted:
         cls = ConfigError if study.user_attrs.get("stop_error") == "ConfigError" else BudgetError
         raise cls(f"{stop_reason} (run {run.run_dir}: {counts['trained']} trained, "
                   f"{counts[Status.REJECTED]} rejected)")
-    best = best_trial(table, run.spec.budget)
     best_row = None
     if best is not None:
         best_row = {k: (None if isinstance(v, float) and math.isnan(v) else v)
                     for k, v in best.to_dict().items() if k != "config"}
     return SearchResult(run_dir=run.run_dir, name=run.name, counts=counts, best=best_row, record=record,
-                        interrupted=interrupted, stop_reason=stop_reason, duration_s=duration_s)
+                        interrupted=interrupted, stop_reason=stop_reason, duration_s=duration_s,
+                        margin=reference_margin(table, best, run.spec.budget) if best is not None else None,
+                        warnings=record.warnings)

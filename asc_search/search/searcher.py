@@ -12,6 +12,11 @@ trial), and it tells trials stopped by ASHA to Optuna as COMPLETE with their low
   positive constraint makes both TPE and NSGA-II (and ``study.best_trial`` / ``best_trials``) treat it as
   infeasible, whatever its placeholder value;
 * hands only feasible proposals to Tune; ``num_samples`` therefore counts trained trials;
+* recognises an asked trial that the driver enqueued as a reference arm (user attributes ``kind: reference`` and
+  ``reference: NAME``) and costs and hands out that reference's own proposal
+  (:func:`~asc_search.search.references.reference_proposal`, never ``spec.sample``), recording its values that lie
+  in the space as the trial's parameters; an over-budget reference is told as rejected but never counts towards
+  ``max_consecutive_rejections``; the trial config says ``kind`` so that ASHA never stops a reference;
 * tells a trial that ASHA stopped before its last epoch as PRUNED (status ``early_stopped``), a crashed or diverged
   one as FAIL (``failed``), a finished one as COMPLETE (``completed``);
 * saves the Ray-trial -> Optuna-trial mapping with Tune's experiment state; on restore it re-issues feasible
@@ -41,8 +46,9 @@ from ray.tune.search import Searcher
 
 from .._progress import OnEvent, emit
 from ..errors import AscSearchError, BudgetError, ConfigError
+from .references import REFERENCE, SEARCH, reference_proposal
 from .runfolder import Status, trial_dirname
-from .spec import Cost, SearchSpec
+from .spec import Cost, Proposal, SearchSpec
 from .study import open_study, set_constraints, set_trial_config, trial_config
 
 __all__ = ["BudgetedSearcher", "RetryReporter", "register_sink", "unregister_sink"]
@@ -154,16 +160,33 @@ class BudgetedSearcher(Searcher):
         frozen = self._storage.get_trial(self._tid(number))
         self._storage.set_trial_user_attr(self._tid(number), "ray_trial_id", ray_trial_id)
         self._live[ray_trial_id] = self._handed[ray_trial_id] = number
-        self._emit("started", trial_id=number, ray_trial_id=ray_trial_id, reissued=True)
-        return self._trial_config(number, json.loads(trial_config(frozen)), frozen.user_attrs)
+        kind = frozen.user_attrs.get("kind", SEARCH)
+        self._emit("started", trial_id=number, ray_trial_id=ray_trial_id, reissued=True, kind=kind,
+                   reference=frozen.user_attrs.get("reference"))
+        return self._trial_config(number, json.loads(trial_config(frozen)), frozen.user_attrs, kind)
+
+    def _proposal(self, trial: optuna.Trial) -> Proposal:
+        """The asked trial's proposal: a reference's own (enqueued by the driver), or drawn from the space."""
+        seed = self.spec.search.seed + trial.number
+        name = trial.user_attrs.get("reference")
+        if trial.user_attrs.get("kind") != REFERENCE or name is None:
+            trial.set_user_attr("kind", SEARCH)
+            return self.spec.sample(trial, n_classes=self.n_classes, trial_seed=seed)
+        ref = next((r for r in self.spec.references if r.name == name), None)
+        if ref is None:
+            raise ConfigError(f"reference {name!r} is not in the search file")
+        proposal = reference_proposal(self.spec, ref, self.n_classes, trial_seed=seed)
+        by_name = {p.name: p for p in self.spec.params}
+        for pname in proposal.params:  # the enqueued values: recorded with their distributions for the sampler
+            by_name["blocks_per_stage" if pname.startswith("blocks_s") else pname].suggest(trial, pname)
+        return proposal
 
     def _propose_one(self) -> tuple[optuna.Trial, dict, Cost] | None:
         """Ask, sample and cost one proposal and record it on its Optuna trial; None when the space is broken."""
         t0 = time.perf_counter()
         trial = self.study.ask()
         try:
-            proposal = self.spec.sample(trial, n_classes=self.n_classes,
-                                        trial_seed=self.spec.search.seed + trial.number)
+            proposal = self._proposal(trial)
             cost = self.spec.cost(proposal.student)
         except Exception as exc:
             # A proposal the configs refuse (e.g. an architecture the student factory cannot build) is a bug in the
@@ -187,9 +210,13 @@ class BudgetedSearcher(Searcher):
         """Tell an over-budget proposal (infeasible); True when the consecutive-rejection cap is reached."""
         trial.set_user_attr("status", Status.REJECTED.value)
         self.study.tell(trial, values=self._placeholder_values(cost), state=TrialState.COMPLETE)
-        self._consecutive_rejections += 1
+        reference = trial.user_attrs.get("reference") if trial.user_attrs.get("kind") == REFERENCE else None
+        if reference is None:  # a reference over budget is reported by the driver, never counted here
+            self._consecutive_rejections += 1
         self._emit("rejected", trial_id=trial.number, params=cost.params, param_bytes=cost.param_bytes, macs=cost.macs,
-                   consecutive=self._consecutive_rejections)
+                   consecutive=self._consecutive_rejections, reference=reference)
+        if reference is not None:
+            return False
         limit = self.spec.search.max_consecutive_rejections
         if self._consecutive_rejections < limit:
             return False
@@ -211,8 +238,10 @@ class BudgetedSearcher(Searcher):
         trial.set_user_attr("ray_trial_id", ray_trial_id)
         trial.set_user_attr("started_at", time.time())
         self._live[ray_trial_id] = self._handed[ray_trial_id] = trial.number
-        self._emit("started", trial_id=trial.number, ray_trial_id=ray_trial_id, params=cost.params, macs=cost.macs)
-        return self._trial_config(trial.number, config, cost.to_dict())
+        kind = trial.user_attrs.get("kind", SEARCH)
+        self._emit("started", trial_id=trial.number, ray_trial_id=ray_trial_id, params=cost.params, macs=cost.macs,
+                   kind=kind, reference=trial.user_attrs.get("reference"))
+        return self._trial_config(trial.number, config, cost.to_dict(), kind)
 
     @property
     def _deployed(self) -> bool:
@@ -225,11 +254,11 @@ class BudgetedSearcher(Searcher):
         self.study.set_user_attr("stop_reason", reason)
         self.study.set_user_attr("stop_error", error.__name__)
 
-    def _trial_config(self, number: int, config: dict, figures: dict) -> dict:
+    def _trial_config(self, number: int, config: dict, figures: dict, kind: str = SEARCH) -> dict:
         """The config Tune carries to the trainable (see :mod:`asc_search.search.trainable`)."""
         cost = {k: int(figures[k]) for k in ("params", "param_bytes", "deployed_param_bytes", "macs")
                 if figures.get(k) is not None}
-        return {"trial_id": number, "proposal": config, "cost": cost,
+        return {"trial_id": number, "kind": kind, "proposal": config, "cost": cost,
                 "deploy": {"precision": self.spec.budget.param_dtype} if self._deployed else None}
 
     def _placeholder_values(self, cost: Cost) -> list[float]:
@@ -275,8 +304,9 @@ class BudgetedSearcher(Searcher):
                                                                                                    TrialState.FAIL)
         self.study.tell(number, values=values, state=state)
         self._emit(status.value, trial_id=number, val_macro_accuracy=attrs["val_macro_accuracy"],
-                   val_macro_accuracy_deployed=attrs["val_macro_accuracy_deployed"], epochs=attrs["epochs"], params=frozen.user_attrs.get("params"), macs=frozen.user_attrs.get("macs"),
-                   error=attrs.get("error"))
+                   val_macro_accuracy_deployed=attrs["val_macro_accuracy_deployed"], epochs=attrs["epochs"],
+                   params=frozen.user_attrs.get("params"), macs=frozen.user_attrs.get("macs"), error=attrs.get("error"),
+                   kind=frozen.user_attrs.get("kind", SEARCH), reference=frozen.user_attrs.get("reference"))
 
     def _outcome(self, number: int, ray_trial_id: str, frozen: Any, result: dict, error: bool) -> dict[str, Any]:
         """The trial's final user attributes: its status and scores (or why it failed)."""

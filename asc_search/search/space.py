@@ -10,6 +10,7 @@ A search file has these top-level sections (``search_spaces/quick.yaml`` is a co
     train:    {...}                     # TrainConfig fields (lr, weight_decay, batch_size, epochs, ...)
     search:   {...}                     # sampler, seed, num_samples, max_concurrent, asha, resources, objectives,
                                         # score_precision (float | deployed)
+    references: [...]                   # optional reference arms (absent: the defaults; [] none), see references.py
 
 A parameter is either a plain value (fixed) or a distribution::
 
@@ -43,9 +44,11 @@ from typing import Any
 from .._yaml import MAX_YAML_BYTES, load_yaml
 from ..config import PROFILES, Budget, FeatureProfile, SplitConfig, get_profile
 from ..errors import ConfigError
+from .references import parse_references
 from .rules import Field, Where, config_fields, fmt
 from .spec import (
     EMBED_BLOCK_CHOICES,
+    GRACE_UNITS,
     MISSING,
     OBJECTIVES,
     SAMPLERS,
@@ -69,7 +72,7 @@ _RESERVED = {
     "student": {key: "n_classes and in_channels: from the feature cache; embed_block: from distill.embed_block"
                 for key in STUDENT_RESERVED},
 }
-_TOP_KEYS = ("description", "profile", "split", "budget", "student", "distill", "train", "search")
+_TOP_KEYS = ("description", "profile", "split", "budget", "student", "distill", "train", "search", "references")
 
 
 def section_keys(section: str) -> dict[str, Field]:
@@ -219,8 +222,9 @@ def _parse_search(w: Where, raw: Any) -> SearchSettings:
                                    d.score_precision),
     }
     asha = w.mapping(s.get("asha"), "search.asha")
-    w.keys(asha, "search.asha", ("enabled", "grace_period", "reduction_factor"))
+    w.keys(asha, "search.asha", ("enabled", "grace_period", "unit", "reduction_factor"))
     kw["asha_enabled"] = w.value(asha, "enabled", "search.asha", Field("bool"), d.asha_enabled)
+    kw["grace_unit"] = w.value(asha, "unit", "search.asha", Field("str", choices=GRACE_UNITS), d.grace_unit)
     kw["grace_period"] = w.value(asha, "grace_period", "search.asha", positive, d.grace_period)
     kw["reduction_factor"] = w.value(asha, "reduction_factor", "search.asha", Field("int", minimum=2),
                                      d.reduction_factor)
@@ -384,9 +388,10 @@ def parse_space(text: str, source: str = "<search file>") -> SearchSpec:
         raise w.error("train.epochs", "is required (fixed or searched): the number of training epochs per trial")
     _check_train_against_profile(w, sections["train"], profile)
     search = _parse_search(w, top.get("search"))
+    references = parse_references(w, top.get("references", MISSING))
     description = top.get("description") or ""
     if not isinstance(description, str):
         raise w.error("description", f"must be a string, got {fmt(description)}")
     return SearchSpec(source=source, text=text, profile=profile, split=split, budget=budget,
                       student=sections["student"], distill=sections["distill"], train=sections["train"],
-                      search=search, description=description)
+                      search=search, description=description, references=references)

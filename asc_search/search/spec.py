@@ -26,6 +26,7 @@ __all__ = [
     "OBJECTIVES",
     "SAMPLERS",
     "SCORE_PRECISIONS",
+    "GRACE_UNITS",
     "EMBED_BLOCK_CHOICES",
     "ParamSpec",
     "SearchSettings",
@@ -41,6 +42,8 @@ SAMPLERS = ("tpe", "random", "nsga2")
 #: What a completed trial is ranked by: its float32 validation macro accuracy, or that of its deployed graph (a
 #: post-training quantisation of its best epoch at the budget's param_dtype, scored with onnxruntime).
 SCORE_PRECISIONS = ("float", "deployed")
+#: What ASHA's grace period counts (``search.asha.unit``).
+GRACE_UNITS = ("epochs", "steps")
 #: Which student block's feature map is matched to the teacher embedding (relative to the proposal's depth).
 EMBED_BLOCK_CHOICES = ("last", "penultimate")
 
@@ -133,7 +136,8 @@ class SearchSettings:
     n_startup_trials: int = 5  # random proposals before TPE models the space (rejections count)
     population_size: int = 20  # NSGA-II population
     asha_enabled: bool = True  # ASHA early stopping on val_macro_accuracy
-    grace_period: int = 1  # epochs before ASHA may stop a trial
+    grace_period: int = 1  # epochs (or optimiser steps, see grace_unit) before ASHA may stop a trial
+    grace_unit: str = "epochs"  # what ASHA's grace period and rungs count: "epochs" or "steps" (optimiser steps)
     reduction_factor: int = 2  # ASHA halving rate
     cpus_per_trial: float = 1.0  # CPUs reserved per trial (torch threads = max(1, int(cpus)))
     gpus_per_trial: float = 0.0  # GPUs per trial, fractional allowed (0.25 = four trials share one GPU)
@@ -256,6 +260,8 @@ class SearchSpec:
     train: tuple[ParamSpec, ...]
     search: SearchSettings
     description: str = ""
+    #: The reference arms trained in every search (:mod:`asc_search.search.references`); () = none.
+    references: tuple[Any, ...] = ()
 
     @property
     def sha256(self) -> str:
@@ -285,9 +291,20 @@ class SearchSpec:
             return int(max(spec.choices))
         return int(spec.high)
 
+    def train_values(self, name: str) -> list[Any]:
+        """The values train parameter ``name`` can take that bound a trial's length: fixed, the choices, or the
+        range's ends (TrainConfig's default when the file does not set it)."""
+        p = next((p for p in self.train if p.name == name), None)
+        if p is None:
+            from ..training.config import TrainConfig
+
+            return [getattr(TrainConfig(), name)]
+        return [p.value] if p.type == "fixed" else list(p.choices) if p.type == "categorical" else [p.low, p.high]
+
     @property
     def needs_teacher(self) -> bool:
-        """Whether any proposal may distil (a searched or positive kd_weight / emb_weight)."""
+        """Whether any sampled proposal may distil (a searched or positive kd_weight / emb_weight); references are
+        apart (one that distils is skipped when there is no teacher cache)."""
         return any(p.name in ("kd_weight", "emb_weight") and (p.searched or (p.value or 0) > 0) for p in self.distill)
 
     def with_num_samples(self, n: int) -> SearchSpec:
@@ -321,7 +338,7 @@ class SearchSpec:
         embed_block = distill.pop("embed_block", "last")
         if not use_embedding:
             distill["emb_weight"] = 0.0
-        student = self._student_config(sections["student"], embed_block, n_classes, in_channels)
+        student = self.student_config(sections["student"], embed_block, n_classes, in_channels)
         train = dict(sections["train"])
         if trial_seed is not None:
             train["seed"] = int(trial_seed)
@@ -356,7 +373,7 @@ class SearchSpec:
         return sections, sampled
 
     @staticmethod
-    def _student_config(student: dict[str, Any], embed_block: str, n_classes: int, in_channels: int) -> Any:
+    def student_config(student: dict[str, Any], embed_block: str | None, n_classes: int, in_channels: int) -> Any:
         """The StudentConfig of the drawn student values (``n_stages`` dropped, strides cut to the blocks it has)."""
         from ..models.student import StudentConfig
 
@@ -433,4 +450,5 @@ class SearchSpec:
             "distill": {p.name: p.to_dict() for p in self.distill},
             "train": {p.name: p.to_dict() for p in self.train},
             "search": self.search.to_dict(),
+            "references": [r.to_dict() for r in self.references],
         }

@@ -3,7 +3,7 @@ function trainable that reports every epoch with a checkpoint and resumes from o
 
 The trial config Tune carries (made by :class:`~asc_search.search.searcher.BudgetedSearcher`)::
 
-    {"trial_id": Optuna trial number, "proposal": Proposal.to_dict(),
+    {"trial_id": Optuna trial number, "kind": "reference" | "search", "proposal": Proposal.to_dict(),
      "cost": {"params", "param_bytes", "deployed_param_bytes", "macs"},
      "deploy": None | {"precision": the budget's param_dtype}}
 
@@ -151,6 +151,7 @@ def _epoch_report(epoch: int, metrics: dict[str, Any], state: FitState, fixed: d
         "val_log_loss": float(metrics.get("val_log_loss", nan)),
         "train_loss": float(metrics.get("train_loss", nan)),
         "epoch": int(epoch),
+        "steps": int(metrics.get("steps", 0)),  # optimiser steps so far (ASHA's time with search.asha.unit: steps)
         "best_epoch": int(state.best_epoch or epoch),
         "best_val_macro_accuracy": float((state.best_metrics or metrics).get("val_macro_accuracy", nan)),
         "epoch_time_s": float(metrics.get("epoch_time_s", 0.0)),
@@ -177,7 +178,9 @@ def train_trial(config: dict[str, Any], data: dict[str, Any]) -> None:
             start_state = read_resume_state(d)
     last_epoch = int(start_state["epoch"]) if start_state is not None else 0
     # resumed_from_epoch > 0: this attempt continued from a checkpoint (a retry, or a resumed search)
-    fixed = {"epochs_planned": proposal.train.epochs, "resumed_from_epoch": last_epoch,
+    # the epochs fit will run: train.epochs, raised by train.min_steps on this training set
+    planned = proposal.train.planned_epochs(len(data["train_y"]))
+    fixed = {"epochs_planned": planned, "resumed_from_epoch": last_epoch,
              **{k: int(v) for k, v in config["cost"].items()}}
 
     deploy = config.get("deploy")

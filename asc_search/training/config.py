@@ -11,9 +11,16 @@ from .._runtime import DEVICES
 from ..config import reject_unknown_keys
 from ..errors import ConfigError, quote
 
-__all__ = ["OPTIMIZERS", "TrainConfig"]
+__all__ = ["OPTIMIZERS", "TrainConfig", "steps_per_epoch"]
 
 OPTIMIZERS = ("adamw", "adam")
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimiser steps in one epoch of ``n_train`` clips at ``batch_size`` (the last, smaller batch is dropped;
+    a set smaller than one batch is one step)."""
+    n_train = int(n_train)
+    return max(1, n_train // max(1, min(int(batch_size), n_train)))
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,7 @@ class TrainConfig:
     """How to train. Augmentations are off when their knob is 0."""
 
     epochs: int = 10  # passes over the training set
+    min_steps: int = 0  # at least this many optimiser steps: epochs is raised on a small training set (0 = off)
     lr: float = 1e-3  # peak learning rate (after warm-up)
     weight_decay: float = 1e-4  # decoupled (AdamW) or L2 (Adam) weight decay
     optimizer: str = "adamw"  # "adamw" or "adam"
@@ -55,6 +63,7 @@ class TrainConfig:
                 raise ConfigError(f"train.{key} must be {kind}{bound}, got {quote(value)}")
 
         num("epochs", 1, integer=True)
+        num("min_steps", 0, integer=True)
         num("lr", 0, lo_open=True)
         num("weight_decay", 0)
         num("batch_size", 1, integer=True)
@@ -82,6 +91,14 @@ class TrainConfig:
             raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {quote(self.optimizer)}")
         if not isinstance(self.amp, bool):
             raise ConfigError(f"train.amp must be true or false, got {quote(self.amp)}")
+
+    def planned_epochs(self, n_train: int) -> int:
+        """The epochs :func:`~asc_search.training.fit` runs on ``n_train`` clips: ``epochs``, raised so that the run
+        makes at least ``min_steps`` optimiser steps."""
+        if self.min_steps <= 0:
+            return self.epochs
+        per_epoch = steps_per_epoch(n_train, self.batch_size)
+        return max(self.epochs, -(-self.min_steps // per_epoch))
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -42,7 +42,7 @@ from .._runtime import resolve_device, torch_threads
 from ..errors import AscSearchError, ConfigError
 from . import metrics as M
 from .augment import Masking, freq_mixstyle, mixup, time_roll
-from .config import OPTIMIZERS, TrainConfig
+from .config import OPTIMIZERS, TrainConfig, steps_per_epoch
 from .data import TensorData
 from .inference import amp_setup, autocast, predict
 from .losses import DistillConfig, distill_terms
@@ -198,9 +198,10 @@ class _Trainer:
         self.optimizer = opt_cls(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.n = len(train)
         self.batch_size = min(cfg.batch_size, self.n)
-        self.steps_per_epoch = max(1, self.n // self.batch_size)
+        self.steps_per_epoch = steps_per_epoch(self.n, cfg.batch_size)
+        self.epochs = cfg.planned_epochs(self.n)  # cfg.epochs, raised to reach cfg.min_steps
         warmup_steps = int(round(cfg.warmup_epochs * self.steps_per_epoch))
-        schedule = _lr_lambda(self.steps_per_epoch * cfg.epochs, warmup_steps, cfg.min_lr_ratio)
+        schedule = _lr_lambda(self.steps_per_epoch * self.epochs, warmup_steps, cfg.min_lr_ratio)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.scaler = torch.amp.GradScaler(device.type, enabled=True) if use_scaler else None
         self.masking = Masking(cfg.freq_mask, cfg.time_mask).to(device)
@@ -378,7 +379,9 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on ``train``, score ``val`` each epoch, keep the best state. See the module docstring.
 
-    ``on_epoch(epoch, metrics, state)``: ``epoch`` counts from 1; ``metrics`` holds ``epoch``, ``train_loss``
+    Runs ``cfg.planned_epochs(len(train))`` epochs: ``cfg.epochs``, raised to make at least ``cfg.min_steps``
+    optimiser steps. ``on_epoch(epoch, metrics, state)``: ``epoch`` counts from 1; ``metrics`` holds ``epoch``,
+    ``epochs_planned``, ``steps`` (optimiser steps so far), ``train_loss``
     (+ ``train_ce`` / ``train_kd`` / ``train_emb``), ``val_macro_accuracy``, ``val_accuracy``, ``val_log_loss``, ``lr``,
     ``epoch_time_s``; ``state`` is the :class:`FitState` after that epoch. Pass such a state (or its ``to_dict()``)
     back as ``start_state`` to continue exactly where it was taken.
@@ -394,9 +397,10 @@ def fit(
             trainer.restore(state)
             first = int(state.epoch) + 1
         epoch = first - 1
-        for epoch in range(first, cfg.epochs + 1):
+        for epoch in range(first, trainer.epochs + 1):
             t0 = time.perf_counter()
-            m: dict[str, Any] = {"epoch": epoch, **trainer.train_epoch(epoch)}
+            m: dict[str, Any] = {"epoch": epoch, "epochs_planned": trainer.epochs,
+                                 "steps": epoch * trainer.steps_per_epoch, **trainer.train_epoch(epoch)}
             if val is not None and len(val) > 0:
                 m.update(trainer.evaluate(val))
             m["epoch_time_s"] = time.perf_counter() - t0

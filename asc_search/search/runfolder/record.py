@@ -20,6 +20,11 @@ Schema (one JSON object; every key is always written, ``null`` where it does not
     address                   the Ray cluster joined (null: a local Ray)
     counts                    proposals per status when the driver ended (status_counts)
     stop_reason               why the searcher stopped proposing early, if it did
+    references                the reference arms as planned when the run started: [{name, status (planned |
+                              over_budget | needs_teacher), message, base_channels, params, param_bytes, macs,
+                              distill, epochs}]
+    warnings                  what a user should know before trusting the winner (asc_search.search.caveats),
+                              as of the driver's last end
 
 Keys this version does not know are kept as they were (``extra``) and written back unchanged.
 """
@@ -69,6 +74,8 @@ class RunRecord:
     resumed_utc: list[str] = field(default_factory=list)
     counts: dict[str, int] | None = None
     stop_reason: str | None = None
+    references: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # keys of a newer version, kept as they were
 
     def to_dict(self) -> dict[str, Any]:

@@ -5,7 +5,8 @@ A trial's id everywhere (the table, events, checkpoints, ``export --trial``) is 
 number, which also orders proposals in time. ``ray_trial_id`` is Tune's id of the Ray trial that trained it.
 
 Columns, in order (:data:`TRIAL_COLUMNS`; the study's trial user attributes carry them under the same names):
-``trial_id``, ``status`` (:class:`~asc_search.search.runfolder.layout.Status`), one ``p_<name>`` per searched
+``trial_id``, ``status`` (:class:`~asc_search.search.runfolder.layout.Status`), ``kind`` (``reference``: a
+reference arm, named in ``reference``; ``search``: a proposal the sampler drew), ``reference``, one ``p_<name>`` per searched
 parameter (a conditional one a trial did not draw holds the file's ``default:``, else null), ``params``,
 ``param_bytes`` (the DCASE count: params x bytes of param_dtype), ``deployed_param_bytes`` (the deployed graph's
 weights, BatchNorm folded; null in runs made before it was counted), ``macs``, ``val_macro_accuracy`` (float32),
@@ -40,6 +41,8 @@ PARAM_PREFIX = "p_"
 TRIAL_COLUMNS: dict[str, str] = {
     "trial_id": "Int64",
     "status": "object",
+    "kind": "object",
+    "reference": "object",
     "params": "Int64",
     "param_bytes": "Int64",
     "deployed_param_bytes": "Int64",
@@ -69,8 +72,9 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("trial_id", "status", "params", "param_byte
 RANKING: tuple[tuple[str, bool], ...] = (("val_macro_accuracy", False), ("val_log_loss", True), ("macs", True))
 DEPLOYED_SCORE = "val_macro_accuracy_deployed"
 #: Columns copied from the trial's user attributes as they are.
-_ATTRIBUTE_COLUMNS = ("params", "param_bytes", "deployed_param_bytes", "macs", "cost_s", "deploy_s", "counter",
-                      "ray_trial_id", "resumed_from_epoch")
+_ATTRIBUTE_COLUMNS = ("reference", "params", "param_bytes", "deployed_param_bytes", "macs", "cost_s", "deploy_s",
+                      "counter", "ray_trial_id", "resumed_from_epoch")
+_FIRST = 4  # trial_id, status, kind, reference: the p_<name> columns follow them
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -90,7 +94,7 @@ def _searched(run_dir: Path) -> tuple[list[str], dict[str, Any]]:
 def _row(t: Any, status: str, names: list[str], defaults: dict[str, Any], checkpoint: str | None,
          crash: str | None, config: str | None) -> dict[str, Any]:
     ua = t.user_attrs
-    row: dict[str, Any] = {"trial_id": t.number, "status": status}
+    row: dict[str, Any] = {"trial_id": t.number, "status": status, "kind": ua.get("kind", "search")}
     for name in names:
         row[PARAM_PREFIX + name] = t.params.get(name, defaults.get(name))
     row.update({col: ua.get(col) for col in _ATTRIBUTE_COLUMNS})
@@ -111,7 +115,7 @@ def _row(t: Any, status: str, names: list[str], defaults: dict[str, Any], checkp
 
 
 def _typed(rows: list[dict[str, Any]], names: list[str]) -> pd.DataFrame:
-    columns = ["trial_id", "status", *(PARAM_PREFIX + n for n in names), *list(TRIAL_COLUMNS)[2:]]
+    columns = [*list(TRIAL_COLUMNS)[:_FIRST], *(PARAM_PREFIX + n for n in names), *list(TRIAL_COLUMNS)[_FIRST:]]
     table = pd.DataFrame(rows, columns=columns)
     for col, dtype in TRIAL_COLUMNS.items():
         if dtype != "object":
@@ -187,6 +191,10 @@ def load_trials(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
         raise DataError(f"{path}: trial_id must hold the Optuna trial numbers (integers), got {table['trial_id'].iloc[0]!r}")
     table["trial_id"] = ids.astype("int64")
     table["status"] = table["status"].astype(str)
+    if "kind" not in table.columns:  # a table of a run before reference arms: every trial was sampled
+        table.insert(2, "kind", "search")
+    if "reference" not in table.columns:
+        table.insert(3, "reference", None)
     for col in REQUIRED_COLUMNS[2:]:
         table[col] = pd.to_numeric(table[col], errors="coerce")
     return table.sort_values("trial_id", kind="stable").reset_index(drop=True)
@@ -290,3 +298,38 @@ def status_counts(table: pd.DataFrame) -> dict[str, int]:
     out["trained"] = sum(out[s.value] for s in TRAINED)
     out["total"] = int(len(table))
     return out
+
+
+def best_reference(table: pd.DataFrame, budget: Budget | None = None) -> pd.Series | None:
+    """The best reference arm by THE ranking (completed, within ``budget``); None when no reference completed."""
+    if "kind" not in table.columns:
+        return None
+    return best_trial(table[table["kind"] == "reference"], budget)
+
+
+def reference_margin(table: pd.DataFrame, winner: Any, budget: Budget | None = None) -> dict[str, Any] | None:
+    """How the trial ``winner`` (a row) compares with the best reference on validation (:func:`score_column`: the
+    deployed graphs' score in a ``score_precision: deployed`` run): ``{"reference", "trial_id", "score",
+    "reference_val_macro_accuracy", "points", "text"}`` with ``text`` = "+X.X points validation macro accuracy over
+    reference `name`"; None when the run has no completed reference (or the winner no score)."""
+    score = score_column(table)
+    ref = best_reference(table, budget)
+    acc = winner.get(score) if winner is not None else None
+    if ref is None or acc is None or (isinstance(acc, float) and math.isnan(acc)):
+        return None
+    points = 100.0 * (float(acc) - float(ref[score]))
+    name = ref.get("reference") or f"trial {ref['trial_id']}"
+    same = int(winner.get("trial_id")) == int(ref["trial_id"])
+    what = "validation macro accuracy" + (" (deployed)" if score == DEPLOYED_SCORE else "")
+    text = (f"the winner is reference `{name}` itself: the search found nothing better on validation" if same
+            else f"{points:+.1f} points {what} over reference `{name}`")
+    return {"reference": name, "trial_id": int(ref["trial_id"]), "score": score,
+            "reference_val_macro_accuracy": float(ref[score]), "points": points, "text": text}
+
+
+def trained_short(table: pd.DataFrame, num_samples: int, n_references: int) -> bool:
+    """Whether a run holds fewer trained trials than it asked for: ``num_samples`` sampled ones, ``n_references``
+    reference arms (a run to resume)."""
+    trained = table[table["status"].isin([str(s) for s in TRAINED])]
+    kind = trained["kind"] if "kind" in trained.columns else pd.Series("search", index=trained.index)
+    return bool((kind != "reference").sum() < num_samples or (kind == "reference").sum() < n_references)
