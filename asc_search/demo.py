@@ -153,6 +153,7 @@ def run_demo(
     from .data.features import build_feature_cache
     from .data.synth import synthesize
     from .export.export import export_run
+    from .results.views import ViewsPublisher
     from .search.driver import run_search
     from .search.space import load_space
     from .teacher import embed_features, train_teacher
@@ -181,7 +182,7 @@ def run_demo(
     with steps.run("search", f"budgeted search ({Path(settings.space).name}) on local Ray -> {paths['results']}"):
         searched = run_search(paths["cache"], space, name=RUN_NAME, results_dir=paths["results"],
                               teacher_cache=paths["teacher_cache"], num_samples=settings.num_samples,
-                              on_event=on_event)
+                              on_event=on_event, views=ViewsPublisher)
         paths["run"] = Path(searched.run_dir)
     with steps.run("export", f"exporting the best student -> {paths['export']}"):
         exported = export_run(paths["run"], paths["export"], device=settings.device, on_event=on_event)
@@ -211,7 +212,7 @@ def _summarise(out: Path, paths: dict[str, Path], settings: DemoSettings, teache
                steps: _Steps) -> DemoSummary:
     """Look at the run (writes its plots), gather the figures, write demo.json last."""
     from ._io import write_json_atomic
-    from .results.tables import analyse_run
+    from .results.analysis import analyse_run
 
     res = analyse_run(paths["run"], top=5)
     paths["plots"] = res.run_dir / PLOTS_DIR

@@ -205,6 +205,7 @@ def tiny_search_run(quick_cache, teacher_cache, tmp_path_factory):
 
     import yaml
 
+    from asc_search.results.views import ViewsPublisher
     from asc_search.search.driver import run_search
 
     root = tmp_path_factory.mktemp("search")
@@ -216,7 +217,8 @@ def tiny_search_run(quick_cache, teacher_cache, tmp_path_factory):
     raw["references"] = []
     space = root / "tiny.yaml"
     space.write_text(yaml.safe_dump(raw, sort_keys=False))
-    result = run_search(quick_cache, space, teacher_cache=teacher_cache, name="tiny", results_dir=root / "results")
+    result = run_search(quick_cache, space, teacher_cache=teacher_cache, name="tiny", results_dir=root / "results",
+                        views=ViewsPublisher)
     return result.run_dir
 
 

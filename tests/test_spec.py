@@ -11,7 +11,7 @@ import pytest
 
 from asc_search.complexity import cost_student
 from asc_search.errors import ConfigError
-from asc_search.search.space import parse_space
+from asc_search.search.space import parse_space, with_num_samples
 from asc_search.search.spec import Proposal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,12 +115,12 @@ def test_score_precision_is_read_and_checked():
 
 def test_num_samples_override_is_recorded():
     spec = parse_space(QUICK, source="quick.yaml")
-    more = spec.with_num_samples(3)
+    more = with_num_samples(spec, 3)
     assert more.search.num_samples == 3 and "num_samples set to 3" in more.text
     assert more.sha256 != spec.sha256
     assert parse_space(more.text).search.num_samples == 3
     with pytest.raises(ConfigError, match="num_samples must be a positive integer"):
-        spec.with_num_samples(0)
+        with_num_samples(spec, 0)
 
 
 def test_spec_survives_pickling():

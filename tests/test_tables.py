@@ -10,7 +10,8 @@ import pytest
 
 from asc_search.cli import main
 from asc_search.errors import DataError, NotFoundError
-from asc_search.results.tables import analyse_run, leaderboard, pareto_mask
+from asc_search.results.analysis import analyse_run
+from asc_search.results.tables import leaderboard, pareto_mask
 from asc_search.search.runfolder import STATUSES, load_trials, resolve_run
 
 

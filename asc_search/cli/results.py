@@ -124,7 +124,8 @@ def _fmt(value: Any, kind: str = "") -> str:
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
-    from ..results.tables import analyse_run, strip_prefix
+    from ..results.analysis import analyse_run
+    from ..results.tables import strip_prefix
     from ..search.runfolder import STATUSES, Status
 
     res = analyse_run(

@@ -177,6 +177,7 @@ def _restore_sigterm() -> Any:
 def _run(args: argparse.Namespace) -> int:
     import logging
 
+    from ..results.views import ViewsPublisher
     from ..search.driver import run_search
     from ..search.runfolder import TRIALS_FILE
     from ._render import Renderer
@@ -204,6 +205,7 @@ def _run(args: argparse.Namespace) -> int:
             address=args.address,
             resume=args.resume,
             on_event=render,
+            views=ViewsPublisher,
         )
     out = output_console()
     counts = result.counts

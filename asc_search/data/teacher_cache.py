@@ -37,7 +37,7 @@ import torch
 
 from .._io import atomic_output_dir, fingerprint_file, provenance
 from ..errors import CacheError
-from .cache import array_to_list_array, list_column_to_numpy, read_parquet_metadata, write_parquet
+from .parquet import array_to_list_array, list_column_to_numpy, read_parquet_metadata, write_parquet
 
 __all__ = [
     "TEACHER_KIND",

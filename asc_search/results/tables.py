@@ -1,11 +1,10 @@
-"""A search run's tables: the leaderboard, the Pareto front, and :func:`analyse_run` (everything
-``asc-search results`` shows). The run is read through :mod:`asc_search.search.runfolder` (its trials table, its
+"""A search run's tables: the leaderboard, the Pareto front and :class:`RunResults` (what ``asc-search results``
+shows, with the plots of :func:`asc_search.results.analysis.analyse_run`). The run is read through :mod:`asc_search.search.runfolder` (its trials table, its
 budget, THE ranking rule); nothing here prints, the CLI renders what these functions return.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,19 +14,16 @@ import pandas as pd
 
 from .._io import jsonable
 from ..config import Budget
-from ..errors import ConfigError, NotFoundError
+from ..errors import ConfigError
 from ..search.runfolder import (
     PARAM_PREFIX,
-    PLOTS_DIR,
     Status,
     best_trial,
-    load_trials,
     param_columns,
     rank,
     ranked_trials,
     read_run_record,
     reference_margin,
-    resolve_run,
     run_budget,
     score_column,
     status_counts,
@@ -40,7 +36,6 @@ __all__ = [
     "pareto_mask",
     "pareto_front",
     "RunResults",
-    "analyse_run",
     "run_results",
 ]
 
@@ -144,32 +139,6 @@ class RunResults:
             "against_reference": self.margin,
             "warnings": list(self.warnings),
         }
-
-
-def analyse_run(
-    run: str | os.PathLike[str],
-    results_dir: str | os.PathLike[str] | None = None,
-    top: int | None = None,
-    plots_dir: str | os.PathLike[str] | None = None,
-    plots: bool = True,
-    include_stopped: bool = False,
-) -> RunResults:
-    """Load run ``run`` and compute its leaderboard and Pareto front; write the plots (to ``RUN/plots`` unless
-    ``plots_dir``). A run with no completed trial raises :class:`NotFoundError` saying what it holds."""
-    run_dir = resolve_run(run, results_dir)
-    result = run_results(run_dir, load_trials(run_dir), top=top, include_stopped=include_stopped)
-    if not (result.board["rank"] > 0).any():
-        shown = ", ".join(f"{k}={v}" for k, v in result.counts.items() if v and k != "total")
-        raise NotFoundError(
-            f"run {run_dir.name!r} ({run_dir}) has no completed trial yet ({shown or 'no proposals'}); "
-            "run or resume the search first"
-        )
-    if plots:
-        from .plots import make_plots
-
-        result.plots = make_plots(result.trials, Path(plots_dir) if plots_dir else run_dir / PLOTS_DIR,
-                                  budget=result.budget)
-    return result
 
 
 def run_results(run_dir: Path, table: pd.DataFrame, top: int | None = None,

@@ -1,9 +1,11 @@
 """Phase II: the budgeted Ray Tune + Optuna search, one idea per module:
 
-* :mod:`.spec`: what a search file is (SearchSpec, ParamSpec, SearchSettings), a proposal and its cost;
+* :mod:`.spec`: what a search file is (SearchSpec, ParamSpec, SearchSettings); :mod:`.proposal`: a proposal and
+  its cost;
 * :mod:`.space`: reading and validating search files (:mod:`.rules`: what each key accepts);
 * :mod:`.study`: the Optuna study (storage, sampler);
-* :mod:`.searcher`: the Tune searcher that rejects over-budget proposals before training;
+* :mod:`.searcher`: the Tune searcher that rejects over-budget proposals before training (:mod:`.channels`: how
+  it and the Tune callbacks reach the driver's ``on_event``);
 * :mod:`.references`: the reference arms every search trains (schema, defaults, their proposals);
 * :mod:`.scheduler`: ASHA that never stops a reference (over epochs or optimiser steps);
 * :mod:`.caveats`: the warnings a user needs before trusting a winner;
@@ -24,8 +26,8 @@ _EXPORTS: dict[str, str] = {
     "ParamSpec": "spec",
     "SearchSettings": "spec",
     "SearchSpec": "spec",
-    "Proposal": "spec",
-    "Cost": "spec",
+    "Proposal": "proposal",
+    "Cost": "proposal",
     "OBJECTIVES": "spec",
     "SAMPLERS": "spec",
     "EMBED_BLOCK_CHOICES": "spec",
@@ -45,8 +47,9 @@ _EXPORTS: dict[str, str] = {
     "make_storage": "study",
     "open_study": "study",
     "BudgetedSearcher": "searcher",
-    "register_sink": "searcher",
-    "unregister_sink": "searcher",
+    "register_sink": "channels",
+    "unregister_sink": "channels",
+    "RetryReporter": "channels",
     "prepare_trial_data": "trainable",
     "fit_proposal": "trainable",
     "train_trial": "trainable",

@@ -4,7 +4,7 @@ One search writes the run folder ``RESULTS_DIR/NAME/`` (:mod:`asc_search.search.
 
 1. **prepare** the search file and the run folder (a new run, or the run to resume with its own search.yaml) and
    take the run's lock (:mod:`~asc_search.search.runfolder.lock`) before anything slow: one driver per run;
-2. **load** the feature cache and the teacher cache, keep only the train and validation rows (validation = whole
+2. **load** (:mod:`asc_search.search.searchdata`) the feature cache and the teacher cache, keep only the train and validation rows (validation = whole
    recording locations carved from train; the test split never reaches a trial) as the trial data, put in Ray's
    object store ONCE (``tune.with_parameters``): every trial on a node maps the same shared-memory copy; check the
    data for what a user should know (:mod:`asc_search.search.caveats`) and cost the reference arms
@@ -20,8 +20,9 @@ One search writes the run folder ``RESULTS_DIR/NAME/`` (:mod:`asc_search.search.
 6. **summarise**: trials.parquet, the counts, the best trial (references included) against the best reference,
    the warnings and the run's state in run.json.
 
-Throughout, the run's own views (leaderboard, Pareto front, plots) are published into its study for
-optuna-dashboard (:class:`asc_search.results.views.ViewsPublisher`: every few ended trials and at the end).
+Throughout, given ``views`` (the CLI and the demo pass :class:`asc_search.results.views.ViewsPublisher`), the run's
+own views (leaderboard, Pareto front, plots) are published into its study for optuna-dashboard as trials end and at
+the end; the search layer never imports the results layer itself.
 
 For a cache too large for the object store, point the trials at storage every node shares instead (the same
 Parquet caches, read once per trial process); not wired here because the object store holds the DCASE-sized caches
@@ -37,6 +38,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,9 +46,9 @@ from typing import Any
 from .._io import now_utc, provenance, write_text_atomic
 from .._progress import OnEvent, emit, log, warn
 from .._runtime import check_trial_resources, connect_ray, quiet_ray_env
-from ..errors import BudgetError, CacheError, ConfigError, NotFoundError
-from .caveats import data_caveats, winner_caveats
-from .references import ReferencePlan, enqueue_references, plan_references
+from ..errors import BudgetError, ConfigError, NotFoundError
+from .caveats import winner_caveats
+from .references import enqueue_references
 from .runfolder import (
     DEFAULT_RESULTS_DIR,
     RAY_DIR,
@@ -69,10 +71,11 @@ from .runfolder import (
     write_run_record,
     write_trials_table,
 )
-from .space import load_space
+from .searchdata import SearchData, load_search_data
+from .space import load_space, with_num_samples
 from .spec import SearchSpec
 from .study import open_study
-from .trainable import prepare_trial_data, train_trial
+from .trainable import train_trial
 
 __all__ = ["SearchResult", "run_search"]
 
@@ -105,24 +108,6 @@ class _Run:
     space_file_sha256: str | None = None
 
 
-@dataclass
-class _Data:
-    """Step 2's answer: the trial data and what it came from."""
-
-    payload: dict[str, Any]
-    n_classes: int
-    feature_fingerprint: str
-    dataset_root: str | None
-    teacher_dir: Path | None
-    teacher_fingerprint: str | None
-    references: list[ReferencePlan]  # every reference, costed; "planned" ones train
-    warnings: list[str]  # about the data and the references (caveats.data_caveats, the plans' messages)
-
-    @property
-    def n_references(self) -> int:
-        return sum(p.status == "planned" for p in self.references)
-
-
 def run_search(
     cache_dir: str | os.PathLike[str],
     space: str | os.PathLike[str] | None = None,
@@ -136,25 +121,30 @@ def run_search(
     on_event: OnEvent | None = None,
     stopper: Any = None,
     callbacks: list[Any] | None = None,
+    views: Callable[[Path, OnEvent | None], Any] | None = None,
 ) -> SearchResult:
     """Run (or, with ``resume=True``, finish) the search of ``space`` on the caches; see the module docstring.
 
     ``on_event(event, info)`` gets: ``setup`` (run_dir, counts so far), ``started``, ``result`` (per epoch),
     ``rejected``, ``completed`` / ``early_stopped`` / ``failed``, ``exhausted``, ``error``; every trial event names
     the trial by ``trial_id`` (the Optuna trial number); ``warning`` (one line each, also kept in run.json).
+    ``views(run_dir, on_event)``: makes the sink that publishes the run's views for the dashboard (an ``on_event``
+    that passes events on, with a ``publish()`` called at the end), e.g.
+    :class:`asc_search.results.views.ViewsPublisher`; None: no views.
     ``stopper`` and ``callbacks``: a Tune stopper and Tune callbacks for a new run (the benchmarks use them to
     share a budget of trial-epochs between methods).
     """
     t_start = time.time()
     run = _prepare_run(space, name, Path(results_dir), num_samples, resume)  # holds the run's lock from here on
     try:
-        return _search(run, Path(cache_dir), teacher_cache, address, on_event, t_start, stopper, callbacks)
+        return _search(run, Path(cache_dir), teacher_cache, address, on_event, t_start, stopper, callbacks, views)
     finally:
         run.lock.release()
 
 
 def _search(run: _Run, cache_dir: Path, teacher_cache: Any, address: str | None, on_event: OnEvent | None,
-            t_start: float, stopper: Any = None, callbacks: list[Any] | None = None) -> SearchResult:
+            t_start: float, stopper: Any = None, callbacks: list[Any] | None = None,
+            views: Callable[[Path, OnEvent | None], Any] | None = None) -> SearchResult:
     """Steps 2-6 for the run of step 1 (whose lock the caller holds)."""
     from ..data.cache import read_manifest
 
@@ -176,10 +166,9 @@ def _search(run: _Run, cache_dir: Path, teacher_cache: Any, address: str | None,
             enqueue_references(study, data.references)
         for message in data.warnings:
             warn(on_event, message)
-        from ..results.views import ViewsPublisher  # the run's own views (note, plots) in its study, as trials end
-
-        views = ViewsPublisher(run.run_dir, on_event)
-        tuner = _build_tuner(run, data, storage_url, record.study_name, channel, views, stopper, callbacks)
+        publisher = views(run.run_dir, on_event) if views is not None else None
+        tuner = _build_tuner(run, data, storage_url, record.study_name, channel, publisher or on_event, stopper,
+                             callbacks)
         warnings_so_far, n_classes = data.warnings, data.n_classes
         del data
         if on_event is not None:
@@ -188,7 +177,7 @@ def _search(run: _Run, cache_dir: Path, teacher_cache: Any, address: str | None,
             warnings.simplefilter("ignore")
             tuner.fit()
     finally:
-        from .searcher import unregister_sink
+        from .channels import unregister_sink
 
         unregister_sink(channel)
         if started_ray:
@@ -196,7 +185,7 @@ def _search(run: _Run, cache_dir: Path, teacher_cache: Any, address: str | None,
 
             ray.shutdown()
     return _summarise(run, record, storage_url, time.time() - t_start, warnings_so_far, n_classes, on_event,
-                      views)
+                      publisher)
 
 
 # ------------------------------------------------------------------------------------------------ 1. prepare
@@ -221,7 +210,7 @@ def _prepare_run(space: Any, name: str | None, results_dir: Path, num_samples: i
     spec = load_space(space)
     original_sha = spec.sha256
     if num_samples is not None:
-        spec = spec.with_num_samples(num_samples)
+        spec = with_num_samples(spec, num_samples)
     name = name or f"{Path(space).stem}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     check_run_name(name, results_dir)
     lock = lock_run((results_dir / name).resolve(), name, new=True)
@@ -250,56 +239,15 @@ def _resumed_run(space: Any, name: str, lock: RunLock, num_samples: int | None) 
 # ------------------------------------------------------------------------------------------------ 2. data
 
 
-def _load_data(run: _Run, cache_dir: Path, teacher_cache: Any) -> _Data:
-    from ..data.cache import load_features
-
-    spec = run.spec
-    features = load_features(cache_dir)
-    fp = features.profile
-    if fp.name != spec.profile.name or tuple(fp.shape) != tuple(spec.profile.shape):
-        raise ConfigError(
-            f"{spec.source}: profile: the search file is for feature profile {spec.profile.name!r} "
-            f"({spec.profile.shape[0]} x {spec.profile.shape[1]}) but the feature cache {features.cache_dir} holds "
-            f"{fp.name!r} ({fp.shape[0]} x {fp.shape[1]}); build a feature cache of profile {spec.profile.name!r} "
-            f"or use a search file for {fp.name!r}"
-        )
-    expected = run.record.feature_fingerprint if run.record is not None else None
-    if expected not in (None, features.fingerprint):
-        raise CacheError(f"{cache_dir}: feature fingerprint {features.fingerprint} differs from {expected} that run "
-                         f"{run.name!r} started with; resume against the same cache")
-    teacher = teacher_dir = None
-    if spec.needs_teacher or any(r.needs_teacher for r in spec.references):
-        from ..data.teacher_cache import default_teacher_cache_dir, load_teacher_targets
-
-        teacher_dir = Path(teacher_cache) if teacher_cache is not None else default_teacher_cache_dir(cache_dir)
-        if not teacher_dir.exists() and (spec.needs_teacher or teacher_cache is not None):
-            raise CacheError(f"{teacher_dir}: no teacher cache there, and {spec.source} searches distillation "
-                             "weights; embed the teacher first, or give teacher_cache", params=("teacher_cache",))
-        teacher = load_teacher_targets(features, teacher_dir) if teacher_dir.exists() else None
-        teacher_dir = teacher_dir if teacher is not None else None  # only references distil: they are skipped
-    payload = prepare_trial_data(features, teacher, spec)
-    plans = plan_references(spec, len(features.labels), has_teacher=teacher is not None)
-    data = _Data(
-        payload=payload,
-        n_classes=len(features.labels),
-        feature_fingerprint=features.fingerprint,
-        dataset_root=(features.meta or {}).get("dataset_root"),
-        teacher_dir=teacher_dir,
-        teacher_fingerprint=teacher.meta.get("teacher_fingerprint") if teacher is not None else None,
-        references=plans,
-        warnings=data_caveats(spec, features.table, features.labels, payload)
-        + [p.message for p in plans if p.message],
-    )
-    # The trials get their own copies (``payload``): drop the whole cache's tensors before the copies go to the object
-    # store, so the driver's peak memory is about one cache, not two (the full DCASE cache is ~7.7 GB at float16).
-    features.x = None
-    return data
+def _load_data(run: _Run, cache_dir: Path, teacher_cache: Any) -> SearchData:
+    return load_search_data(run.spec, cache_dir, teacher_cache, name=run.name,
+                            expected_fingerprint=run.record.feature_fingerprint if run.record is not None else None)
 
 
 # ------------------------------------------------------------------------------------------------ 4. record
 
 
-def _write_record(run: _Run, data: _Data, cache_dir: Path, address: str | None) -> RunRecord:
+def _write_record(run: _Run, data: SearchData, cache_dir: Path, address: str | None) -> RunRecord:
     run.run_dir.mkdir(parents=True, exist_ok=True)
     if run.record is not None:
         record = run.record
@@ -341,13 +289,14 @@ def _write_record(run: _Run, data: _Data, cache_dir: Path, address: str | None) 
 # ------------------------------------------------------------------------------------------------ 5. tune
 
 
-def _build_tuner(run: _Run, data: _Data, storage_url: str, study_name: str, channel: str, sink: OnEvent,
+def _build_tuner(run: _Run, data: SearchData, storage_url: str, study_name: str, channel: str, sink: OnEvent,
                  stopper: Any = None, callbacks: list[Any] | None = None) -> Any:
     """A new Tuner with the searcher and ASHA, or the interrupted run's Tuner restored (with its searcher)."""
     from ray import tune
 
+    from .channels import RetryReporter, register_sink
     from .scheduler import make_scheduler
-    from .searcher import BudgetedSearcher, RetryReporter, register_sink
+    from .searcher import BudgetedSearcher
 
     register_sink(channel, sink)
     s = run.spec.search
@@ -404,7 +353,7 @@ def _announce(run: _Run, on_event: OnEvent) -> None:
 
 
 def _summarise(run: _Run, record: RunRecord, storage_url: str, duration_s: float, warnings: list[str],
-               n_classes: int, on_event: OnEvent | None, views: Any) -> SearchResult:
+               n_classes: int, on_event: OnEvent | None, publisher: Any) -> SearchResult:
     table = build_trials_table(run.run_dir)
     write_trials_table(run.run_dir, table)
     counts = status_counts(table)
@@ -423,7 +372,8 @@ def _summarise(run: _Run, record: RunRecord, storage_url: str, duration_s: float
     record.stop_reason = stop_reason
     record.warnings = list(dict.fromkeys([*warnings, *caveats]))
     write_run_record(run.run_dir, record)
-    views.publish()  # the final leaderboard, front and plots, for optuna-dashboard
+    if publisher is not None:
+        publisher.publish()  # the final leaderboard, front and plots, for optuna-dashboard
     if stop_reason and not interrupted:
         cls = ConfigError if study.user_attrs.get("stop_error") == "ConfigError" else BudgetError
         raise cls(f"{stop_reason} (run {run.run_dir}: {counts['trained']} trained, "

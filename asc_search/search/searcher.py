@@ -41,31 +41,17 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from ray.tune import Callback
 from ray.tune.search import Searcher
 
-from .._progress import OnEvent, emit
+from .._progress import emit
 from ..errors import AscSearchError, BudgetError, ConfigError
+from .channels import sink_for
 from .references import REFERENCE, SEARCH, reference_proposal
 from .runfolder import Status, trial_dirname
 from .spec import Cost, Proposal, SearchSpec
 from .study import open_study, set_constraints, set_trial_config, trial_config
 
-__all__ = ["BudgetedSearcher", "RetryReporter", "register_sink", "unregister_sink"]
-
-#: Event sinks by channel name (driver-side only). The searcher holds a channel name, not the sink, so that it
-#: stays picklable and a restored searcher reports to whatever sink the resuming process registered.
-_SINKS: dict[str, OnEvent] = {}
-
-
-def register_sink(channel: str, sink: OnEvent) -> None:
-    """Route the events of searchers on ``channel`` to ``sink(event, info)``."""
-    _SINKS[channel] = sink
-
-
-def unregister_sink(channel: str) -> None:
-    _SINKS.pop(channel, None)
-
+__all__ = ["BudgetedSearcher"]
 
 def _finite(value: Any) -> float | None:
     try:
@@ -128,7 +114,7 @@ class BudgetedSearcher(Searcher):
         return self._storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
 
     def _emit(self, event: str, **info: Any) -> None:
-        emit(_SINKS.get(self.channel) if self.channel else None, event, **info)
+        emit(sink_for(self.channel), event, **info)
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         # The space comes from the search file, not from Tune's param_space; keep our metric and mode.
@@ -388,28 +374,3 @@ class BudgetedSearcher(Searcher):
                 self._storage.set_trial_user_attr(self._tid(frozen.number), "status", Status.DISCARDED.value)
                 self.study.tell(frozen.number, state=TrialState.FAIL)
         self._reissue.sort()
-
-
-class RetryReporter(Callback):
-    """A Tune callback that reports a trial Tune retries (its worker died: a lost node, a killed process) as a
-    ``retried`` event on ``channel``: ``trial_id``, ``attempt`` (1 = the first retry), ``max_failures``, ``epoch``
-    (the last reported; the retry continues from that epoch's checkpoint) and ``error`` (the last line of the
-    failure, at most 200 characters)."""
-
-    def __init__(self, channel: str, max_failures: int) -> None:
-        self.channel = channel
-        self.max_failures = max_failures
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        error = ""
-        try:
-            path = getattr(trial, "error_file", None)
-            if path:
-                lines = [line.strip() for line in open(path, encoding="utf-8", errors="replace") if line.strip()]
-                error = lines[-1][:200] if lines else ""
-        except OSError:
-            pass
-        last = getattr(trial, "last_result", None) or {}
-        emit(_SINKS.get(self.channel), "retried", trial_id=(trial.config or {}).get("trial_id"),
-             attempt=int(getattr(trial, "num_failures", 0) or 0), max_failures=self.max_failures,
-             epoch=last.get("epoch"), error=error)

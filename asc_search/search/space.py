@@ -41,9 +41,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .._yaml import MAX_YAML_BYTES, load_yaml
 from ..config import PROFILES, Budget, FeatureProfile, SplitConfig, get_profile
-from ..errors import ConfigError
+from ..errors import ConfigError, quote
 from .references import parse_references
 from .rules import Field, Where, config_fields, fmt
 from .spec import (
@@ -58,7 +60,8 @@ from .spec import (
     SearchSpec,
 )
 
-__all__ = ["load_space", "resolve_space", "builtin_spaces", "builtin_spaces_dir", "parse_space", "section_keys"]
+__all__ = ["load_space", "resolve_space", "builtin_spaces", "builtin_spaces_dir", "parse_space", "section_keys",
+           "with_num_samples"]
 
 PARAM_TYPES = ("int", "float", "categorical")
 #: TrainConfig fields the search sets itself (per trial) and a file must not set.
@@ -395,3 +398,17 @@ def parse_space(text: str, source: str = "<search file>") -> SearchSpec:
     return SearchSpec(source=source, text=text, profile=profile, split=split, budget=budget,
                       student=sections["student"], distill=sections["distill"], train=sections["train"],
                       search=search, description=description, references=references)
+
+
+def with_num_samples(spec: SearchSpec, n: int) -> SearchSpec:
+    """A copy of ``spec`` with ``search.num_samples`` replaced (its text rewritten so that search.yaml records it)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"num_samples must be a positive integer, got {quote(n)}", params=("num_samples",))
+    raw = yaml.safe_load(spec.text) or {}
+    raw["search"] = dict(raw.get("search") or {})
+    raw["search"]["num_samples"] = n
+    text = (
+        f"# search file {spec.source} (sha256 {spec.sha256[:16]}) with search.num_samples set to {n} "
+        "when the run started\n" + yaml.safe_dump(raw, sort_keys=False)
+    )
+    return parse_space(text, source=spec.source)

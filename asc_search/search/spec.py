@@ -1,5 +1,5 @@
-"""What a validated search file is (:class:`SearchSpec`), what one proposal drawn from it is (:class:`Proposal`) and
-what it costs (:class:`Cost`).
+"""What a validated search file is (:class:`SearchSpec`); what one proposal drawn from it is and what it costs
+(:class:`Proposal`, :class:`Cost`) live in :mod:`asc_search.search.proposal` and are re-exported here.
 
 Parsing and validating the YAML is :mod:`asc_search.search.space`; everything here works on values already checked.
 A :class:`SearchSpec` draws proposals define-by-run from an Optuna trial (:meth:`SearchSpec.sample`) and costs a
@@ -12,14 +12,12 @@ import dataclasses
 import hashlib
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-from .._io import jsonable
 from ..config import Budget, FeatureProfile, SplitConfig
-from ..errors import BudgetError, ConfigError, quote
+from ..errors import BudgetError
+from .proposal import EMBED_BLOCK_CHOICES, Cost, Proposal, resolve_embed_block
 
 __all__ = [
     "MISSING",
@@ -44,8 +42,6 @@ SAMPLERS = ("tpe", "random", "nsga2")
 SCORE_PRECISIONS = ("float", "deployed")
 #: What ASHA's grace period counts (``search.asha.unit``).
 GRACE_UNITS = ("epochs", "steps")
-#: Which student block's feature map is matched to the teacher embedding (relative to the proposal's depth).
-EMBED_BLOCK_CHOICES = ("last", "penultimate")
 
 
 class _MissingType:
@@ -159,68 +155,6 @@ class SearchSettings:
         return d
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Proposals and their cost
-# --------------------------------------------------------------------------------------------------------------
-def resolve_embed_block(choice: str | None, n_blocks: tuple[int, ...]) -> str:
-    """Block name (``b<k>``) for an ``embed_block`` choice given blocks per stage; None means the last block."""
-    total = sum(n_blocks)
-    if choice in (None, "last"):
-        return f"b{total}"
-    if choice == "penultimate":
-        return f"b{max(1, total - 1)}"
-    raise ConfigError(f"embed_block must be one of {', '.join(EMBED_BLOCK_CHOICES)}, got {quote(choice)}")
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """One candidate: the three configs a trial needs, and the searched values that produced them."""
-
-    student: Any  # asc_search.models.student.StudentConfig
-    distill: Any  # asc_search.training.losses.DistillConfig
-    train: Any  # asc_search.training.loop.TrainConfig
-    params: dict[str, Any] = field(default_factory=dict)  # searched parameter values, by Optuna name
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "student": jsonable(self.student.to_dict()),
-            "distill": jsonable(self.distill.to_dict()),
-            "train": jsonable(self.train.to_dict()),
-            "params": jsonable(dict(self.params)),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Proposal:
-        """Rebuild a proposal from :meth:`to_dict` output (e.g. the ``config`` column of trials.parquet)."""
-        from ..models.student import StudentConfig
-        from ..training.loop import TrainConfig
-        from ..training.losses import DistillConfig
-
-        return cls(
-            student=StudentConfig.from_dict(dict(data["student"])),
-            distill=DistillConfig.from_dict(dict(data["distill"])),
-            train=TrainConfig.from_dict(dict(data["train"])),
-            params=dict(data.get("params", {})),
-        )
-
-
-@dataclass(frozen=True)
-class Cost:
-    """What a proposal costs, measured before any training."""
-
-    params: int
-    param_bytes: int  # the DCASE count: params x bytes of param_dtype
-    macs: int
-    passed: bool
-    constraints: dict[str, float]  # relative excess per limit: > 0 means over budget
-    seconds: float = 0.0
-    counter: str = "torchinfo"  # who counted: "analytic" (rejected from the config alone) or "torchinfo"
-    deployed_param_bytes: int | None = None  # the deployed graph's weights at param_dtype (BatchNorm folded)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
 class _Lowest:
     """A trial-like object answering every ``suggest_*`` with the low end of its range (the smallest of numeric
     choices, else the first choice): :meth:`SearchSpec.smallest_student`."""
@@ -306,21 +240,6 @@ class SearchSpec:
         """Whether any sampled proposal may distil (a searched or positive kd_weight / emb_weight); references are
         apart (one that distils is skipped when there is no teacher cache)."""
         return any(p.name in ("kd_weight", "emb_weight") and (p.searched or (p.value or 0) > 0) for p in self.distill)
-
-    def with_num_samples(self, n: int) -> SearchSpec:
-        """A copy with ``search.num_samples`` replaced (its text rewritten so that search.yaml records it)."""
-        from .space import parse_space
-
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"num_samples must be a positive integer, got {quote(n)}", params=("num_samples",))
-        raw = yaml.safe_load(self.text) or {}
-        raw["search"] = dict(raw.get("search") or {})
-        raw["search"]["num_samples"] = n
-        text = (
-            f"# search file {self.source} (sha256 {self.sha256[:16]}) with search.num_samples set to {n} "
-            "when the run started\n" + yaml.safe_dump(raw, sort_keys=False)
-        )
-        return parse_space(text, source=self.source)
 
     # ---------------------------------------------------------------- sampling
     def sample(self, trial: Any, n_classes: int = 10, in_channels: int = 1, trial_seed: int | None = None) -> Proposal:
