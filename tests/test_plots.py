@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from asc_search.results.analysis import analyse_run
 from asc_search.results.plots import PLOT_FILES, make_plots
-from asc_search.results.tables import analyse_run
 from asc_search.search.runfolder import load_trials, run_budget
 
 

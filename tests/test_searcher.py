@@ -9,7 +9,8 @@ import pytest
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from asc_search.search.searcher import BudgetedSearcher, register_sink, unregister_sink
+from asc_search.search.channels import register_sink, unregister_sink
+from asc_search.search.searcher import BudgetedSearcher
 from asc_search.search.space import parse_space
 
 # Only base_channels 8 (with one stage of one block) fits: most proposals are over budget.
@@ -226,7 +227,7 @@ def test_restore_refuses_another_search_file(tmp_path):
 def test_a_retried_trial_is_reported(tmp_path):
     from types import SimpleNamespace
 
-    from asc_search.search.searcher import RetryReporter, register_sink, unregister_sink
+    from asc_search.search.channels import RetryReporter, register_sink, unregister_sink
 
     error = tmp_path / "error.txt"
     error.write_text("Traceback (most recent call last):\n  ...\nray.exceptions.NodeDiedError: node 1a2b died\n\n")

@@ -106,10 +106,15 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _reference_lines(res: RunResults) -> list[str]:
     """The winner against the best reference (:func:`~asc_search.search.runfolder.reference_margin`), when the run
     has a completed reference."""
-    if res.margin is None:
+    m = res.margin
+    if m is None:
         return []
     best = res.board[res.board["rank"] > 0].iloc[0]
-    return [f"Best trial {best['trial_id']}: {res.margin['text']}.", ""]
+    if int(best["trial_id"]) == int(m["trial_id"]):
+        return [f"The best trial is reference `{m['reference']}`: the search found nothing better on validation.", ""]
+    what = "validation macro accuracy" + (" (deployed)" if m.get("score") == "val_macro_accuracy_deployed" else "")
+    return [f"Best trial {best['trial_id']}: **{m['points']:+.1f} points** {what} over reference `{m['reference']}`.",
+            ""]
 
 
 def _leaderboard_lines(res: RunResults, board: pd.DataFrame) -> list[str]:
