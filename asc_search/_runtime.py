@@ -15,8 +15,8 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["DEVICES", "CONNECT_TIMEOUT_S", "TOKEN_HINT", "torch_threads", "resolve_device", "check_reachable", "check_trial_resources",
-           "connect_ray", "ray_session", "quiet_ray_env"]
+__all__ = ["DEVICES", "CONNECT_TIMEOUT_S", "TOKEN_HINT", "torch_threads", "resolve_device", "check_reachable",
+           "check_trial_resources", "local_object_store_bytes", "connect_ray", "ray_session", "quiet_ray_env"]
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -139,12 +139,31 @@ def _token_available() -> bool:
     return os.path.isfile(path)
 
 
-def connect_ray(address: str | None = None, **init_kwargs: Any) -> bool:
+#: The smallest object store a local Ray of this tool gets, and the share of the machine's memory it never exceeds
+#: (Ray's own default share, which every local instance would otherwise claim whatever it holds).
+_STORE_FLOOR, _STORE_SHARE = 256 * 2**20, 0.3
+
+
+def local_object_store_bytes(payload_bytes: int, total_memory: int | None = None) -> int:
+    """The object store for a local Ray that holds ``payload_bytes`` of trial data: room for it three times over
+    plus 256 MiB, at most 30 % of the machine's memory (``total_memory``; default: this machine's).
+
+    Ray's default is 30 % of the memory of the machine for EVERY local instance, in shared memory (/dev/shm): two
+    or three searches (or a search beside tests) started at once on one machine then claim more shared memory than
+    there is, and one of them dies with a C++ abort. Sized to the data instead, searches on one machine coexist."""
+    if total_memory is None:
+        total_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    want = max(_STORE_FLOOR, 3 * int(payload_bytes) + _STORE_FLOOR)
+    return int(min(want, max(_STORE_FLOOR, _STORE_SHARE * total_memory)))
+
+
+def connect_ray(address: str | None = None, *, local_store_bytes: int | None = None, **init_kwargs: Any) -> bool:
     """Join ``address`` (a running cluster), or start a local Ray; reuse an instance this process already has.
 
     Returns True when this call started/joined Ray (the caller shuts it down again). Inside ``ray job submit``
     (``RAY_ADDRESS`` is set) a missing ``address`` means that cluster. ``init_kwargs`` go to ``ray.init`` (e.g.
-    ``num_cpus`` for a local instance). Before joining, the address must accept a TCP connection (else a
+    ``num_cpus`` for a local instance); ``local_store_bytes``: the object store of a local instance this call starts
+    (:func:`local_object_store_bytes`; ignored when joining a cluster, whose nodes size their own). Before joining, the address must accept a TCP connection (else a
     ConfigError at once); with a token at hand (see :data:`TOKEN_HINT`) and ``RAY_AUTH_MODE`` unset, token
     authentication is switched on for this process, as ``ray.init`` does only for clusters it finds itself.
     """
@@ -164,6 +183,8 @@ def connect_ray(address: str | None = None, **init_kwargs: Any) -> bool:
     kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False, **init_kwargs}
     if target == "local":
         kwargs.setdefault("include_dashboard", False)
+        if local_store_bytes is not None:
+            kwargs.setdefault("object_store_memory", int(local_store_bytes))
     try:
         ray.init(address=target, **kwargs)
     except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError/RuntimeError/ValueError/AuthenticationError

@@ -177,3 +177,23 @@ def _study(run):
     import optuna
 
     return optuna.load_study(study_name=None, storage=f"sqlite:///{run / 'study.db'}")
+
+
+@pytest.mark.slow
+def test_two_searches_started_at_once_on_one_machine_both_finish(quick_cache, teacher_cache, tmp_path):
+    """Two local searches (different names) at once: two local Ray instances side by side, each with an object store
+    sized to its data (not Ray's 30 % of the machine each), both finish with their own runs (issue 13, item 9)."""
+    space = _space(tmp_path, num_samples=1, asha={"enabled": False})
+    procs = [_cli(quick_cache, "--space", space, "--teacher-cache", teacher_cache, "--name", name,
+                  "--results-dir", tmp_path / "r") for name in ("a", "b")]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0, 0], outs
+    for name in ("a", "b"):
+        info = json.loads((tmp_path / "r" / name / "run.json").read_text())
+        assert info["status"] == "finished" and info["counts"]["completed"] == 1

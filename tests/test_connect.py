@@ -80,3 +80,20 @@ def test_search_by_an_address_where_nothing_listens_is_one_line(quick_cache, tea
     assert lines[-1].startswith(f"asc-search search: error: --address 127.0.0.1:{port}: nothing answers at ")
     assert sum("error" in line for line in lines) == 1 and "Traceback" not in done.stderr
     assert not (tmp_path / "r").exists()  # nothing left behind
+
+
+def test_a_local_ray_gets_an_object_store_sized_to_its_data_not_to_the_machine(monkeypatch):
+    import ray
+
+    from asc_search._runtime import local_object_store_bytes
+
+    gib = 2**30
+    assert local_object_store_bytes(0, total_memory=24 * gib) == 256 * 2**20  # tiny data: the floor
+    assert local_object_store_bytes(gib, total_memory=24 * gib) == 3 * gib + 256 * 2**20  # room for it 3 times over
+    assert local_object_store_bytes(8 * gib, total_memory=24 * gib) == int(0.3 * 24 * gib)  # never past Ray's share
+    seen = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.append(kw))
+    assert connect_ray(None, local_store_bytes=300 * 2**20) is True
+    assert seen[-1]["object_store_memory"] == 300 * 2**20 and seen[-1]["address"] == "local"

@@ -45,7 +45,7 @@ from typing import Any
 
 from .._io import now_utc, provenance, write_text_atomic
 from .._progress import OnEvent, emit, log, warn
-from .._runtime import check_trial_resources, connect_ray, quiet_ray_env
+from .._runtime import check_trial_resources, connect_ray, local_object_store_bytes, quiet_ray_env
 from ..errors import BudgetError, ConfigError, NotFoundError
 from .caveats import winner_caveats
 from .references import enqueue_references
@@ -155,7 +155,7 @@ def _search(run: _Run, cache_dir: Path, teacher_cache: Any, address: str | None,
     quiet_ray_env()
     target = address or os.environ.get("RAY_ADDRESS")
     log(on_event, f"{run.name}: joining the Ray cluster at {target}" if target else f"{run.name}: starting a local Ray")
-    started_ray = connect_ray(address)
+    started_ray = connect_ray(address, local_store_bytes=local_object_store_bytes(_payload_bytes(data.payload)))
     channel = str(run.run_dir)
     try:
         check_trial_resources(run.spec.search.cpus_per_trial, run.spec.search.gpus_per_trial, run.spec.source)
@@ -242,6 +242,11 @@ def _resumed_run(space: Any, name: str, lock: RunLock, num_samples: int | None) 
 def _load_data(run: _Run, cache_dir: Path, teacher_cache: Any) -> SearchData:
     return load_search_data(run.spec, cache_dir, teacher_cache, name=run.name,
                             expected_fingerprint=run.record.feature_fingerprint if run.record is not None else None)
+
+
+def _payload_bytes(payload: dict[str, Any]) -> int:
+    """What the trial data puts in the object store (its arrays' bytes)."""
+    return sum(int(getattr(v, "nbytes", 0)) for v in payload.values())
 
 
 # ------------------------------------------------------------------------------------------------ 4. record
