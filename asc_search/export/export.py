@@ -287,9 +287,27 @@ def export_run(
             model, proposal, inputs.parts, tuple(inputs.features.labels), qat_epochs=qat_epochs,
             calibration_x=calibration, seed=proposal.train.seed, device=device,
             embedding_shape=inputs.embedding_shape, head_state=head_state, on_event=on_event)
-    record = read_run_record(run_dir)
     features = inputs.features
-    provenance = {
+    provenance = _provenance(run_dir, row, retrain, inputs, spec, proposal)
+    (test, test_table), (val, val_table) = inputs.parts["test"], inputs.parts["val"]
+    evidence = _evidence(run_dir, table, row, spec, inputs, seeds, retrain, device, threads, on_event)
+    return write_export(
+        out, model, student_config=proposal.student, profile=features.profile, labels=tuple(features.labels),
+        budget=spec.budget, test_x=test.x, test_y=test.y, test_table=test_table, calibration_x=calibration,
+        calibration_seed=proposal.train.seed, val=(val.x, val.y, val_table), qat=qat_record,
+        distill=proposal.distill.to_dict(), train=train_cfg.to_dict(), provenance=provenance,
+        validation={k: row.get(k) for k in ("val_macro_accuracy", "val_macro_accuracy_deployed", "val_log_loss",
+                                             "epochs") if k in row},
+        force=force, device=device, evidence=evidence, on_event=on_event,
+    )
+
+
+def _provenance(run_dir: Path, row: Mapping[str, Any], retrain: bool, inputs: Any, spec: Any,
+                proposal: Any) -> dict[str, Any]:
+    """What produced an export of ``row`` (student.yaml's ``provenance``, beside the package stamp)."""
+    record = read_run_record(run_dir)
+    features, search_file = inputs.features, run_dir / SEARCH_FILE
+    return {
         "run": run_dir.name,
         "run_dir": str(run_dir),
         "trial_id": str(row["trial_id"]),
@@ -304,17 +322,6 @@ def export_run(
         "split": dataclasses.asdict(spec.split),
         "proposal_params": proposal.params,
     }
-    (test, test_table), (val, val_table) = inputs.parts["test"], inputs.parts["val"]
-    evidence = _evidence(run_dir, table, row, spec, inputs, seeds, retrain, device, threads, on_event)
-    return write_export(
-        out, model, student_config=proposal.student, profile=features.profile, labels=tuple(features.labels),
-        budget=spec.budget, test_x=test.x, test_y=test.y, test_table=test_table, calibration_x=calibration,
-        calibration_seed=proposal.train.seed, val=(val.x, val.y, val_table), qat=qat_record,
-        distill=proposal.distill.to_dict(), train=train_cfg.to_dict(), provenance=provenance,
-        validation={k: row.get(k) for k in ("val_macro_accuracy", "val_macro_accuracy_deployed", "val_log_loss",
-                                             "epochs") if k in row},
-        force=force, device=device, evidence=evidence, on_event=on_event,
-    )
 
 
 def _evidence(run_dir: Path, table: Any, row: Mapping[str, Any], spec: Any, inputs: Any, seeds: int | None,
