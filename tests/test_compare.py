@@ -45,7 +45,7 @@ def _export(tmp_path, quick_cache) -> Path:
                  budget=Budget(24_000, "int8", 2_000_000), test_x=fs.x[torch.from_numpy(test)], test_y=fs.y[test],
                  test_table=fs.table[test].reset_index(drop=True), distill=DistillConfig().to_dict(),
                  train=TrainConfig(epochs=1, batch_size=32).to_dict(), provenance={"run": "r", "trial_id": "4"},
-                 device="cpu")
+                 calibration_x=fs.x[torch.from_numpy(~test)][:64].float(), device="cpu")
     return out
 
 

@@ -103,7 +103,7 @@ def test_quick_search_end_to_end(quick_cache, teacher_cache, ray_local, tmp_path
     kinds = [e for e, _ in events]
     setup = kinds.index("setup")  # after the lines that say what it is doing while the caches load and Ray starts
     assert any("loading the feature cache" in i["message"] for e, i in events[:setup] if e == "log")
-    assert set(kinds[:setup]) == {"log"} and kinds.count("started") == 3 and "rejected" in kinds
+    assert set(kinds[:setup]) <= {"log", "warning"} and kinds.count("started") == 3 and "rejected" in kinds
     assert result.best is not None and result.best["status"] == "completed"
 
 
