@@ -169,6 +169,26 @@ def _passes(spec: Any, config: dict[str, Any]) -> bool:
     return spec.cost(Proposal.from_dict(config["proposal"]).student).passed
 
 
+class _DefineByRun:
+    """OptunaSearch's define-by-run space: draws a proposal as the search does. An object of a module-level class,
+    not a closure, because Tune checkpoints its searcher (OptunaSearch included) by pickling it."""
+
+    def __init__(self, space_text: str, n_classes: int, seed: int) -> None:
+        self.space_text, self.n_classes, self.seed = space_text, n_classes, seed
+        self._spec: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_spec": None}  # parsed again after unpickling
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        from ..search.space import parse_space
+
+        if self._spec is None:
+            self._spec = parse_space(self.space_text)
+        proposal = self._spec.sample(trial, n_classes=self.n_classes, trial_seed=self.seed + trial.number)
+        return {"proposal": proposal.to_dict()}
+
+
 def _run_optuna_search(seed: int, caches: tuple[Path, Path], budget: int, work: Path) -> _Ledger:
     import optuna
     from ray import tune
@@ -187,14 +207,10 @@ def _run_optuna_search(seed: int, caches: tuple[Path, Path], budget: int, work: 
     n_classes = len(features.labels)
     del features
 
-    def space(trial: Any) -> dict[str, Any]:
-        proposal = spec.sample(trial, n_classes=n_classes, trial_seed=seed + trial.number)
-        return {"proposal": proposal.to_dict()}
-
     s = spec.search
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.n_startup_trials)
-    searcher = OptunaSearch(space=space, metric="val_macro_accuracy", mode="max", sampler=sampler)
+    searcher = OptunaSearch(space=_DefineByRun(spec.text, n_classes, seed), metric="val_macro_accuracy", mode="max", sampler=sampler)
     ledger = _Ledger(budget)
     stopper, callback = _tune_hooks(ledger)
     quiet_ray_env()
