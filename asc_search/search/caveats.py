@@ -42,12 +42,15 @@ MIN_VAL_CLIPS = 10  # per class in the validation split
 MIN_STEPS_PER_EPOCH = 20  # optimiser steps per epoch below which grace periods in epochs mislead
 
 
+def _near_chance(accuracy: float, n_classes: int) -> bool:
+    """Whether ``accuracy`` is within :data:`CHANCE_MARGIN` of chance (1 / ``n_classes``)."""
+    return accuracy - 1.0 / n_classes < CHANCE_MARGIN
+
+
 def winner_near_chance(val_macro_accuracy: float | None, n_classes: int, who: str = "the winner") -> list[str]:
-    if val_macro_accuracy is None or n_classes < 1:
+    if val_macro_accuracy is None or n_classes < 1 or not _near_chance(val_macro_accuracy, n_classes):
         return []
     chance = 1.0 / n_classes
-    if val_macro_accuracy - chance >= CHANCE_MARGIN:
-        return []
     return [f"{who}'s validation macro accuracy {val_macro_accuracy:.3f} is within {CHANCE_MARGIN * 100:.0f} points of "
             f"chance ({chance:.3f} = 1/{n_classes} classes): it has learnt next to nothing; check the data, "
             "train longer (train.min_steps) or compare with `asc-search compare`"]
@@ -95,9 +98,9 @@ def teacher_near_chance(val_logits: Any, val_labels: Any, n_classes: int) -> lis
         return []
     logits = torch.from_numpy(np.array(val_logits, dtype=np.float32))  # a copy: object-store arrays are read-only
     acc = macro_accuracy(logits, torch.from_numpy(np.array(val_labels, dtype=np.int64)), n_classes)
-    chance = 1.0 / n_classes
-    if acc - chance >= CHANCE_MARGIN:
+    if not _near_chance(acc, n_classes):
         return []
+    chance = 1.0 / n_classes
     return [f"the teacher's logits score {acc:.3f} macro accuracy on the validation split, within "
             f"{CHANCE_MARGIN * 100:.0f} points of chance ({chance:.3f}): distilling from this teacher cannot help; "
             "train a better teacher, or search without distillation"]
