@@ -62,3 +62,29 @@ def test_accuracy_table_from_a_demo(tiny_demo, tmp_path, capsys):
     assert base["params"] == 61_148 and base["kd"]["kd_weight"] == 0.0
     assert result["accuracy"]["rows"][2]["kd"]["kd_weight"] == 0.98
     assert result["areas"]["complexity"]["available"]
+
+
+def test_training_bench_variants_train_the_same_student():
+    from asc_search.bench import training as T
+    from asc_search.training import loop, perf
+
+    before = T.measure_variant("quick", "before", clips=64, epochs=1)
+    after = T.measure_variant("quick", "after", clips=64, epochs=1)
+    assert loop.make_optimizer is perf.make_optimizer  # the old loop's pieces were put back only for "before"
+    assert after["losses"][0] == pytest.approx(before["losses"][0], rel=1e-4)  # same data, seeds, student
+    assert after["macs"] == before["macs"] == 1_606_260 and after["params"] == before["params"]
+    assert after["clips_per_s"] > 0 and 0 < after["fraction_of_matmul"] and after["matmul_gmacs_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_training_bench_runs_each_variant_in_its_own_process():
+    from asc_search.bench import training as T
+
+    out = T.run(quick=True, profiles=("quick",), variants=("before", "after"))
+    entry = out["profiles"][0]
+    assert set(entry["variants"]) == {"before", "after"} and entry["variants"]["after"]["clips"] == 256
+    assert entry["speedup_median"] > 0 and entry["loss_max_rel_diff"] < 1e-3
+    import torch
+
+    if not torch.cuda.is_available():
+        assert T.run(device="cuda") == {"benchmark": "training", "skipped": "no CUDA GPU"}

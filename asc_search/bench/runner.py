@@ -1,6 +1,6 @@
 """``asc-search bench``: every area's figures side by side in one run, plus an accuracy table on the built-in data.
 
-1. **Per-area benchmarks**: ``asc_search.bench.{features,complexity,teacher,search}`` each expose ``run(...)
+1. **Per-area benchmarks**: ``asc_search.bench.{features,complexity,teacher,training,search,driver}`` each expose ``run(...)
    -> dict`` (their own module docstrings say what they measure). They are called one after the other, never
    concurrently (timings on 2 cores would disturb each other); a module that is missing or fails is reported as
    such, the others still run. ``quick=True`` passes each module small sizes (its ``quick`` flag when it has one).
@@ -34,13 +34,15 @@ from ..errors import ConfigError, NotFoundError
 
 __all__ = ["AREAS", "QUICK_OVERRIDES", "run_area", "accuracy_table", "run_bench", "flatten"]
 
-AREAS: tuple[str, ...] = ("features", "complexity", "teacher", "search")
+AREAS: tuple[str, ...] = ("features", "complexity", "teacher", "training", "search", "driver")
 #: Small sizes for ``--quick``, per area, passed only where the module's run() takes that argument.
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "features": {"quick": True, "n_clips": 200},
     "complexity": {"quick": True, "n_candidates": 10},
     "teacher": {"quick": True, "quick_clips": 128, "dcase_clips": 16},
+    "training": {"quick": True},
     "search": {"quick": True, "clips": 256, "trials": 2, "dcase_clips": 32},
+    "driver": {"quick": True},
 }
 #: The KD recipe the "with KD" baseline uses (CP-JKU's DCASE 2023 winner: 0.02 CE + 0.98 KD, T = 2).
 BASELINE_KD = {"kd_weight": 0.98, "temperature": 2.0}
