@@ -88,3 +88,47 @@ def test_training_bench_runs_each_variant_in_its_own_process():
 
     if not torch.cuda.is_available():
         assert T.run(device="cuda") == {"benchmark": "training", "skipped": "no CUDA GPU"}
+
+
+@pytest.mark.ray
+def test_driver_bench_counts_every_proposal_and_plots(ray_local, tmp_path):
+    from asc_search.bench import driver as D
+
+    out = D.run(proposals=24, every=8, out=tmp_path / "plot", work_dir=tmp_path / "work", max_seconds=None)
+    assert out["proposals"] == out["study_trials"] == 24 and not out["stopped_by_time_cap"]
+    assert out["trained"] + out["rejected"] == 24 and out["trained"] > 0 and out["trial_errors"] == 0
+    assert [s["proposals"] for s in out["samples"]] == [0, 8, 16, 24]
+    assert all(w["proposals_per_s"] > 0 and w["searcher_ms_per_proposal"] <= w["ms_per_proposal"]
+               for w in out["windows"])
+    assert out["rss_mb_max"] > 0 and (tmp_path / "plot" / "driver_scale.png").read_bytes()[:4] == b"\x89PNG"
+    capped = D.run(proposals=1000, every=5, work_dir=tmp_path / "capped", max_seconds=0.0)
+    assert capped["stopped_by_time_cap"] and capped["proposals"] < 1000
+
+
+def test_gpu_check_script_space_and_skip(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    from asc_search.search.space import load_space
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    space = load_space(gpu_check.fractional_space(tmp_path, trials=5, concurrent=4))
+    assert (space.search.gpus_per_trial, space.search.max_concurrent, space.search.num_samples) == (0.25, 4, 5)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main([]) == 0 and capsys.readouterr().out.strip() == "no CUDA GPU: skipped"
+
+
+@pytest.mark.ray
+def test_tune_bench_accounts_for_imports_checkpoints_and_overhead(ray_local, tmp_path):
+    from asc_search.bench import search as B
+
+    out = B.bench_tune(B.synthetic_trial_data(48), tmp_path, n_trials=2)
+    assert out["tune_errors"] == 0 and out["trials"] == 2
+    assert out["checkpoints"] == 2 * out["epochs_per_trial"]  # one checkpoint per epoch and trial
+    assert 0 < out["checkpoint_write_s"] < out["trials_inside_s"]
+    assert out["fresh_workers"] <= 2 and out["tune_over_sequential"] == pytest.approx(1 / out["speedup"])
