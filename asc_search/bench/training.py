@@ -190,7 +190,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run(rounds: int = 3, threads: int = 1, device: str = "cpu", epochs: int = 3, quick: bool = False,
+def run(rounds: int = 2, threads: int = 1, device: str = "cpu", epochs: int = 3, quick: bool = False,
         profiles: tuple[str, ...] = ("quick", "dcase"), variants: tuple[str, ...] = VARIANTS) -> dict[str, Any]:
     """All variants of every profile, interleaved round by round (see the module docstring)."""
     import torch
@@ -229,7 +229,7 @@ def run(rounds: int = 3, threads: int = 1, device: str = "cpu", epochs: int = 3,
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m asc_search.bench.training", description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every variant (default 3)")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every variant (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads, as a trial with cpus_per_trial 1 (default 1)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device (default cpu)")
     p.add_argument("--quick", action="store_true", help="small sizes, one round")
