@@ -97,13 +97,25 @@ class _Recorder:
     def __init__(self, every: int) -> None:
         self.every = every
         self.proposals = self.trained = 0
-        self.searcher_s = 0.0  # wall time inside the searcher's suggest / on_trial_complete
+        self.searcher_s = 0.0  # wall time inside the searcher's suggest / on_trial_complete (finished calls)
+        self.call_since: float | None = None  # start of the searcher call in progress (samples are taken inside it)
         self.t0 = time.perf_counter()
         self.samples: list[dict[str, float]] = [self._sample()]
 
     def _sample(self) -> dict[str, float]:
-        return {"proposals": self.proposals, "trained": self.trained, "t": time.perf_counter() - self.t0,
-                "searcher_s": self.searcher_s, "rss_mb": driver_rss_mb()}
+        now = time.perf_counter()
+        running = now - self.call_since if self.call_since is not None else 0.0
+        return {"proposals": self.proposals, "trained": self.trained, "t": now - self.t0,
+                "searcher_s": self.searcher_s + running, "rss_mb": driver_rss_mb()}
+
+    def timed(self, call: Any, *args: Any) -> Any:
+        """``call(*args)``, its wall time added to ``searcher_s`` (also while it runs, for samples taken inside)."""
+        self.call_since = time.perf_counter()
+        try:
+            return call(*args)
+        finally:
+            self.searcher_s += time.perf_counter() - self.call_since
+            self.call_since = None
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         if event not in ("rejected", "started"):
@@ -139,18 +151,10 @@ def _capped_searcher(spec: Any, storage_url: str, cap: int, max_seconds: float |
             return super()._propose_one()
 
         def suggest(self, trial_id: str) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return super().suggest(trial_id)
-            finally:
-                recorder.searcher_s += time.perf_counter() - t0
+            return recorder.timed(super().suggest, trial_id)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            t0 = time.perf_counter()
-            try:
-                super().on_trial_complete(trial_id, result, error)
-            finally:
-                recorder.searcher_s += time.perf_counter() - t0
+            recorder.timed(super().on_trial_complete, trial_id, result, error)
 
     return Capped(spec, storage_url, "driver-bench", n_classes=10, channel=channel)
 
