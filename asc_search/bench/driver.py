@@ -253,6 +253,7 @@ def _search(work: Path, proposals: int, every: int, max_seconds: float | None) -
     from .._runtime import quiet_ray_env, ray_session
     from ..search.searcher import register_sink, unregister_sink
     from ..search.space import load_space
+    from ..search.study import open_study
 
     quiet_ray_env()
     work.mkdir(parents=True, exist_ok=True)
@@ -262,6 +263,7 @@ def _search(work: Path, proposals: int, every: int, max_seconds: float | None) -
     db = work / "study.db"
     if db.exists():
         db.unlink()
+    open_study(spec, f"sqlite:///{db}", "driver-bench")  # created up front, as the search driver does
     recorder = _Recorder(every)
     channel = f"driver-bench-{os.getpid()}"
     register_sink(channel, recorder)
