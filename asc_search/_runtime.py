@@ -4,19 +4,25 @@
 * :func:`resolve_device` turns ``auto`` / ``cpu`` / ``cuda`` into a ``torch.device`` (a missing GPU is a ConfigError).
 * :func:`ray_session` joins a running cluster (``address``) or starts a local Ray, and shuts down only what it
   started. Errors name the parameter (``address``); the CLI maps it to its flag.
+* :func:`keep_freed_memory` / :func:`release_freed_memory`: glibc's allocator keeps freed memory for reuse during
+  CPU training (instead of returning every large activation to the OS and page-faulting it back in at the next
+  step), and gives it back at the end.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import platform
 from collections.abc import Iterator
 from typing import Any
 
 from .errors import ConfigError
 
 __all__ = ["DEVICES", "CONNECT_TIMEOUT_S", "TOKEN_HINT", "torch_threads", "resolve_device", "check_reachable",
-           "check_trial_resources", "local_object_store_bytes", "connect_ray", "ray_session", "quiet_ray_env"]
+           "check_trial_resources", "local_object_store_bytes", "connect_ray", "ray_session", "quiet_ray_env",
+           "keep_freed_memory", "release_freed_memory"]
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -35,6 +41,51 @@ def torch_threads(n: int | None) -> Iterator[None]:
     finally:
         if change and torch.get_num_threads() != old:
             torch.set_num_threads(old)
+
+
+#: Set to 0 to leave glibc's allocator as it is (see :func:`keep_freed_memory`).
+MALLOC_ENV = "ASC_SEARCH_KEEP_FREED_MEMORY"
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # mallopt parameters (malloc.h)
+_malloc_state: dict[str, Any] = {}
+
+
+def _libc() -> Any:
+    """glibc through ctypes, or None (another C library, another OS, or switched off by ``MALLOC_ENV``)."""
+    if "libc" not in _malloc_state:
+        libc = None
+        if os.environ.get(MALLOC_ENV, "1") != "0" and platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+            try:
+                libc = ctypes.CDLL("libc.so.6")
+            except OSError:
+                libc = None
+        _malloc_state["libc"] = libc
+    return _malloc_state["libc"]
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed blocks below 1 GiB for reuse (process-wide; idempotent). Returns whether it did.
+
+    By default glibc serves blocks above its mmap threshold (at most 32 MiB) with fresh ``mmap`` and gives freed
+    heap tops back to the OS, so each training step page-faults its activations in again (~20,000 faults per step
+    for a DCASE-sized student at batch 64 on a 2-core machine, 10-15 % of the step's CPU time); keeping them removes
+    those faults. :func:`release_freed_memory` returns what is kept. A no-op where the C library is not glibc or
+    when the environment variable ``ASC_SEARCH_KEEP_FREED_MEMORY`` is ``0``.
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    if not _malloc_state.get("kept"):
+        ok = all(libc.mallopt(param, value) == 1 for param, value in (
+            (_M_MMAP_THRESHOLD, 1 << 30), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 64 << 20)))
+        _malloc_state["kept"] = ok
+    return bool(_malloc_state["kept"])
+
+
+def release_freed_memory() -> None:
+    """Give the memory glibc keeps (after :func:`keep_freed_memory`) back to the OS (``malloc_trim``)."""
+    libc = _libc()
+    if libc is not None and _malloc_state.get("kept"):
+        libc.malloc_trim(0)
 
 
 def resolve_device(device: str = "auto") -> Any:

@@ -91,3 +91,74 @@ def test_deploy_figures_from_a_demo(tiny_demo):
     cost = result["score_precision_deployed"]
     assert cost["quick_student"]["deploy_s_best"] > 0 and cost["dcase_baseline"]["val_clips"] == 64
     assert callable(deploy.main)
+
+
+def test_training_bench_variants_train_the_same_student():
+    from asc_search.bench import training as T
+    from asc_search.training import loop, perf
+
+    before = T.measure_variant("quick", "before", clips=64, epochs=1)
+    after = T.measure_variant("quick", "after", clips=64, epochs=1)
+    assert loop.make_optimizer is perf.make_optimizer  # the old loop's pieces were put back only for "before"
+    assert after["losses"][0] == pytest.approx(before["losses"][0], rel=1e-4)  # same data, seeds, student
+    assert after["macs"] == before["macs"] == 1_606_260 and after["params"] == before["params"]
+    assert after["clips_per_s"] > 0 and 0 < after["fraction_of_matmul"] and after["matmul_gmacs_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_training_bench_runs_each_variant_in_its_own_process():
+    from asc_search.bench import training as T
+
+    out = T.run(quick=True, profiles=("quick",), variants=("before", "after"))
+    entry = out["profiles"][0]
+    assert set(entry["variants"]) == {"before", "after"} and entry["variants"]["after"]["clips"] == 256
+    assert entry["speedup_median"] > 0 and entry["loss_max_rel_diff"] < 1e-3
+    import torch
+
+    if not torch.cuda.is_available():
+        assert T.run(device="cuda") == {"benchmark": "training", "skipped": "no CUDA GPU"}
+
+
+@pytest.mark.ray
+def test_driver_bench_counts_every_proposal_and_plots(ray_local, tmp_path):
+    from asc_search.bench import driver as D
+
+    out = D.run(proposals=24, every=8, out=tmp_path / "plot", work_dir=tmp_path / "work", max_seconds=None)
+    assert out["proposals"] == out["study_trials"] == 24 and not out["stopped_by_time_cap"]
+    assert out["trained"] + out["rejected"] == 24 and out["trained"] > 0 and out["trial_errors"] == 0
+    assert [s["proposals"] for s in out["samples"]] == [0, 8, 16, 24]
+    assert all(w["proposals_per_s"] > 0 and 0 < w["searcher_ms_per_proposal"] <= w["ms_per_proposal"]
+               for w in out["windows"])
+    assert out["rss_mb_max"] > 0 and (tmp_path / "plot" / "driver_scale.png").read_bytes()[:4] == b"\x89PNG"
+    capped = D.run(proposals=1000, every=5, work_dir=tmp_path / "capped", max_seconds=0.0)
+    assert capped["stopped_by_time_cap"] and capped["proposals"] < 1000
+
+
+def test_gpu_check_script_space_and_skip(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    from asc_search.search.space import load_space
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    space = load_space(gpu_check.fractional_space(tmp_path, trials=5, concurrent=4))
+    assert (space.search.gpus_per_trial, space.search.max_concurrent, space.search.num_samples) == (0.25, 4, 5)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main([]) == 0 and capsys.readouterr().out.strip() == "no CUDA GPU: skipped"
+
+
+@pytest.mark.ray
+def test_tune_bench_accounts_for_imports_checkpoints_and_overhead(ray_local, tmp_path):
+    from asc_search.bench import search as B
+
+    (tmp_path / "t1").mkdir()
+    out = B.bench_tune(B.synthetic_trial_data(48), tmp_path, n_trials=2)
+    assert out["tune_errors"] == 0 and out["trials"] == 2
+    assert out["checkpoints"] == 2 * out["epochs_per_trial"]  # one checkpoint per epoch and trial
+    assert 0 < out["checkpoint_write_s"] < out["trials_inside_s"]
+    assert 1 <= out["workers"] <= 2 and out["tune_over_sequential"] == pytest.approx(1 / out["speedup"])

@@ -130,3 +130,101 @@ def test_bad_config_and_missing_targets():
         fit(Tiny(), _data(32), None, CFG, DistillConfig(kd_weight=0.5))
     with pytest.raises(ConfigError, match="freq_mask"):
         fit(Tiny(), _data(32), None, CFG.replace(freq_mask=12))
+
+
+def _student_run(memory_format, epochs=2):
+    """A small student with distillation and every augmentation, trained in ``memory_format``."""
+    from asc_search.models.build import build_student_and_head
+    from asc_search.models.student import StudentConfig
+
+    train = _data(96, k=3)
+    train.x = torch.randn(96, 1, 16, 20, generator=torch.Generator().manual_seed(3)).half()
+    train.teacher_logits = torch.randn(96, 3, generator=torch.Generator().manual_seed(4))
+    train.teacher_emb = torch.randn(96, 6, 1, 1, generator=torch.Generator().manual_seed(5))
+    distill = DistillConfig(kd_weight=0.5, emb_weight=1.0)
+    torch.manual_seed(0)
+    model, head = build_student_and_head(StudentConfig(n_classes=3, base_channels=16, n_blocks=(2, 1), strides={"b2": (2, 2)}), distill, (6, 1, 1))
+    cfg = CFG.replace(epochs=epochs, mixup_alpha=0.3, freq_mixstyle_p=1.0, freq_mask=3, time_mask=3, time_roll=2,
+                      memory_format=memory_format)
+    formats = []
+    key = "in_c.1.0.weight"  # 4 input channels: the two formats differ
+
+    def on_epoch(epoch, metrics, state):
+        formats.append(state.model[key].is_contiguous(memory_format=torch.channels_last))
+
+    result = fit(model, train, None, cfg, distill, head=head, on_epoch=on_epoch)
+    assert formats == [memory_format == "channels_last"] * epochs  # trained in the format asked for
+    return result, model
+
+
+def test_channels_last_trains_the_same_student_as_contiguous():
+    """The memory format changes the order of float sums only: the same losses to rounding, a standard model back."""
+    fast, model = _student_run("channels_last")
+    ref, _ = _student_run("contiguous")
+    for a, b in zip(fast.history, ref.history):
+        for key in ("train_loss", "train_ce", "train_kd", "train_emb"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4), key
+    for key, value in fast.best_state.items():
+        assert value.is_contiguous(), key  # safetensors and export need contiguous tensors
+        assert torch.allclose(value.float(), ref.best_state[key].float(), rtol=1e-3, atol=1e-4), key
+    conv = model.in_c[1][0].weight  # 4 input channels: the two formats differ
+    assert conv.is_contiguous() and not conv.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ConfigError, match="train.memory_format must be one of channels_last, contiguous"):
+        TrainConfig(memory_format="nhwc")
+
+
+def test_fused_optimiser_matches_the_reference_update():
+    from asc_search.training.perf import make_optimizer
+
+    torch.manual_seed(0)
+    params = [nn.Parameter(torch.randn(4, 3, 3, 3)), nn.Parameter(torch.randn(5))]
+    ref = [nn.Parameter(p.detach().clone()) for p in params]
+    fused = make_optimizer("adamw", params, 1e-2, 1e-3, torch.device("cpu"))
+    assert fused.defaults["fused"] is True
+    plain = torch.optim.AdamW(ref, lr=1e-2, weight_decay=1e-3, foreach=False)
+    for _ in range(5):
+        for group, opt in ((params, fused), (ref, plain)):
+            opt.zero_grad()
+            sum((p * p).sum() + p.sum() for p in group).backward()
+            opt.step()
+    for p, r in zip(params, ref):
+        assert torch.allclose(p, r, atol=1e-6)
+        assert not torch.equal(p, params[0] if p is not params[0] else params[1])
+
+
+def test_finite_watch_finds_the_first_bad_step_of_a_window():
+    from asc_search.training.perf import FiniteWatch
+
+    watch = FiniteWatch(every=4)
+    losses = [1.0, 2.0, float("nan"), float("inf"), 5.0, float("-inf")]
+    seen = [watch.add(step, torch.tensor(v)) for step, v in enumerate(losses, start=11)]
+    assert seen[:3] == [None, None, None]
+    assert seen[3][0] == 13 and math.isnan(seen[3][1])  # found at the window's end, named exactly
+    assert seen[4] is None and watch.flush() == (16, float("-inf"))  # the rest, at the end of the epoch
+    assert watch.flush() is None and FiniteWatch.every_for("cpu") == 1 and FiniteWatch.every_for("cuda") == 32
+
+
+def test_nan_in_a_later_batch_names_its_step():
+    train = _data(128)
+    train.x[:] = train.x.abs()
+    order = torch.randperm(128, generator=torch.Generator().manual_seed(CFG.seed))  # fit's first epoch order
+    train.x[order[70], 0, 0, 0] = float("nan")  # in the third batch of 32
+    with pytest.raises(DivergedError, match="at epoch 1, step 3 ") as info:
+        fit(Tiny(), train, None, CFG)
+    assert (info.value.epoch, info.value.step) == (1, 3)
+
+
+def test_keep_freed_memory_is_switchable(tmp_path):
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    code = "from asc_search._runtime import keep_freed_memory, release_freed_memory as r; print(keep_freed_memory()); r()"
+    env = {**os.environ, "ASC_SEARCH_KEEP_FREED_MEMORY": "0"}
+    off = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert off.stdout.strip() == "False"
+    env.pop("ASC_SEARCH_KEEP_FREED_MEMORY")
+    on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert on.stdout.strip() == str(glibc)

@@ -1,8 +1,8 @@
 """``asc-search bench``: every area's figures side by side in one run, plus an accuracy table on the built-in data.
 
-1. **Per-area benchmarks**: ``asc_search.bench.{features,complexity,teacher,search,deploy,efficiency}`` each
-   expose ``run(...) -> dict`` (their own module docstrings say what they measure). They are called one after the other, never
-   concurrently (timings on 2 cores would disturb each other); a module that is missing or fails is reported as
+1. **Per-area benchmarks**: ``asc_search.bench.{features,complexity,teacher,training,search,driver,deploy,
+   efficiency}`` each expose ``run(...) -> dict`` (their own module docstrings say what they measure). They are called
+   one after the other, never concurrently (timings on 2 cores would disturb each other); a module that is missing or fails is reported as
    such, the others still run. ``quick=True`` passes each module small sizes (its ``quick`` flag when it has one).
 2. **Accuracy table** on the built-in synthetic data: ``asc-search compare`` (:func:`asc_search.compare.compare`, the
    same code path) on the demo's cache: the reference arms of the demo's search file (the DCASE 2024 baseline family
@@ -32,13 +32,15 @@ from ..errors import ConfigError, NotFoundError
 
 __all__ = ["AREAS", "QUICK_OVERRIDES", "run_area", "accuracy_table", "run_bench", "flatten"]
 
-AREAS: tuple[str, ...] = ("features", "complexity", "teacher", "search", "deploy", "efficiency")
+AREAS: tuple[str, ...] = ("features", "complexity", "teacher", "training", "search", "driver", "deploy", "efficiency")
 #: Small sizes for ``--quick``, per area, passed only where the module's run() takes that argument.
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "features": {"quick": True, "n_clips": 200},
     "complexity": {"quick": True, "n_candidates": 10},
     "teacher": {"quick": True, "quick_clips": 128, "dcase_clips": 16},
+    "training": {"quick": True},
     "search": {"quick": True, "clips": 256, "trials": 2, "dcase_clips": 32},
+    "driver": {"quick": True},
     "deploy": {"quick": True, "qat_epochs": 1, "dcase_val_clips": 64, "fast_graphs": True},
     "efficiency": {"quick": True},
 }

@@ -64,7 +64,7 @@ class ConvNormAct(nn.Sequential):
             nn.BatchNorm2d(out_channels),
         ]
         if activation:
-            layers.append(nn.ReLU(inplace=False))
+            layers.append(nn.ReLU(inplace=True))  # on the norm's fresh output: saves a tensor per layer
         super().__init__(*layers)
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -95,12 +95,12 @@ class InvertedResidual(nn.Module):
             self.shortcut: nn.Module = nn.AvgPool2d(kernel_size=3, stride=stride, padding=1)
         else:
             self.shortcut = nn.Identity()
-        self.after_block_activation = nn.ReLU(inplace=False)
+        self.after_block_activation = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
+        out = self.block(x)  # a fresh tensor (the last norm's output), so the sum and ReLU may work in place
         if self.use_shortcut:
-            out = out + self.shortcut(x)
+            out += self.shortcut(x)
         return self.after_block_activation(out)
 
 

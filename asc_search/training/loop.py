@@ -6,7 +6,10 @@
   to ``lr * min_lr_ratio``.
 - Batches drawn from a permutation by a seeded ``torch.Generator``; x is stored float16 (or float32) and turned into
   float32 per batch on the device. On CUDA the whole training set is moved to the GPU once when it fits
-  ``device_data_max_bytes``.
+  ``device_data_max_bytes``. Model, head and batches run in ``memory_format`` (channels_last by default), the
+  optimiser is fused, and on the CPU glibc keeps freed activations for the next step
+  (:mod:`asc_search.training.perf`, :func:`asc_search._runtime.keep_freed_memory`); the caller's model is handed
+  back in the contiguous format.
 - Device "auto" resolves to CUDA when present; there, mixed precision (bf16 autocast where supported, else fp16
   with a GradScaler). CPU otherwise, float32. ``num_threads`` sets torch's intra-op threads for the run.
 - Augmentations (:mod:`asc_search.training.augment`), each switchable: Freq-MixStyle, mixup (labels, teacher logits
@@ -19,7 +22,8 @@
   :class:`FitState`, everything needed to continue exactly via ``start_state`` (the search saves it as the trial's
   Ray Tune checkpoint; ASHA stops a trial by ending its worker, not through this callback, whose return value is
   ignored).
-- A NaN or infinite loss raises :class:`DivergedError`.
+- A NaN or infinite loss raises :class:`DivergedError` naming the first bad epoch and step (checked every step on
+  the CPU, every 32 steps on a GPU, where each check waits for the device).
 
 No Ray, no printing: progress goes through ``on_epoch``.
 """
@@ -27,32 +31,32 @@ No Ray, no printing: progress goes through ``on_epoch``.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .._runtime import resolve_device, torch_threads
-from ..errors import AscSearchError, ConfigError
+from .._runtime import keep_freed_memory, release_freed_memory, resolve_device, torch_threads
+from ..errors import ConfigError
 from . import metrics as M
 from .augment import Masking, freq_mixstyle, mixup, time_roll
 from .config import OPTIMIZERS, TrainConfig, steps_per_epoch
 from .data import TensorData
 from .inference import amp_setup, autocast, predict
 from .losses import DistillConfig, distill_terms
+from .perf import FiniteWatch, make_optimizer, memory_format
+from .state import DivergedError, FitResult, FitState
 
 __all__ = [
     "DivergedError",
     "FitState",
     "FitResult",
     "fit",
-    # defined in config.py / data.py / inference.py; importable from here as before the split
+    # defined in state.py / config.py / data.py / inference.py; importable from here as before the splits
     "OPTIMIZERS",
     "TrainConfig",
     "TensorData",
@@ -62,76 +66,9 @@ __all__ = [
 OnEpoch = Callable[[int, dict[str, Any], "FitState"], Any]
 
 
-class DivergedError(AscSearchError):
-    """The training loss became NaN or infinite."""
-
-    def __init__(self, message: str, epoch: int = 0, step: int = 0) -> None:
-        super().__init__(message)
-        self.epoch = epoch
-        self.step = step
-
-
-@dataclass
-class FitState:
-    """Where a :func:`fit` run stands after an epoch: everything needed to continue it exactly (``start_state``).
-
-    Written by :func:`fit` after every epoch (and handed to ``on_epoch``), read back by :func:`fit` when passed as
-    ``start_state``; nowhere else. The tensors are live references into the running model and optimiser: save or
-    copy the state inside the callback. :meth:`to_dict` is the checkpoint form (plain dicts, lists and tensors;
-    ``torch.save`` it), :meth:`from_dict` reads it back.
-    """
-
-    epoch: int  # the last completed epoch (counts from 1); a resumed run starts at epoch + 1
-    model: dict[str, torch.Tensor]  # the model's state dict at the end of that epoch
-    head: dict[str, torch.Tensor] | None  # the projection head's state dict (None without embedding distillation)
-    optimizer: dict[str, Any]  # optimiser state dict (moments, step counts)
-    scheduler: dict[str, Any]  # learning-rate schedule state dict
-    scaler: dict[str, Any] | None  # GradScaler state dict (fp16 on CUDA only)
-    generator: torch.Tensor  # state of the torch.Generator drawing the batch order
-    numpy_rng: dict[str, Any]  # state of the numpy Generator drawing the augmentations (mixup, MixStyle, roll)
-    torch_rng: torch.Tensor  # torch's global CPU RNG state (dropout, torchaudio's masks)
-    cuda_rng: torch.Tensor | None  # torch's CUDA RNG state on the run's device (None on the CPU)
-    history: list[dict[str, Any]]  # the per-epoch metrics so far
-    best_state: dict[str, torch.Tensor] | None  # CPU copy of the model at the best epoch so far
-    best_head: dict[str, torch.Tensor] | None  # CPU copy of the head at the best epoch so far
-    best_metrics: dict[str, Any] | None  # that epoch's metrics
-    best_epoch: int  # that epoch (0 before any)
-    train_config: dict[str, Any]  # the TrainConfig the run uses, as a dict (a record; not used to resume)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The checkpoint form: ``{field: value}`` (the values themselves, not copies)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FitState:
-        """A state from :meth:`to_dict` (also a checkpoint written before FitState existed: the same keys)."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in ("epoch", "model", "optimizer", "scheduler", "generator", "numpy_rng", "torch_rng")
-                   if n not in data]
-        if missing:
-            raise ConfigError(f"start_state lacks {', '.join(missing)}: not a fit state")
-        values = {n: data.get(n) for n in names}
-        values["history"] = list(values["history"] or [])
-        values["best_epoch"] = int(values["best_epoch"] or 0)
-        values["train_config"] = dict(values["train_config"] or {})
-        return cls(**values)
-
-
-@dataclass
-class FitResult:
-    """What :func:`fit` returns. ``best_state`` is a CPU copy of the model's state dict (never the head's)."""
-
-    best_state: dict[str, torch.Tensor]
-    best_epoch: int
-    best_metrics: dict[str, Any]
-    history: list[dict[str, Any]] = field(default_factory=list)
-    epochs_run: int = 0  # the last epoch completed
-    head_state: dict[str, torch.Tensor] | None = None  # the projection head at the best epoch (train-only)
-    device: str = "cpu"
-
-
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+    """A detached CPU copy of the state dict, contiguous whatever the training memory format (safetensors needs it)."""
+    return {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in module.state_dict().items()}
 
 
 def _lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
@@ -190,12 +127,12 @@ class _Trainer:
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
-        model.to(device)
+        self.fmt = memory_format(cfg.memory_format)
+        model.to(device, memory_format=self.fmt)
         if head is not None:
-            head.to(device)
+            head.to(device, memory_format=self.fmt)
         self.params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
-        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = opt_cls(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = make_optimizer(cfg.optimizer, self.params, cfg.lr, cfg.weight_decay, device)
         self.n = len(train)
         self.batch_size = min(cfg.batch_size, self.n)
         self.steps_per_epoch = steps_per_epoch(self.n, cfg.batch_size)
@@ -289,6 +226,7 @@ class _Trainer:
     def _loss(self, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         xb, yb, tl, te = self._batch(idx)
         xb, mix = self._augment(xb)
+        xb = xb.contiguous(memory_format=self.fmt)
         with autocast(self.device, self.amp_dtype):
             if self.distill.uses_embeddings:
                 logits, fmap = self.model.forward_with_embedding(xb)
@@ -322,20 +260,26 @@ class _Trainer:
         bs = self.batch_size
         perm = torch.randperm(self.n, generator=self.gen)
         sums: dict[str, torch.Tensor] = {}
-        for step in range(self.steps_per_epoch):
-            loss, parts = self._loss(perm[step * bs : (step + 1) * bs].to(self.store))
-            if not bool(torch.isfinite(loss)):
-                raise DivergedError(
-                    f"training diverged: the loss became {float(loss.detach())} at epoch {epoch}, step {step + 1} "
-                    f"(lr {self.scheduler.get_last_lr()[0]:.3g}); lower the learning rate or check the inputs",
-                    epoch=epoch,
-                    step=step + 1,
-                )
+        watch = FiniteWatch(FiniteWatch.every_for(self.device))
+        for step in range(1, self.steps_per_epoch + 1):
+            loss, parts = self._loss(perm[(step - 1) * bs : step * bs].to(self.store))
+            self._diverged(epoch, watch.add(step, loss))
             self._step(loss)
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
+        self._diverged(epoch, watch.flush())
         out = {("train_loss" if k == "loss" else f"train_{k}"): float(v) / self.steps_per_epoch for k, v in sums.items()}
         return {**out, "lr": self.scheduler.get_last_lr()[0]}
+
+    def _diverged(self, epoch: int, bad: tuple[int, float] | None) -> None:
+        if bad is not None:
+            step, value = bad
+            raise DivergedError(
+                f"training diverged: the loss became {value} at epoch {epoch}, step {step} "
+                f"(lr {self.scheduler.get_last_lr()[0]:.3g}); lower the learning rate or check the inputs",
+                epoch=epoch,
+                step=step,
+            )
 
     def evaluate(self, val: TensorData) -> dict[str, float]:
         logits = predict(self.model, val.x, self.cfg.eval_batch_size, self.device, self.amp_dtype)
@@ -389,22 +333,37 @@ def fit(
     distill = distill or DistillConfig()
     _check_inputs(model, train, cfg, distill, head)
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     with torch_threads(cfg.num_threads):
-        trainer = _Trainer(model, train, cfg, distill, head, device)
-        first = 1
-        if start_state is not None:
-            state = start_state if isinstance(start_state, FitState) else FitState.from_dict(start_state)
-            trainer.restore(state)
-            first = int(state.epoch) + 1
-        epoch = first - 1
-        for epoch in range(first, trainer.epochs + 1):
-            t0 = time.perf_counter()
-            m: dict[str, Any] = {"epoch": epoch, "epochs_planned": trainer.epochs,
-                                 "steps": epoch * trainer.steps_per_epoch, **trainer.train_epoch(epoch)}
-            if val is not None and len(val) > 0:
-                m.update(trainer.evaluate(val))
-            m["epoch_time_s"] = time.perf_counter() - t0
-            trainer.record(m)
-            if on_epoch is not None:
-                on_epoch(epoch, dict(m), trainer.capture(epoch))
-        return trainer.result(epoch)
+        try:
+            return _run(model, train, val, cfg, distill, head, on_epoch, start_state, device)
+        finally:
+            for module in (model, head):
+                if module is not None:
+                    module.to(memory_format=torch.contiguous_format)
+            release_freed_memory()
+
+
+def _run(model: nn.Module, train: TensorData, val: TensorData | None, cfg: TrainConfig, distill: DistillConfig,
+         head: nn.Module | None, on_epoch: OnEpoch | None, start_state: FitState | Mapping[str, Any] | None,
+         device: torch.device) -> FitResult:
+    """The epochs of :func:`fit` (threads, memory and the caller's model are looked after there)."""
+    trainer = _Trainer(model, train, cfg, distill, head, device)
+    first = 1
+    if start_state is not None:
+        state = start_state if isinstance(start_state, FitState) else FitState.from_dict(start_state)
+        trainer.restore(state)
+        first = int(state.epoch) + 1
+    epoch = first - 1
+    for epoch in range(first, trainer.epochs + 1):
+        t0 = time.perf_counter()
+        m: dict[str, Any] = {"epoch": epoch, "epochs_planned": trainer.epochs,
+                         "steps": epoch * trainer.steps_per_epoch, **trainer.train_epoch(epoch)}
+        if val is not None and len(val) > 0:
+            m.update(trainer.evaluate(val))
+        m["epoch_time_s"] = time.perf_counter() - t0
+        trainer.record(m)
+        if on_epoch is not None:
+            on_epoch(epoch, dict(m), trainer.capture(epoch))
+    return trainer.result(epoch)
