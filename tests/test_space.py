@@ -149,3 +149,16 @@ def test_builtin_spaces_resolve_by_name_and_unknown_names_list_them():
     assert load_space("dcase").budget.max_param_bytes == 128_000
     with pytest.raises(ConfigError, match=r"nope.*built-in space: dcase, quick"):
         resolve_space("nope")
+
+
+def test_the_device_response_probability_is_a_search_parameter():
+    import optuna
+
+    text = (ROOT / "search_spaces" / "quick.yaml").read_text().replace(
+        "  warmup_epochs: 0.5\n", "  warmup_epochs: 0.5\n  dir_p: {type: float, low: 0.0, high: 0.8}\n")
+    spec = parse_space(text, source="dir.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    values = {spec.sample(study.ask()).train.dir_p for _ in range(5)}
+    assert len(values) == 5 and all(0.0 <= v <= 0.8 for v in values)
+    with pytest.raises(ConfigError, match=r"dir.yaml: train.dir_p.*1.5"):
+        parse_space(text.replace("high: 0.8}", "high: 1.5}"), source="dir.yaml")

@@ -231,6 +231,7 @@ def export_run(
     teacher_cache_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
     qat_epochs: int | str = "auto",
+    dir_folder: str | os.PathLike[str] | None = None,
     on_event: OnEvent | None = None,
 ) -> ExportSummary:
     """Export the best trial of run ``run`` (or ``trial_id``) to ``out`` at the budget's precision; ``qat_epochs``
@@ -255,7 +256,7 @@ def export_run(
                           f"{spec.budget.param_dtype}", params=("qat_epochs",))
     proposal = trial_proposal(row)
     qat = int8 and qat_epochs != 0
-    inputs = load_inputs(run_dir, spec, proposal, cache_dir, teacher_cache_dir, retrain, qat, on_event)
+    inputs = load_inputs(run_dir, spec, proposal, cache_dir, teacher_cache_dir, retrain, qat, on_event, dir_folder)
     head_state = None
     if retrain:
         model, train_cfg, head_state = retrained(proposal, inputs, device, on_event)
@@ -271,7 +272,8 @@ def export_run(
         model, qat_record = quantisation_aware(
             model, proposal, inputs.parts, tuple(inputs.features.labels), qat_epochs=qat_epochs,
             calibration_x=calibration, seed=proposal.train.seed, device=device,
-            embedding_shape=inputs.embedding_shape, head_state=head_state, on_event=on_event)
+            embedding_shape=inputs.embedding_shape, head_state=head_state, dir_log_gains=inputs.dir_log_gains,
+            on_event=on_event)
     record = read_run_record(run_dir)
     features = inputs.features
     provenance = {

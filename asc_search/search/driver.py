@@ -105,6 +105,7 @@ class _Data:
     dataset_root: str | None
     teacher_dir: Path | None
     teacher_fingerprint: str | None
+    dir_bank: dict[str, Any] | None = None  # the IR bank's record (IRBank.to_record())
 
 
 def run_search(
@@ -117,31 +118,33 @@ def run_search(
     num_samples: int | None = None,
     address: str | None = None,
     resume: bool = False,
+    dir_folder: str | os.PathLike[str] | None = None,
     on_event: OnEvent | None = None,
 ) -> SearchResult:
     """Run (or, with ``resume=True``, finish) the search of ``space`` on the caches; see the module docstring.
 
     ``on_event(event, info)`` gets: ``setup`` (run_dir, counts so far), ``started``, ``result`` (per epoch),
     ``rejected``, ``completed`` / ``early_stopped`` / ``failed``, ``exhausted``, ``error``; every trial event names
-    the trial by ``trial_id`` (the Optuna trial number).
+    the trial by ``trial_id`` (the Optuna trial number). ``dir_folder``: WAV device impulse responses for the
+    ``train.dir_p`` augmentation (default: the built-in generic bank; a resumed run rebuilds the bank it recorded).
     """
     t_start = time.time()
     run = _prepare_run(space, name, Path(results_dir), num_samples, resume)  # holds the run's lock from here on
     try:
-        return _search(run, Path(cache_dir), teacher_cache, address, on_event, t_start)
+        return _search(run, Path(cache_dir), teacher_cache, address, on_event, t_start, dir_folder)
     finally:
         run.lock.release()
 
 
 def _search(run: _Run, cache_dir: Path, teacher_cache: Any, address: str | None, on_event: OnEvent | None,
-            t_start: float) -> SearchResult:
+            t_start: float, dir_folder: Any = None) -> SearchResult:
     """Steps 2-6 for the run of step 1 (whose lock the caller holds)."""
     from ..data.cache import read_manifest
 
     run.spec.check_feasible(n_classes=len(read_manifest(cache_dir)["labels"]))  # before minutes of loading
     log(on_event, f"{run.name}: loading the feature cache {cache_dir}"
         + (" and its teacher cache" if run.spec.needs_teacher else ""))
-    data = _load_data(run, cache_dir, teacher_cache)
+    data = _load_data(run, cache_dir, teacher_cache, dir_folder)
     quiet_ray_env()
     target = address or os.environ.get("RAY_ADDRESS")
     log(on_event, f"{run.name}: joining the Ray cluster at {target}" if target else f"{run.name}: starting a local Ray")
@@ -224,8 +227,9 @@ def _resumed_run(space: Any, name: str, lock: RunLock, num_samples: int | None) 
 # ------------------------------------------------------------------------------------------------ 2. data
 
 
-def _load_data(run: _Run, cache_dir: Path, teacher_cache: Any) -> _Data:
+def _load_data(run: _Run, cache_dir: Path, teacher_cache: Any, dir_folder: Any = None) -> _Data:
     from ..data.cache import load_features
+    from ..data.impulses import build_ir_bank, ir_bank_from_record
 
     spec = run.spec
     features = load_features(cache_dir)
@@ -250,13 +254,16 @@ def _load_data(run: _Run, cache_dir: Path, teacher_cache: Any) -> _Data:
             raise CacheError(f"{teacher_dir}: no teacher cache there, and {spec.source} searches distillation "
                              "weights; embed the teacher first, or give teacher_cache", params=("teacher_cache",))
         teacher = load_teacher_targets(features, teacher_dir)
+    bank = (ir_bank_from_record(run.record.dir_bank, spec.profile, dir_folder) if run.record is not None
+            else build_ir_bank(spec.profile, dir_folder))
     data = _Data(
-        payload=prepare_trial_data(features, teacher, spec),
+        payload=prepare_trial_data(features, teacher, spec, bank.log_gains),
         n_classes=len(features.labels),
         feature_fingerprint=features.fingerprint,
         dataset_root=(features.meta or {}).get("dataset_root"),
         teacher_dir=teacher_dir,
         teacher_fingerprint=teacher.meta.get("teacher_fingerprint") if teacher is not None else None,
+        dir_bank=bank.to_record(),
     )
     # The trials get their own copies (``payload``): drop the whole cache's tensors before the copies go to the object
     # store, so the driver's peak memory is about one cache, not two (the full DCASE cache is ~7.7 GB at float16).
@@ -295,6 +302,7 @@ def _write_record(run: _Run, data: _Data, cache_dir: Path, address: str | None) 
             split=dataclasses.asdict(spec.split),
             n_train=len(data.payload["train_y"]),
             n_val=len(data.payload["val_y"]),
+            dir_bank=data.dir_bank,
             budget=spec.budget.to_dict(),
             seed=spec.search.seed,
             num_samples=spec.search.num_samples,

@@ -2,7 +2,7 @@
 fit loop and its FitState), ``losses`` (distillation), ``augment``, ``metrics`` (DCASE scores), ``inference``
 (the one batched forward loop), ``qat`` (quantisation-aware fine-tuning through fit)."""
 
-from .augment import Masking, freq_mixstyle, mixup, time_roll
+from .augment import Masking, device_ir, freq_mixstyle, mixup, time_roll
 from .config import OPTIMIZERS, TrainConfig
 from .data import TensorData
 from .inference import predict
@@ -23,6 +23,7 @@ __all__ = [
     "EMB_LOSSES",
     "DistillConfig",
     "distill_terms",
+    "device_ir",
     "freq_mixstyle",
     "mixup",
     "time_roll",
