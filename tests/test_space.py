@@ -162,3 +162,16 @@ def test_the_device_response_probability_is_a_search_parameter():
     assert len(values) == 5 and all(0.0 <= v <= 0.8 for v in values)
     with pytest.raises(ConfigError, match=r"dir.yaml: train.dir_p.*1.5"):
         parse_space(text.replace("high: 0.8}", "high: 1.5}"), source="dir.yaml")
+
+
+def test_the_training_subset_is_a_split_setting_and_one_option_away():
+    text = (ROOT / "search_spaces" / "quick.yaml").read_text()
+    assert parse_space(text).split.subset is None
+    spec = parse_space(text.replace("  seed: 0\n", "  seed: 0\n  subset: 25\n", 1), source="s.yaml")
+    assert spec.split.subset == 25 and spec.to_dict()["split"]["subset"] == 25
+    with pytest.raises(ConfigError, match=r"s.yaml: split.subset: must be one of 5, 10, 25, 50, 100.*got 30"):
+        parse_space(text.replace("  seed: 0\n", "  seed: 0\n  subset: 30\n", 1), source="s.yaml")
+    changed = load_space(ROOT / "search_spaces" / "quick.yaml").with_subset(25)
+    assert changed.split.subset == 25 and "split.subset set to 25" in changed.text  # search.yaml records it
+    with pytest.raises(ConfigError, match="subset must be one of"):
+        changed.with_subset(20)

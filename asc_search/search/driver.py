@@ -119,6 +119,7 @@ def run_search(
     address: str | None = None,
     resume: bool = False,
     dir_folder: str | os.PathLike[str] | None = None,
+    subset: int | None = None,
     on_event: OnEvent | None = None,
 ) -> SearchResult:
     """Run (or, with ``resume=True``, finish) the search of ``space`` on the caches; see the module docstring.
@@ -127,9 +128,10 @@ def run_search(
     ``rejected``, ``completed`` / ``early_stopped`` / ``failed``, ``exhausted``, ``error``; every trial event names
     the trial by ``trial_id`` (the Optuna trial number). ``dir_folder``: WAV device impulse responses for the
     ``train.dir_p`` augmentation (default: the built-in generic bank; a resumed run rebuilds the bank it recorded).
+    ``subset``: train on the DCASE 2024 training subset of that many percent (the search file's ``split.subset``).
     """
     t_start = time.time()
-    run = _prepare_run(space, name, Path(results_dir), num_samples, resume)  # holds the run's lock from here on
+    run = _prepare_run(space, name, Path(results_dir), num_samples, resume, subset)  # holds the run's lock from here on
     try:
         return _search(run, Path(cache_dir), teacher_cache, address, on_event, t_start, dir_folder)
     finally:
@@ -179,7 +181,8 @@ def _search(run: _Run, cache_dir: Path, teacher_cache: Any, address: str | None,
 # ------------------------------------------------------------------------------------------------ 1. prepare
 
 
-def _prepare_run(space: Any, name: str | None, results_dir: Path, num_samples: int | None, resume: bool) -> _Run:
+def _prepare_run(space: Any, name: str | None, results_dir: Path, num_samples: int | None, resume: bool,
+                 subset: int | None = None) -> _Run:
     """The run to do, its lock held (released again when this step refuses it)."""
     if resume:
         if name is None:
@@ -188,7 +191,11 @@ def _prepare_run(space: Any, name: str | None, results_dir: Path, num_samples: i
         check_run_name(name, results_dir)
         lock = lock_run((results_dir / name).resolve(), name, new=False)
         try:
-            return _resumed_run(space, name, lock, num_samples)
+            resumed = _resumed_run(space, name, lock, num_samples)
+            if subset is not None and subset != resumed.spec.split.subset:
+                raise ConfigError(f"subset {subset}: run {name!r} was started with split.subset "
+                                  f"{resumed.spec.split.subset}; a resumed run keeps its settings", params=("subset",))
+            return resumed
         except BaseException:
             lock.release()
             raise
@@ -199,6 +206,8 @@ def _prepare_run(space: Any, name: str | None, results_dir: Path, num_samples: i
     original_sha = spec.sha256
     if num_samples is not None:
         spec = spec.with_num_samples(num_samples)
+    if subset is not None:
+        spec = spec.with_subset(subset)
     name = name or f"{Path(space).stem}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     check_run_name(name, results_dir)
     lock = lock_run((results_dir / name).resolve(), name, new=True)

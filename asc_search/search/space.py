@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .._yaml import MAX_YAML_BYTES, load_yaml
-from ..config import PROFILES, Budget, FeatureProfile, SplitConfig, get_profile
+from ..config import PROFILES, SUBSET_PERCENTS, Budget, FeatureProfile, SplitConfig, get_profile
 from ..errors import ConfigError
 from .rules import Field, Where, config_fields, fmt
 from .spec import (
@@ -187,8 +187,12 @@ def _parse_split(w: Where, raw: Any) -> SplitConfig:
     rules = config_fields(SplitConfig)
     w.keys(s, "split", tuple(rules))
     seed_rule = Field("int", minimum=0)  # SplitConfig leaves the seed unchecked; numpy wants it >= 0
+    subset = s.get("subset")
+    if subset is not None and (isinstance(subset, bool) or subset not in SUBSET_PERCENTS):
+        raise w.error("split.subset", f"must be one of {', '.join(map(str, SUBSET_PERCENTS))} (the DCASE 2024 "
+                                      f"training subset, percent of train) or null, got {fmt(subset)}")
     return SplitConfig(val_fraction=w.value(s, "val_fraction", "split", rules["val_fraction"], 0.2),
-                       seed=w.value(s, "seed", "split", seed_rule, 0))
+                       seed=w.value(s, "seed", "split", seed_rule, 0), subset=subset)
 
 
 def _parse_budget(w: Where, raw: Any) -> Budget:

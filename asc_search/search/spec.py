@@ -292,15 +292,22 @@ class SearchSpec:
 
     def with_num_samples(self, n: int) -> SearchSpec:
         """A copy with ``search.num_samples`` replaced (its text rewritten so that search.yaml records it)."""
-        from .space import parse_space
-
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"num_samples must be a positive integer, got {quote(n)}", params=("num_samples",))
+        return self._with("search", "num_samples", n)
+
+    def with_subset(self, percent: int) -> SearchSpec:
+        """A copy with ``split.subset`` replaced (the DCASE 2024 training subset, in percent; search.yaml records it)."""
+        return self._with("split", "subset", SplitConfig(subset=percent).subset)
+
+    def _with(self, section: str, key: str, value: Any) -> SearchSpec:
+        from .space import parse_space
+
         raw = yaml.safe_load(self.text) or {}
-        raw["search"] = dict(raw.get("search") or {})
-        raw["search"]["num_samples"] = n
+        raw[section] = dict(raw.get(section) or {})
+        raw[section][key] = value
         text = (
-            f"# search file {self.source} (sha256 {self.sha256[:16]}) with search.num_samples set to {n} "
+            f"# search file {self.source} (sha256 {self.sha256[:16]}) with {section}.{key} set to {value} "
             "when the run started\n" + yaml.safe_dump(raw, sort_keys=False)
         )
         return parse_space(text, source=self.source)
