@@ -146,8 +146,9 @@ def _row(name: str, model: Any, input_shape: tuple[int, ...], budget: Any, metri
 
 def _baseline_rows(recipe: Any, kd: dict[str, float], parts: dict[str, Any], embedding_shape: Any,
                    labels: tuple[str, ...], input_shape: tuple[int, ...], budget: Any, dev: Any,
-                   on_event: OnEvent | None) -> list[dict[str, Any]]:
-    """The DCASE 2024 baseline architecture trained with ``recipe``, without KD and with ``kd``."""
+                   on_event: OnEvent | None, dir_log_gains: Any = None) -> list[dict[str, Any]]:
+    """The DCASE 2024 baseline architecture trained with ``recipe`` (device impulse responses from ``dir_log_gains``
+    when it uses them), without KD and with ``kd``."""
     import torch
 
     from ..models.build import build_student_and_head
@@ -166,7 +167,7 @@ def _baseline_rows(recipe: Any, kd: dict[str, float], parts: dict[str, Any], emb
         log(on_event, f"training {name} ({recipe.epochs} epochs, lr {recipe.lr:.2g}, batch {recipe.batch_size})")
         torch.manual_seed(recipe.seed)
         model, head = build_student_and_head(base_cfg, distill, embedding_shape)
-        result = fit(model, train, val, recipe, distill=distill, head=head)
+        result = fit(model, train, val, recipe, distill=distill, head=head, dir_log_gains=dir_log_gains)
         model.load_state_dict(result.best_state)
         rows.append(_row(name, model, input_shape, budget, _score_model(model, test, test_table, labels, dev),
                          kd=dataclasses.asdict(distill), best_epoch=result.best_epoch,
@@ -220,8 +221,15 @@ def accuracy_table(
     if best is None:
         raise NotFoundError(f"the demo's run {run_dir} has no completed trial within budget")
     recipe = trial_proposal(best).train.replace(device=device, seed=seed)
+    gains = None
+    if recipe.dir_p > 0:  # the demo searched with device impulse responses: the built-in bank, as its run recorded
+        from ..data.impulses import ir_bank_from_record
+        from ..search.runfolder import read_run_record
+
+        record = read_run_record(run_dir)
+        gains = ir_bank_from_record(record.dir_bank if record is not None else None, features.profile).log_gains
     rows += _baseline_rows(recipe, dict(BASELINE_KD if kd is None else kd), parts, targets.embedding_shape, labels,
-                           input_shape, budget, dev, on_event)
+                           input_shape, budget, dev, on_event, gains)
 
     log(on_event, "scoring the best searched student (the demo's export: its deployed graph)")
     exported = load_export(paths["export"])
