@@ -74,3 +74,23 @@ def test_device_settings_and_ids_are_checked():
     with pytest.raises(ConfigError, match="cannot name a folder"):
         device_dir_name("../a")
     assert device_dir_name("s1") == "s1"
+
+
+@pytest.mark.slow
+def test_the_device_track_benchmark_over_seeds(tiny_search_run):
+    from asc_search.bench.devices import run
+
+    counts = _train_device_counts(tiny_search_run)
+    out = run(run_dir=tiny_search_run, seeds=2, dir_p=0.6, min_device_clips=max(counts.values()), device_epochs=1)
+    assert len(out["per_seed"]) == 2 and [s["seed"] for s in out["per_seed"]] == [out["per_seed"][0]["seed"],
+                                                                                  out["per_seed"][0]["seed"] + 1]
+    for s in out["per_seed"]:
+        assert len(s["device_models"]) == 1 and len(s["skipped_devices"]) == len(counts) - 1
+        # device models exist for seen devices only: the unseen devices are scored by the general model alone
+        assert s["device_specific"]["unseen_macro_accuracy"] == s["no_dir"]["unseen_macro_accuracy"]
+    values = [s["dir"]["unseen_macro_accuracy"] for s in out["per_seed"]]
+    import statistics
+
+    assert out["summary"]["unseen_with_dir"] == {"mean": round(statistics.fmean(values), 4),
+                                                 "sd": round(statistics.stdev(values), 4)}
+    assert out["dir_bank"]["source"] == "generic" and out["dir_p"] == 0.6

@@ -1,10 +1,11 @@
 """Benchmark of the device track (issue #14): device impulse responses (DIR) on unseen devices, and device-specific
 students on seen devices, over several seeds.
 
-    python -m asc_search.bench.devices [--demo-dir DIR] [--work-dir DIR] [--seeds 3] [--dir-p 0.6] [--quick]
+    python -m asc_search.bench.devices [--run RUN | --demo-dir DIR] [--work-dir DIR] [--seeds 3] [--dir-p 0.6] [--quick]
 
-``run()`` returns a dict (no printing). On a finished demo (``asc-search demo``; run first into the work folder when
-none is given), with the demo's best searched student (architecture, distillation and recipe from its trial), per
+``run()`` returns a dict (no printing). On a finished search run (``--run``: its feature and teacher caches from its
+run.json) or demo (``asc-search demo``; run first into the work folder when neither is given), with the best searched
+student (architecture, distillation and recipe from its trial), per
 seed (the trial's seed + k):
 
 * the student trained from scratch on the demo's train part without DIR and with DIR (``dir_p``, the built-in generic
@@ -102,9 +103,21 @@ def _mean_sd(values: list[float]) -> dict[str, float]:
             "sd": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0}
 
 
+def _run_paths(run_dir: Path) -> dict[str, Path]:
+    from ..errors import NotFoundError
+    from ..search.runfolder import read_run_record
+
+    record = read_run_record(run_dir)
+    if record is None or record.cache_dir is None:
+        raise NotFoundError(f"{run_dir}: no run.json naming the run's feature cache")
+    return {"run": run_dir, "cache": Path(record.cache_dir),
+            "teacher_cache": Path(record.teacher_cache_dir) if record.teacher_cache_dir else None}
+
+
 def run(work_dir: str | os.PathLike[str] | None = None, demo_dir: str | os.PathLike[str] | None = None,
         quick: bool = False, seeds: int = 3, dir_p: float = 0.6, min_device_clips: int = 50,
-        device_epochs: int | None = None, on_event: Any = None) -> dict[str, Any]:
+        device_epochs: int | None = None, run_dir: str | os.PathLike[str] | None = None,
+        on_event: Any = None) -> dict[str, Any]:
     """See the module docstring."""
     from ..data.cache import load_features
     from ..data.impulses import build_ir_bank
@@ -119,8 +132,10 @@ def run(work_dir: str | os.PathLike[str] | None = None, demo_dir: str | os.PathL
     work = Path(own.name if own is not None else work_dir)
     started = time.perf_counter()
     try:
-        demo = _demo(work, demo_dir, quick, on_event)
-        paths = {k: Path(v) for k, v in load_summary(demo)["paths"].items()}
+        if run_dir is not None:
+            paths = _run_paths(Path(run_dir))
+        else:
+            paths = {k: Path(v) for k, v in load_summary(_demo(work, demo_dir, quick, on_event))["paths"].items()}
         spec = load_space(paths["run"] / SEARCH_FILE)
         features = load_features(paths["cache"])
         targets = load_teacher_targets(features, paths.get("teacher_cache"))
@@ -152,6 +167,7 @@ def run(work_dir: str | os.PathLike[str] | None = None, demo_dir: str | os.PathL
         "all_with_dir": col("dir", "macro_accuracy"),
     }
     return {"benchmark": "devices", "demo_dir": str(demo_dir) if demo_dir is not None else None,
+            "run_dir": str(run_dir) if run_dir is not None else None,
             "trial_id": int(row["trial_id"]), "dir_p": dir_p, "dir_bank": bank.to_record(),
             "min_device_clips": min_device_clips, "device_epochs": device_epochs, "seeds": seeds,
             "split_sizes": {k: len(v[0]) for k, v in parts.items()}, "summary": summary, "per_seed": per_seed,
@@ -161,6 +177,7 @@ def run(work_dir: str | os.PathLike[str] | None = None, demo_dir: str | os.PathL
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m asc_search.bench.devices", description=__doc__.splitlines()[0])
+    p.add_argument("--run", default=None, help="a finished search run folder (its caches from run.json)")
     p.add_argument("--demo-dir", default=None, help="a finished demo folder (default: run the demo first)")
     p.add_argument("--work-dir", default=None, help="scratch folder (default: a temporary one)")
     p.add_argument("--seeds", type=int, default=3)
@@ -169,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device-epochs", type=int, default=None)
     p.add_argument("--quick", action="store_true", help="a small demo when none is given")
     a = p.parse_args(argv)
-    print(json.dumps(run(a.work_dir, a.demo_dir, a.quick, a.seeds, a.dir_p, a.min_device_clips, a.device_epochs),
-                     indent=2))
+    print(json.dumps(run(a.work_dir, a.demo_dir, a.quick, a.seeds, a.dir_p, a.min_device_clips, a.device_epochs,
+                         a.run), indent=2))
     return 0
 
 
