@@ -1,11 +1,14 @@
 """Benchmark of the device track (issue #14): device impulse responses (DIR) on unseen devices, and device-specific
 students on seen devices, over several seeds.
 
-    python -m asc_search.bench.devices [--run RUN | --demo-dir DIR] [--work-dir DIR] [--seeds 3] [--dir-p 0.6] [--quick]
+    python -m asc_search.bench.devices [--run RUN | --demo-dir DIR | --cache DIR --space FILE] [--work-dir DIR]
+                                       [--seeds 3] [--dir-p 0.6] [--quick]
 
 ``run()`` returns a dict (no printing). On a finished search run (``--run``: its feature and teacher caches from its
-run.json) or demo (``asc-search demo``; run first into the work folder when neither is given), with the best searched
-student (architecture, distillation and recipe from its trial), per
+run.json) or demo (``asc-search demo``; run first into the work folder when none is given), with the best searched
+student; or, without Ray, on a feature cache and its teacher cache (``--cache``, beside it ``CACHE-teacher``) with
+the first feasible proposal of the search file ``--space`` drawn by a random sampler seeded 0 (a student of the
+space, not a searched one) (architecture, distillation and recipe from its trial), per
 seed (the trial's seed + k):
 
 * the student trained from scratch on the demo's train part without DIR and with DIR (``dir_p``, the built-in generic
@@ -114,9 +117,22 @@ def _run_paths(run_dir: Path) -> dict[str, Path]:
             "teacher_cache": Path(record.teacher_cache_dir) if record.teacher_cache_dir else None}
 
 
+def _first_feasible(spec: Any, n_classes: int) -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(1000):
+        proposal = spec.sample(study.ask(), n_classes=n_classes, trial_seed=spec.search.seed)
+        if spec.cost(proposal.student).passed:
+            return proposal
+    raise RuntimeError(f"{spec.source}: no feasible proposal in 1000 random draws")
+
+
 def run(work_dir: str | os.PathLike[str] | None = None, demo_dir: str | os.PathLike[str] | None = None,
         quick: bool = False, seeds: int = 3, dir_p: float = 0.6, min_device_clips: int = 50,
         device_epochs: int | None = None, run_dir: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None, space: str | os.PathLike[str] | None = None,
         on_event: Any = None) -> dict[str, Any]:
     """See the module docstring."""
     from ..data.cache import load_features
@@ -132,17 +148,22 @@ def run(work_dir: str | os.PathLike[str] | None = None, demo_dir: str | os.PathL
     work = Path(own.name if own is not None else work_dir)
     started = time.perf_counter()
     try:
-        if run_dir is not None:
+        if cache_dir is not None:
+            paths = {"cache": Path(cache_dir), "teacher_cache": None}
+        elif run_dir is not None:
             paths = _run_paths(Path(run_dir))
         else:
             paths = {k: Path(v) for k, v in load_summary(_demo(work, demo_dir, quick, on_event))["paths"].items()}
-        spec = load_space(paths["run"] / SEARCH_FILE)
+        spec = load_space(space if cache_dir is not None else paths["run"] / SEARCH_FILE)
         features = load_features(paths["cache"])
         targets = load_teacher_targets(features, paths.get("teacher_cache"))
         parts = split_tensors(features, spec.split, targets)
         labels = tuple(features.labels)
-        row = best_trial(load_trials(paths["run"]), spec.budget)
-        best = trial_proposal(row)
+        if cache_dir is not None:
+            row, best = {"trial_id": -1}, _first_feasible(spec, len(labels))
+        else:
+            row = best_trial(load_trials(paths["run"]), spec.budget)
+            best = trial_proposal(row)
         bank = build_ir_bank(features.profile)
         settings = DeviceSettings(min_clips=min_device_clips, epochs=device_epochs)
         per_seed = []
@@ -168,7 +189,7 @@ def run(work_dir: str | os.PathLike[str] | None = None, demo_dir: str | os.PathL
     }
     return {"benchmark": "devices", "demo_dir": str(demo_dir) if demo_dir is not None else None,
             "run_dir": str(run_dir) if run_dir is not None else None,
-            "trial_id": int(row["trial_id"]), "dir_p": dir_p, "dir_bank": bank.to_record(),
+            "trial_id": int(row["trial_id"]), "student": best.student.to_dict(), "dir_p": dir_p, "dir_bank": bank.to_record(),
             "min_device_clips": min_device_clips, "device_epochs": device_epochs, "seeds": seeds,
             "split_sizes": {k: len(v[0]) for k, v in parts.items()}, "summary": summary, "per_seed": per_seed,
             "scored": "float32 models (torch) on the demo's test split", "cpu_count": os.cpu_count(),
@@ -179,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m asc_search.bench.devices", description=__doc__.splitlines()[0])
     p.add_argument("--run", default=None, help="a finished search run folder (its caches from run.json)")
     p.add_argument("--demo-dir", default=None, help="a finished demo folder (default: run the demo first)")
+    p.add_argument("--cache", default=None, help="a feature cache (with CACHE-teacher beside it), instead of a run")
+    p.add_argument("--space", default=None, help="with --cache: the search file whose first feasible random "
+                   "proposal is measured")
     p.add_argument("--work-dir", default=None, help="scratch folder (default: a temporary one)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--dir-p", type=float, default=0.6)
@@ -187,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a small demo when none is given")
     a = p.parse_args(argv)
     print(json.dumps(run(a.work_dir, a.demo_dir, a.quick, a.seeds, a.dir_p, a.min_device_clips, a.device_epochs,
-                         a.run), indent=2))
+                         a.run, a.cache, a.space), indent=2))
     return 0
 
 
