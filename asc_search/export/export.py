@@ -280,23 +280,8 @@ def export_run(
             calibration_x=calibration, seed=proposal.train.seed, device=device,
             embedding_shape=inputs.embedding_shape, head_state=head_state, dir_log_gains=inputs.dir_log_gains,
             on_event=on_event)
-    record = read_run_record(run_dir)
     features = inputs.features
-    provenance = {
-        "run": run_dir.name,
-        "run_dir": str(run_dir),
-        "trial_id": str(row["trial_id"]),
-        "retrained": bool(retrain),
-        "dataset": (record.dataset_root if record is not None else None) or features.meta.get("dataset_root"),
-        "feature_cache": str(inputs.cache_dir.resolve()),
-        "feature_fingerprint": features.fingerprint,
-        "teacher_cache": inputs.teacher_dir,
-        "teacher_fingerprints": inputs.teacher_fingerprint,
-        "search_file": str(search_file),
-        "search_file_sha256": sha256_file(search_file),
-        "split": dataclasses.asdict(spec.split),
-        "proposal_params": proposal.params,
-    }
+    provenance = _provenance(run_dir, row, retrain, inputs, spec, proposal)
     (test, test_table), (val, val_table) = inputs.parts["test"], inputs.parts["val"]
     general = dict(
         model=model, student_config=proposal.student, profile=features.profile, labels=tuple(features.labels),
@@ -311,6 +296,28 @@ def export_run(
         return write_export(out, force=force, **general)
     return _with_device_models(out, general, per_device, proposal, inputs, spec.budget, qat_epochs, head_state,
                                device, provenance, on_event)
+
+
+def _provenance(run_dir: Path, row: Mapping[str, Any], retrain: bool, inputs: Any, spec: Any, proposal: Any
+                ) -> dict[str, Any]:
+    """student.yaml's ``provenance`` (before the stamp): the run, trial, data, caches and search file."""
+    record = read_run_record(run_dir)
+    search_file = run_dir / SEARCH_FILE
+    return {
+        "run": run_dir.name,
+        "run_dir": str(run_dir),
+        "trial_id": str(row["trial_id"]),
+        "retrained": bool(retrain),
+        "dataset": (record.dataset_root if record is not None else None) or inputs.features.meta.get("dataset_root"),
+        "feature_cache": str(inputs.cache_dir.resolve()),
+        "feature_fingerprint": inputs.features.fingerprint,
+        "teacher_cache": inputs.teacher_dir,
+        "teacher_fingerprints": inputs.teacher_fingerprint,
+        "search_file": str(search_file),
+        "search_file_sha256": sha256_file(search_file),
+        "split": dataclasses.asdict(spec.split),
+        "proposal_params": proposal.params,
+    }
 
 
 def _with_device_models(out: Path, general: dict[str, Any], settings: DeviceSettings, proposal: Any, inputs: Any,
