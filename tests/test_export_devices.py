@@ -94,3 +94,15 @@ def test_the_device_track_benchmark_over_seeds(tiny_search_run):
     assert out["summary"]["unseen_with_dir"] == {"mean": round(statistics.fmean(values), 4),
                                                  "sd": round(statistics.stdev(values), 4)}
     assert out["dir_bank"]["source"] == "generic" and out["dir_p"] == 0.6
+
+
+def test_cli_device_options_need_per_device(fake_run, tmp_path, capsys):
+    from asc_search.cli import main
+
+    run = fake_run("r")
+    assert main(["export", str(run), "--out", str(tmp_path / "x"), "--min-device-clips", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "--min-device-clips and --device-epochs go with --per-device" in err and "Traceback" not in err
+    assert main(["export", str(run), "--out", str(tmp_path / "x"), "--per-device", "--min-device-clips", "0"]) == 2
+    assert "--min-device-clips must be a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
