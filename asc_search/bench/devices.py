@@ -77,12 +77,12 @@ def _one_seed(proposal: Any, parts: dict[str, Any], labels: tuple[str, ...], emb
 
     test, test_table = parts["test"]
     out: dict[str, Any] = {"seed": proposal.train.seed}
-    models = {}
+    models, arms = {}, {}
     for name, p in (("no_dir", 0.0), ("dir", dir_p)):
         log(on_event, f"seed {proposal.train.seed}: training the student, dir_p {p}")
-        cfg = type(proposal)(student=proposal.student, distill=proposal.distill,
-                             train=proposal.train.replace(dir_p=p), params=proposal.params)
-        models[name] = _train(cfg, parts, embedding_shape, gains)
+        arms[name] = type(proposal)(student=proposal.student, distill=proposal.distill,
+                                    train=proposal.train.replace(dir_p=p), params=proposal.params)
+        models[name] = _train(arms[name], parts, embedding_shape, gains)
         s = score(_logits(models[name], test.x), test.y, test_table, labels)
         out[name] = {k: s[k] for k in ("macro_accuracy", "seen_macro_accuracy", "unseen_macro_accuracy")}
     general = models["no_dir"]
@@ -90,8 +90,8 @@ def _one_seed(proposal: Any, parts: dict[str, Any], labels: tuple[str, ...], emb
     kept, skipped = devices_to_fit(parts["train"][1], settings, on_event)
     for dev in kept:
         log(on_event, f"seed {proposal.train.seed}: device model {dev}")
-        tuned, _, _ = finetune_device(general, dev, proposal, parts, settings, embedding_shape=embedding_shape,
-                                      compute="cpu")
+        tuned, _, _ = finetune_device(general, dev, arms["no_dir"], parts, settings, embedding_shape=embedding_shape,
+                                      compute="cpu")  # the model without DIR, fine-tuned without DIR
         rows = np.flatnonzero(test_table["device"].astype(str).to_numpy() == dev)
         if len(rows):
             routed[torch.from_numpy(rows)] = _logits(tuned, test.x[rows])
