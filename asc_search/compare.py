@@ -88,10 +88,11 @@ def export_arms(export_dirs: Sequence[str | os.PathLike[str]], labels: Sequence[
 
 def compare_arms(arms: Sequence[Arm], parts: dict[str, Any], seeds: Sequence[int], spec: Any, labels: Sequence[str],
                  embedding_shape: Sequence[int] | None = None, device: str = "auto", threads: int | None = None,
-                 on_event: OnEvent | None = None) -> list[dict[str, Any]]:
+                 on_event: OnEvent | None = None, dir_log_gains: Any = None) -> list[dict[str, Any]]:
     """Train every arm over ``seeds`` (:func:`~asc_search.training.seeds.train_seeds`) and summarise: one row per
     arm, with paired differences to the first arm and, for arms that are not references, to the best reference
-    (highest mean validation macro accuracy)."""
+    (highest mean validation macro accuracy). ``dir_log_gains``: the device impulse responses of arms that train
+    with them (``train.dir_p`` > 0)."""
     from .training.seeds import SEED_METRICS, paired, summarise_runs, train_seeds
 
     rows = []
@@ -100,7 +101,7 @@ def compare_arms(arms: Sequence[Arm], parts: dict[str, Any], seeds: Sequence[int
         log(on_event, f"{arm.name}: {cost.params:,} params, {cost.macs:,} MACs, {len(seeds)} seed(s)")
         runs = train_seeds(arm.student, arm.distill, arm.train, parts, seeds, labels=labels,
                            embedding_shape=embedding_shape, device=device, threads=threads, task=arm.name,
-                           on_event=on_event)
+                           dir_log_gains=dir_log_gains, on_event=on_event)
         rows.append({"name": arm.name, "kind": arm.kind, "source": arm.source, "params": cost.params,
                      "param_bytes": cost.param_bytes, "param_dtype": spec.budget.param_dtype, "macs": cost.macs,
                      "within_budget": cost.passed, "distill": arm.distill.to_dict(),
@@ -130,11 +131,13 @@ def compare(
     references: bool = True,
     device: str = "auto",
     threads: int | None = None,
+    dir_folder: str | os.PathLike[str] | None = None,
     on_event: OnEvent | None = None,
 ) -> dict[str, Any]:
     """Compare the references of ``space`` (default: the built-in search file of the cache's profile) and the
     students of ``exports`` on ``cache_dir`` over ``seeds`` seeds (``first_seed`` ...), ``threads`` torch threads
-    per run (default: all cores); see the module docstring.
+    per run (default: all cores); see the module docstring. Arms that train with device impulse responses
+    (``train.dir_p`` > 0) draw them from the WAV files of ``dir_folder`` (default: the built-in generic bank).
     Returns one JSON-ready dict (``rows`` in order; ``warnings``)."""
     from .data.cache import load_features
     from .data.teacher_cache import default_teacher_cache_dir, load_teacher_targets
@@ -170,10 +173,16 @@ def compare(
                          "teacher_cache", params=("teacher_cache",))
     parts = split_tensors(features, spec.split, targets)
     features.x = None  # the parts are copied out
+    bank = None
+    if any(a.train.dir_p > 0 for a in arms):
+        from .data.impulses import build_ir_bank
+
+        bank = build_ir_bank(features.profile, dir_folder)
     seed_list = list(range(first_seed, first_seed + seeds))
     log(on_event, f"{len(arms)} configuration(s) x {seeds} seed(s), one run after another")
     rows = compare_arms(arms, parts, seed_list, spec, labels,
-                        targets.embedding_shape if targets is not None else None, device, threads, on_event)
+                        targets.embedding_shape if targets is not None else None, device, threads, on_event,
+                        bank.log_gains if bank is not None else None)
     return {
         "cache_dir": str(Path(cache_dir).resolve()),
         "space": spec.source,
@@ -183,6 +192,7 @@ def compare(
         "seeds": seed_list,
         "threads": int(threads or os.cpu_count() or 1),
         "teacher_cache": str(teacher_dir) if targets is not None else None,
+        "dir_bank": bank.to_record() if bank is not None else None,
         "rows": rows,
         "warnings": messages,
     }

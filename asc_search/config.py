@@ -22,6 +22,7 @@ __all__ = [
     "DTYPE_BYTES",
     "DEPLOYED_BIAS_BYTES",
     "Budget",
+    "SUBSET_PERCENTS",
     "SplitConfig",
     "reject_unknown_keys",
 ]
@@ -170,13 +171,25 @@ class Budget:
         return dataclasses.asdict(self)
 
 
+#: DCASE 2024 nested training subsets, in percent of the train split (``split5.csv`` ... ``split100.csv``).
+SUBSET_PERCENTS: tuple[int, ...] = (5, 10, 25, 50, 100)
+
+
 @dataclass(frozen=True)
 class SplitConfig:
-    """How the validation split is carved from train: by recording location (``identifier``), never by clip."""
+    """How the validation split is carved from train: by recording location (``identifier``), never by clip.
+
+    ``subset`` (percent, one of :data:`SUBSET_PERCENTS`) restricts train to the DCASE 2024 training subset of that
+    size (the data set's ``split<N>.csv``; DCASE 2025 Task 1 trains on the 25 % one): train clips outside it are
+    left out, and validation is carved from the subset's clips. None: all of train."""
 
     val_fraction: float = 0.2  # fraction of train recording locations moved to validation
     seed: int = 0  # seed of the location shuffle
+    subset: int | None = None  # DCASE 2024 training subset in percent (5, 10, 25, 50, 100); None = all of train
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be strictly between 0 and 1, got {quote(self.val_fraction)}")
+        if self.subset is not None and (isinstance(self.subset, bool) or self.subset not in SUBSET_PERCENTS):
+            raise ConfigError(f"subset must be one of {', '.join(map(str, SUBSET_PERCENTS))} (percent of train), got "
+                              f"{quote(self.subset)}", params=("subset",))

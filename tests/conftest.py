@@ -199,7 +199,8 @@ def fake_run(tmp_path):
 
 @pytest.fixture(scope="session")
 def tiny_search_run(quick_cache, teacher_cache, tmp_path_factory):
-    """A finished real search (local Ray, search_spaces/quick.yaml cut to 2 trained trials of 2 epochs, no ASHA)
+    """A finished real search (local Ray, search_spaces/quick.yaml cut to 2 trained trials of 2 epochs, no ASHA,
+    device impulse responses with p 0.5)
     on ``quick_cache`` + ``teacher_cache``; returns its run folder (read-only for tests)."""
     from pathlib import Path
 
@@ -212,6 +213,7 @@ def tiny_search_run(quick_cache, teacher_cache, tmp_path_factory):
     raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "search_spaces" / "quick.yaml").read_text())
     raw["train"]["epochs"] = 2
     raw["train"]["min_steps"] = 0
+    raw["train"]["dir_p"] = 0.5  # device impulse responses (the generic bank) through Ray, and again in export
     raw["search"]["num_samples"] = 2
     raw["search"]["asha"] = {"enabled": False}
     raw["references"] = []

@@ -120,3 +120,29 @@ def test_augmentations_keep_shape_and_dtype(shape):
     rng = np.random.default_rng(0)
     for out in (freq_mixstyle(x, 1.0, 0.3, rng), mixup(x, 0.3, rng)[0], time_roll(x, 2, rng), Masking(2, 2)(x)):
         assert out.shape == x.shape and out.dtype == x.dtype
+
+
+def test_device_ir_adds_exactly_the_chosen_responses_log_gain_to_the_chosen_clips():
+    from asc_search.training.augment import device_ir
+
+    x = _batch()
+    gains = torch.randn(5, F)
+    out = device_ir(x, gains, p=0.5, rng=np.random.default_rng(3))
+    # the same draws, in the same order: which clips, then which response
+    rng = np.random.default_rng(3)
+    chosen, which = rng.random(B) < 0.5, rng.integers(0, 5, size=B)
+    assert 0 < chosen.sum() < B  # the seed picks some clips and leaves others
+    for i in range(B):
+        want = x[i] + gains[which[i]][None, :, None] if chosen[i] else x[i]
+        torch.testing.assert_close(out[i], want)  # the whole band gain, constant over time, on that clip only
+    assert torch.equal(device_ir(x, gains, p=1.0, rng=np.random.default_rng(0)) - x != 0,
+                       torch.ones_like(x, dtype=torch.bool))  # p = 1: every clip (random gains are never 0)
+
+
+def test_device_ir_off_is_a_no_op_that_draws_nothing():
+    from asc_search.training.augment import device_ir
+
+    x, rng = _batch(), np.random.default_rng(0)
+    before = rng.bit_generator.state
+    assert device_ir(x, torch.randn(3, F), p=0.0, rng=rng) is x
+    assert rng.bit_generator.state == before  # a run with dir_p 0 draws exactly what it drew before DIR existed

@@ -21,9 +21,26 @@ def test_train_cli_trains_prints_and_refuses_to_overwrite(quick_cache, tmp_path,
     meta = json.loads((out / "teacher.json").read_text())
     assert meta["train_config"]["mixup_alpha"] == 0.0 and meta["train_config"]["time_roll"] == 0
     assert meta["train_config"]["freq_mixstyle_p"] == 0.4  # left on
+    assert meta["dir_bank"] is None and meta["split"]["subset"] is None
     code = main(["teacher", "train", str(quick_cache), "--out", str(out), "--epochs", "1"])
     err = capsys.readouterr().err
     assert code == 2 and "already exists and is not empty" in err and "--force" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_train_cli_with_device_responses_on_the_training_subset(quick_cache, tmp_path):
+    out = tmp_path / "teacher"
+    assert main(["teacher", "train", str(quick_cache), "--out", str(out), "--epochs", "1", "--device", "cpu",
+                 "--batch-size", "32", "--dir-p", "0.5", "--subset", "50"]) == 0
+    meta = json.loads((out / "teacher.json").read_text())
+    assert meta["train_config"]["dir_p"] == 0.5 and meta["dir_bank"]["source"] == "generic"
+    assert meta["split"]["subset"] == 50
+    metrics = json.loads((out / "metrics.json").read_text())
+    from asc_search.data.cache import load_features
+
+    table = load_features(quick_cache, columns_only=True).table
+    in50 = int(((table["split"] == "train") & (table["subset_pct"] <= 50).fillna(False)).sum())
+    assert metrics["split_sizes"]["train"] + metrics["split_sizes"]["val"] == in50
 
 
 @pytest.mark.parametrize(

@@ -147,3 +147,62 @@ def test_a_bad_file_is_named_and_the_good_ones_still_get_their_output(export_dir
 def test_predict_needs_an_export(tmp_path, capsys):
     assert main(["predict", str(tmp_path), str(tmp_path)]) == 2
     assert "is not an export folder" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def device_export(tmp_path_factory):
+    """A general export with a model of its own for device s1 (other weights), indexed as export --per-device does."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("devices") / "export"
+    cfg = StudentConfig(base_channels=8, n_blocks=(1, 1, 1), strides={"b2": (1, 1), "b3": (2, 2)})
+    x, y = torch.randn(12, 1, 40, 51), torch.arange(12) % 10
+    table = pd.DataFrame({"device": ["a", "s1"] * 6})
+    for seed, out in ((0, root), (1, root / "devices" / "s1")):
+        torch.manual_seed(seed)
+        write_export(out, build_student(cfg), student_config=cfg, profile=get_profile("quick"), labels=DCASE_LABELS,
+                     budget=Budget(), test_x=x, test_y=y, test_table=table, calibration_x=x, device="cpu")
+    record = yaml.safe_load((root / "student.yaml").read_text())
+    record["devices"] = {"s1": "devices/s1"}
+    (root / "student.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    return root
+
+
+def test_predict_routes_by_device_id_and_by_tau_file_name(device_export, tmp_path, capsys):
+    from asc_search.export.predict import device_from_filename
+
+    names = {"s1": "airport-lisbon-1000-40000-3-s1.wav", "s4": "park-paris-1010-10000-0-s4.wav", "none": "my-take.wav"}
+    for i, name in enumerate(names.values()):
+        sf.write(tmp_path / name, _tone(16_000, 1.0, seed=i), 16_000)
+    assert device_from_filename(names["s1"]) == "s1" and device_from_filename(names["none"]) is None
+    routed = {r.path.name: r for r in predict_files(device_export, [tmp_path], device="cpu").rows}
+    # the reference: the general folder's model and the device folder's model, each run alone
+    import shutil
+
+    import yaml
+
+    alone = tmp_path.parent / "general-alone"
+    shutil.copytree(device_export, alone, ignore=shutil.ignore_patterns("devices"))
+    rec = yaml.safe_load((alone / "student.yaml").read_text())
+    rec.pop("devices")
+    (alone / "student.yaml").write_text(yaml.safe_dump(rec, sort_keys=False))
+    by_general = {r.path.name: r for r in predict_files(alone, [tmp_path], device="cpu").rows}
+    by_s1 = {r.path.name: r for r in predict_files(device_export / "devices" / "s1", [tmp_path], device="cpu").rows}
+    assert routed[names["s1"]].model == "devices/s1" and routed[names["s1"]].device == "s1"
+    assert routed[names["s1"]].probabilities == by_s1[names["s1"]].probabilities
+    assert routed[names["s1"]].probabilities != by_general[names["s1"]].probabilities  # really another model
+    for key in ("s4", "none"):  # a device without a model, and a name without a device: the general model
+        assert routed[names[key]].model == "general"
+        assert routed[names[key]].probabilities == by_general[names[key]].probabilities
+    assert routed[names["s4"]].device == "s4" and routed[names["none"]].device is None
+    # --device-id: every file is that device's
+    forced = predict_files(device_export, [tmp_path], device="cpu", device_id="s1").rows
+    assert all(r.model == "devices/s1" and r.probabilities == by_s1[r.path.name].probabilities for r in forced)
+    # the CLI says per file which model ran, and writes it to the CSV
+    assert main(["predict", str(device_export), str(tmp_path), "--csv", str(tmp_path / "p.csv")]) == 0
+    shown = capsys.readouterr().out
+    assert "devices/s1" in shown and "general" in shown
+    with open(tmp_path / "p.csv", newline="") as handle:
+        rows = {Path(r["file"]).name: r for r in csv.DictReader(handle)}
+    assert rows[names["s1"]]["model"] == "devices/s1" and rows[names["s4"]]["model"] == "general"
+    assert rows[names["s4"]]["device"] == "s4" and rows[names["none"]]["device"] == ""

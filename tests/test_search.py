@@ -74,6 +74,7 @@ def _check_run(run_dir: Path, spec, n_trained: int) -> pd.DataFrame:
     # the files that record what produced the run
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "finished" and info["feature_fingerprint"] and info["finished_utc"]
+    assert info["dir_bank"]["source"] == "generic" and len(info["dir_bank"]["fingerprint"]) == 16
     assert (run_dir / "search.yaml").read_text() == spec.text
     assert build_trials_table(run_dir)["status"].tolist() == table["status"].tolist()
     return table

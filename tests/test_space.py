@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from asc_search.errors import ConfigError
-from asc_search.search.space import load_space, parse_space
+from asc_search.search.space import load_space, parse_space, with_subset
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = (ROOT / "search_spaces" / "quick.yaml").read_text()
@@ -149,3 +149,30 @@ def test_builtin_spaces_resolve_by_name_and_unknown_names_list_them():
     assert load_space("dcase").budget.max_param_bytes == 128_000
     with pytest.raises(ConfigError, match=r"nope.*built-in space: dcase, quick"):
         resolve_space("nope")
+
+
+def test_the_device_response_probability_is_a_search_parameter():
+    import optuna
+
+    shipped = (ROOT / "search_spaces" / "quick.yaml").read_text()
+    assert parse_space(shipped).sample(optuna.create_study().ask()).train.dir_p == 0.6  # on in the demo (measured)
+    text = shipped.replace("  dir_p: 0.6 ", "  dir_p: {type: float, low: 0.0, high: 0.8} ")
+    spec = parse_space(text, source="dir.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    values = {spec.sample(study.ask()).train.dir_p for _ in range(5)}
+    assert len(values) == 5 and all(0.0 <= v <= 0.8 for v in values)
+    with pytest.raises(ConfigError, match=r"dir.yaml: train.dir_p.*1.5"):
+        parse_space(text.replace("high: 0.8}", "high: 1.5}"), source="dir.yaml")
+
+
+def test_the_training_subset_is_a_split_setting_and_one_option_away():
+    text = (ROOT / "search_spaces" / "quick.yaml").read_text()
+    assert parse_space(text).split.subset is None
+    spec = parse_space(text.replace("  seed: 0\n", "  seed: 0\n  subset: 25\n", 1), source="s.yaml")
+    assert spec.split.subset == 25 and spec.to_dict()["split"]["subset"] == 25
+    with pytest.raises(ConfigError, match=r"s.yaml: split.subset: must be one of 5, 10, 25, 50, 100.*got 30"):
+        parse_space(text.replace("  seed: 0\n", "  seed: 0\n  subset: 30\n", 1), source="s.yaml")
+    changed = with_subset(load_space(ROOT / "search_spaces" / "quick.yaml"), 25)
+    assert changed.split.subset == 25 and "split.subset set to 25" in changed.text  # search.yaml records it
+    with pytest.raises(ConfigError, match="subset must be one of"):
+        with_subset(changed, 20)

@@ -45,6 +45,20 @@ def test_exact_tau_layout(synth_root):
         assert (info.samplerate, info.channels, info.frames, info.subtype) == (44_100, 1, 44_100, "PCM_24")
 
 
+def test_nested_training_subsets_of_whole_recordings(synth_root):
+    train = _tsv(synth_root / "evaluation_setup" / "fold1_train.csv")
+    subsets = {p: _tsv(synth_root / "split_setup" / f"split{p}.csv") for p in (5, 10, 25, 50, 100)}
+    assert set(subsets[100]["filename"]) == set(train["filename"])
+    previous: set = set()
+    for pct, frame in subsets.items():
+        names = set(frame["filename"])
+        assert previous <= names and pct / 100 <= len(names) / len(train) < pct / 100 + 0.1, pct  # nested, ~pct %
+        previous = names
+        recording = frame["filename"].str.rsplit("-", n=2).str[0]  # every clip of a recording, or none
+        all_of = train["filename"].str.rsplit("-", n=2).str[0]
+        assert (all_of.isin(set(recording)) == train["filename"].isin(names)).all()
+
+
 def test_splits_devices_scenes_and_locations(synth_root):
     meta = _tsv(synth_root / "meta.csv")
     train_names = set(_tsv(synth_root / "evaluation_setup" / "fold1_train.csv")["filename"])

@@ -12,7 +12,7 @@ from asc_search.errors import ConfigError, DataError
 
 def test_read_tau_on_synthetic_data(synth_root):
     table = read_tau(synth_root)
-    assert tuple(table.columns) == TABLE_COLUMNS
+    assert tuple(table.columns) == (*TABLE_COLUMNS, "subset_pct")  # the synthetic set has DCASE 2024 subset files
     assert table.attrs["labels"] == DCASE_LABELS
     assert set(table["split"]) == {"train", "test"}
     assert (table["label"] == table["scene_label"].map(DCASE_LABELS.index)).all()
@@ -132,3 +132,21 @@ def test_carve_validation_needs_two_locations(mini_tau):
     with pytest.raises(DataError, match="two or more train recording locations"):
         carve_validation(table)
     assert np.isin(["lisbon-100"], read_tau(mini_tau)["identifier"]).all()
+
+
+def test_a_training_subset_restricts_train_and_validation_to_it(synth_root):
+    from asc_search.config import SplitConfig
+
+    table = read_tau(synth_root)
+    full = carve_validation(table, SplitConfig(seed=0))
+    sub = carve_validation(table, SplitConfig(seed=0, subset=25))
+    in25 = (table["subset_pct"] <= 25).fillna(False).to_numpy(dtype=bool)
+    kept = sub["split"].isin(["train", "val"]).to_numpy()
+    assert kept.any() and (kept == ((table["split"] == "train").to_numpy() & in25)).all()
+    assert set(sub.loc[~kept & (table["split"] == "train").to_numpy(), "split"]) == {"excluded"}
+    assert (sub["split"] == "test").sum() == (full["split"] == "test").sum()  # the test split is untouched
+    assert (sub["split"] == "val").sum() > 0 and (sub["split"] == "train").sum() > (sub["split"] == "val").sum()
+    with pytest.raises(DataError, match="subset 25: this data set has no DCASE 2024 training subset files"):
+        carve_validation(table.drop(columns="subset_pct"), SplitConfig(subset=25))
+    with pytest.raises(ConfigError, match="subset must be one of 5, 10, 25, 50, 100"):
+        SplitConfig(subset=30)

@@ -228,3 +228,44 @@ def test_keep_freed_memory_is_switchable(tmp_path):
     on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert on.stdout.strip() == str(glibc)
+
+
+class _Recorder(Tiny):
+    """Tiny that keeps the batches it was trained on."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        if self.training:
+            self.seen.append(x.detach().clone())
+        return super().forward(x)
+
+
+def test_device_responses_change_the_loop_input_by_the_band_gain():
+    train = _data(64)
+    gains = torch.linspace(-1.0, 1.0, 12)[None, :]  # one response: a tilt over the 12 bands
+    cfg = CFG.replace(epochs=1, batch_size=32)
+    plain, dir_on = _Recorder(), _Recorder()
+    torch.manual_seed(0)
+    fit(plain, train, None, cfg)
+    torch.manual_seed(0)
+    fit(dir_on, train, None, cfg.replace(dir_p=1.0), dir_log_gains=gains.numpy())
+    assert len(plain.seen) == len(dir_on.seen) == 2  # the same batches (the batch order does not depend on dir_p)
+    for a, b in zip(plain.seen, dir_on.seen):
+        torch.testing.assert_close(b - a, gains[:, None, :, None].expand_as(a))
+    # off (the default): the bank is ignored, and the run is the one without it
+    off = _Recorder()
+    torch.manual_seed(0)
+    fit(off, train, None, cfg, dir_log_gains=gains)
+    assert all(torch.equal(a, b) for a, b in zip(plain.seen, off.seen))
+
+
+def test_device_responses_need_a_bank_of_the_right_shape():
+    with pytest.raises(ConfigError, match="dir_p > 0 needs device impulse responses"):
+        fit(Tiny(), _data(64), None, CFG.replace(dir_p=0.5))
+    with pytest.raises(ConfigError, match=r"dir_log_gains must have shape \[n_irs, 12\]"):
+        fit(Tiny(), _data(64), None, CFG.replace(dir_p=0.5), dir_log_gains=torch.zeros(3, 40))
+    with pytest.raises(ConfigError, match=r"train.dir_p must lie in \[0, 1\]"):
+        TrainConfig(dir_p=1.5)

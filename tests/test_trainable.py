@@ -11,11 +11,21 @@ import torch
 
 from asc_search.errors import CacheError
 from asc_search.models.student import StudentConfig, build_student
-from asc_search.search.space import load_space
+from asc_search.search.space import load_space, with_subset
 from asc_search.search.spec import Proposal
 from asc_search.search.trainable import fit_proposal, prepare_trial_data
 from asc_search.training.loop import TrainConfig
 from asc_search.training.losses import DistillConfig
+
+
+def test_a_training_subset_reaches_the_trials_alone(quick_cache):
+    from asc_search.data.cache import load_features
+
+    fs = load_features(quick_cache)
+    payload = prepare_trial_data(fs, None, with_subset(load_space("quick"), 25))
+    in25 = set(fs.table.loc[(fs.table["subset_pct"] <= 25).fillna(False).to_numpy(dtype=bool), "filename"])
+    seen = set(payload["train_files"]) | set(payload["val_files"])
+    assert seen == in25 and len(seen) < (fs.table["split"] == "train").sum() / 2
 
 
 def test_no_test_split_reaches_the_trials(quick_cache, teacher_cache):

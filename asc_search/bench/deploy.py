@@ -68,7 +68,7 @@ def _graph_row(model: torch.nn.Module, precision: str, work: Path, name: str, pa
 
 def model_variants(name: str, model: torch.nn.Module, proposal: Any, parts: dict[str, Any], labels: tuple[str, ...],
                    budget: Any, *, qat_epochs: int, embedding_shape: Any, device: str = "cpu",
-                   fast_graphs: bool = False, on_event: Any = None) -> dict[str, Any]:
+                   fast_graphs: bool = False, dir_log_gains: Any = None, on_event: Any = None) -> dict[str, Any]:
     """float32 / float16 / int8 PTQ / int8 QAT of one model (see the module docstring)."""
     from .._progress import log
     from ..deploy import CALIBRATION_CLIPS, calibration_sample
@@ -80,7 +80,8 @@ def model_variants(name: str, model: torch.nn.Module, proposal: Any, parts: dict
     log(on_event, f"{name}: int8 PTQ and {qat_epochs} epoch(s) of QAT")
     t0 = time.perf_counter()
     tuned, qat = quantisation_aware(model, proposal, parts, labels, qat_epochs=qat_epochs, calibration_x=calibration,
-                                    seed=seed, device=device, embedding_shape=embedding_shape)
+                                    seed=seed, device=device, embedding_shape=embedding_shape,
+                                    dir_log_gains=dir_log_gains)
     qat_s = time.perf_counter() - t0
     rows = []
     with tempfile.TemporaryDirectory(prefix="asc-bench-deploy-") as work:
@@ -119,7 +120,8 @@ def trial_cost(model: torch.nn.Module, proposal: Any, train_x: np.ndarray, val_x
             "deploy_s_mean": round(statistics.fmean(times), 3), "dynamo_export_s": round(dynamo_s, 2)}
 
 
-def _baseline(best: Any, parts: dict[str, Any], labels: tuple[str, ...], input_shape: Any) -> tuple[Any, Any]:
+def _baseline(best: Any, parts: dict[str, Any], labels: tuple[str, ...], input_shape: Any,
+              dir_log_gains: Any = None) -> tuple[Any, Any]:
     """(the DCASE 2024 baseline architecture trained on the train part with the best trial's recipe, its proposal)."""
     import dataclasses
 
@@ -133,7 +135,8 @@ def _baseline(best: Any, parts: dict[str, Any], labels: tuple[str, ...], input_s
     proposal = Proposal(student=cfg, distill=DistillConfig(), train=best.train.replace(device="cpu"))
     torch.manual_seed(proposal.train.seed)
     model = build_student(cfg)
-    model.load_state_dict(fit(model, parts["train"][0], parts["val"][0], proposal.train).best_state)
+    model.load_state_dict(fit(model, parts["train"][0], parts["val"][0], proposal.train,
+                              dir_log_gains=dir_log_gains).best_state)
     return model.eval(), proposal
 
 
@@ -170,13 +173,19 @@ def run(work_dir: str | os.PathLike[str] | None = None, demo_dir: str | os.PathL
         student = build_student(proposal.student)
         student.load_state_dict(load_best_weights(paths["run"], row["checkpoint_path"], row["trial_id"]))
         log(on_event, "training the DCASE 2024 baseline architecture with the best student's recipe")
-        baseline, base_proposal = _baseline(proposal, parts, labels, features.input_shape)
+        from ..data.impulses import ir_bank_from_record
+        from ..search.runfolder import read_run_record
+
+        record = read_run_record(paths["run"])  # the bank the demo's run trained with (used when dir_p > 0)
+        gains = ir_bank_from_record(record.dir_bank if record is not None else None, features.profile).log_gains
+        baseline, base_proposal = _baseline(proposal, parts, labels, features.input_shape, gains)
         models = [
             model_variants(f"best searched student (trial {row['trial_id']})", student.eval(), proposal, parts, labels,
                            spec.budget, qat_epochs=qat_epochs, embedding_shape=targets.embedding_shape,
-                           fast_graphs=fast_graphs, on_event=on_event),
+                           fast_graphs=fast_graphs, dir_log_gains=gains, on_event=on_event),
             model_variants("DCASE 2024 baseline architecture", baseline, base_proposal, parts, labels, Budget(),
-                           qat_epochs=qat_epochs, embedding_shape=None, fast_graphs=fast_graphs, on_event=on_event),
+                           qat_epochs=qat_epochs, embedding_shape=None, fast_graphs=fast_graphs, dir_log_gains=gains,
+                           on_event=on_event),
         ]
         log(on_event, "timing score_precision: deployed per trial")
         train_np, val = parts["train"][0].x.numpy(), parts["val"][0]

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device (default auto)")
     p.add_argument("--threads", metavar="N", type=positive_int, default=None,
                    help="torch threads per run (default: all cores; 1 is faster on a busy machine)")
+    p.add_argument("--dir-folder", metavar="DIR", default=None,
+                   help="WAV device impulse responses for configurations that train with them (train.dir_p > 0; "
+                   "default: the built-in generic bank)")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the comparison to FILE as JSON")
     p.set_defaults(func=_cmd_compare)
 
@@ -92,7 +95,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     with Renderer() as render:
         result = compare(args.cache_dir, teacher_cache=args.teacher_cache, space=args.space, seeds=args.seeds,
                          first_seed=args.first_seed, exports=args.exports, references=args.references,
-                         device=args.device, threads=args.threads, on_event=render)
+                         device=args.device, threads=args.threads, dir_folder=args.dir_folder, on_event=render)
     console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(comparison_table(result))
     for r in result["rows"]:

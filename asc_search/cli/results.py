@@ -79,6 +79,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "part and report test macro accuracy as mean ± sd; the exported weights stay the search's")
     p.add_argument("--threads", metavar="N", type=positive_int, default=None,
                    help="torch threads for --seeds runs (default: all cores)")
+    p.add_argument("--per-device", action="store_true",
+                   help="also fine-tune and export a copy of the student per training device (DCASE 2025 device "
+                   "track) into OUT/devices/<device>/; other devices use the general model")
+    p.add_argument("--min-device-clips", type=int, default=None, metavar="N",
+                   help="training clips a device needs for its own model (default 50)")
+    p.add_argument("--device-epochs", type=int, default=None, metavar="N",
+                   help="fine-tuning epochs of a device model (default: the trial's)")
+    p.add_argument("--dir-folder", default=None, metavar="DIR",
+                   help="the run's WAV device impulse responses, when their folder moved (retrain, QAT, --per-device)")
     p.add_argument("--json", action="store_true", help="print the export summary as JSON")
     p.set_defaults(func=_cmd_export)
 
@@ -94,6 +103,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("export_dir", metavar="EXPORT_DIR", help="a folder written by `asc-search export`")
     p.add_argument("inputs", metavar="AUDIO_OR_DIR", nargs="+", help="WAV files or folders (searched for *.wav)")
     p.add_argument("--csv", default=None, metavar="FILE", help="write the predictions to FILE as CSV")
+    p.add_argument("--device-id", default=None, metavar="ID",
+                   help="the recording device of every file: an export with device models (export --per-device) "
+                   "uses that device's model (default: read from TAU file names ...-<device>.wav; unknown devices "
+                   "use the general model)")
     p.add_argument("--precision", default="deployed", choices=("deployed", "fp32"),
                    help="deployed (default): the export's student.onnx at the budget's precision, with onnxruntime "
                    "on the CPU; fp32: the float32 reference model (torch, on --device)")
@@ -220,9 +233,16 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from ..export.devices import DEFAULT_MIN_DEVICE_CLIPS, DeviceSettings
     from ..export.export import export_run
     from ._render import Renderer
 
+    per_device = None
+    if args.per_device:
+        per_device = DeviceSettings(min_clips=DEFAULT_MIN_DEVICE_CLIPS if args.min_device_clips is None
+                                    else args.min_device_clips, epochs=args.device_epochs)
+    elif args.min_device_clips is not None or args.device_epochs is not None:
+        raise ConfigError("--min-device-clips and --device-epochs go with --per-device")
     with Renderer() as render:
         summary = export_run(
             args.run,
@@ -237,6 +257,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
             qat_epochs=args.qat_epochs,
             seeds=args.seeds,
             threads=args.threads,
+            dir_folder=args.dir_folder,
+            per_device=per_device,
             on_event=render,
         )
     if args.json:
@@ -276,8 +298,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if seeds:
         console.print(f"over seeds {seeds['seeds']}: {seeds['how']}; the exported weights are those of "
                       f"{seeds['weights']}")
+    if "device_report" in summary.extra:
+        _print_device_report(console, summary.extra)
     console.print(f"files in {summary.out_dir}: " + ", ".join(p.name for p in summary.files))
     return 0
+
+
+def _print_device_report(console: Any, extra: dict[str, Any]) -> None:
+    report = extra["device_report"]
+    table = Table(title="Device-specific models: test macro accuracy (deployed)")
+    for col in ("device", "seen", "test clips", "general", "device model"):
+        table.add_column(col, justify="left" if col == "device" else "right")
+    for dev, row in report["per_device"].items():
+        table.add_row(dev, {True: "yes", False: "no"}.get(row["seen"], "?"), str(row["n"]),
+                      _fmt(row["general"], "acc"), _fmt(row["device_model"], "acc") if row["device_model"] is not None
+                      else "(general)")
+    r = report["routed"]
+    table.add_row("routed", "", "", "", f"{_fmt(r['macro_accuracy'], 'acc')} (seen {_fmt(r['seen_macro_accuracy'], 'acc')}"
+                  f", unseen {_fmt(r['unseen_macro_accuracy'], 'acc')})")
+    console.print(table)
+    for dev, n in extra.get("skipped_devices", {}).items():
+        console.print(f"device {dev}: {n} training clips, no model of its own (below --min-device-clips)")
 
 
 # ------------------------------------------------------------------------------------------------ predict
@@ -302,7 +343,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     with Renderer() as render:
         result = P.predict_files(args.export_dir, args.inputs, device=args.device, precision=args.precision,
-                                 on_event=render)
+                                 device_id=args.device_id, on_event=render)
     if args.csv:
         P.write_csv(result, args.csv)
     console = _console()
@@ -312,14 +353,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     table.add_column("scene")
     table.add_column("p(scene)", justify="right")
     table.add_column("windows", justify="right")
+    table.add_column("model")
     for label in result.labels:
         table.add_column(label, justify="right")
     for name, row in zip(names, result.rows):
         if row.error is not None:
-            table.add_row(name, "[red]error[/red]", "-", "-", *["-"] * len(result.labels))
+            table.add_row(name, "[red]error[/red]", "-", "-", "-", *["-"] * len(result.labels))
             continue
         table.add_row(
-            name, row.scene, f"{row.probabilities[row.scene]:.3f}", str(row.windows),
+            name, row.scene, f"{row.probabilities[row.scene]:.3f}", str(row.windows), row.model,
             *[f"{row.probabilities[label]:.3f}" for label in result.labels],
         )
     console.print(table)

@@ -43,6 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "submit`, the job's cluster)",
     )
     p.add_argument("--resume", action="store_true", help="finish the interrupted run --name NAME")
+    p.add_argument("--subset", metavar="PCT", type=int, help="train on the DCASE 2024 training subset of PCT %% "
+                   "(split_setup/splitPCT.csv; 25 = the DCASE 2025 rule); overrides split.subset")
+    p.add_argument("--dir-folder", metavar="DIR", help="WAV device impulse responses (any rate) for the train.dir_p "
+                   "augmentation (default: the built-in generic bank of microphone-like responses)")
     p.set_defaults(func=_run)
 
 
@@ -204,6 +208,8 @@ def _run(args: argparse.Namespace) -> int:
             num_samples=args.num_samples,
             address=args.address,
             resume=args.resume,
+            dir_folder=args.dir_folder,
+            subset=args.subset,
             on_event=render,
             views=ViewsPublisher,
         )

@@ -51,6 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--no-mixstyle", action="store_true", help="turn Freq-MixStyle off")
     t.add_argument("--no-masking", action="store_true", help="turn frequency and time masking off")
     t.add_argument("--no-roll", action="store_true", help="turn time roll off")
+    t.add_argument("--subset", type=int, default=None, metavar="PCT", help="train on the DCASE 2024 training subset "
+                   "of PCT %% (split_setup/splitPCT.csv; 25 = the DCASE 2025 rule)")
+    t.add_argument("--dir-p", type=float, default=None, metavar="P", help="probability a clip gets a device impulse "
+                   "response (default 0: off; 0.6 with --dir-folder)")
+    t.add_argument("--dir-folder", type=Path, default=None, metavar="DIR", help="WAV device impulse responses (any "
+                   "rate) for --dir-p (default: the built-in generic bank of microphone-like responses)")
     t.add_argument("--force", action="store_true", help="replace an existing teacher in TEACHER_DIR")
     t.set_defaults(func=run_train)
 
@@ -108,6 +114,8 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides.update(freq_mask=0, time_mask=0)
     if args.no_roll:
         overrides["time_roll"] = 0
+    if args.dir_p is not None or args.dir_folder is not None:
+        overrides["dir_p"] = 0.6 if args.dir_p is None else args.dir_p
     return overrides
 
 
@@ -136,8 +144,9 @@ def run_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=args.device,
             overrides=_train_overrides(args),
-            split=SplitConfig(val_fraction=args.val_fraction, seed=args.seed),
+            split=SplitConfig(val_fraction=args.val_fraction, seed=args.seed, subset=args.subset),
             force=args.force,
+            dir_folder=args.dir_folder,
             on_event=render,
         )
     _print_teacher(console, run)

@@ -32,12 +32,13 @@ import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .._io import atomic_output_dir
 from .._progress import OnEvent, progress
-from ..config import ALL_DEVICES, DCASE_LABELS, SEEN_DEVICES
+from ..config import ALL_DEVICES, DCASE_LABELS, SEEN_DEVICES, SUBSET_PERCENTS
 from ..errors import ConfigError, DataError
 from .synth_model import DEVICES, SCENES, draw_location
 from .synth_render import SAMPLE_RATE, render_chunk
@@ -167,12 +168,29 @@ def synthesize(
         train[["filename", "scene_label"]].to_csv(setup / "fold1_train.csv", sep="\t", index=False)
         test[["filename", "scene_label"]].to_csv(setup / "fold1_evaluate.csv", sep="\t", index=False)
         test[["filename"]].to_csv(setup / "fold1_test.csv", sep="\t", index=False)
+        _write_subsets(tmp / "split_setup", train, seed)
         (tmp / "README.txt").write_text(
             f"Synthetic acoustic scenes in the TAU Urban Acoustic Scenes 2022 Mobile layout, written by asc-search "
             f"(asc_search.data.synth) with n_clips={n_clips}, seed={seed}. Not real recordings.\n",
             encoding="utf-8",
         )
     return out
+
+
+def _write_subsets(folder: Path, train: Any, seed: int) -> None:
+    """``split5.csv`` ... ``split100.csv``: nested DCASE 2024-style training subsets of whole recordings (a location's
+    10-clip segment, every device of it), drawn in one seeded order; subset p holds the first recordings of that
+    order that make p % of the train clips."""
+    key = train["filename"].str.rsplit("-", n=2).str[0]  # audio/<scene>-<city>-<location>-<segment>
+    recordings = np.array(sorted(key.unique()))
+    order = np.random.default_rng([seed, 2]).permutation(recordings)
+    sizes = key.value_counts().reindex(order).to_numpy()
+    cumulative = np.cumsum(sizes)
+    folder.mkdir()
+    for pct in SUBSET_PERCENTS:
+        n = int(np.searchsorted(cumulative, pct / 100 * len(train) - 1e-9)) + 1
+        chosen = train[key.isin(set(order[:n])).to_numpy()]
+        chosen[["filename", "scene_label"]].to_csv(folder / f"split{pct}.csv", sep="\t", index=False)
 
 
 def _run_tasks(tasks: list, n_workers: int, on_event: OnEvent | None = None) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .._io import fingerprint_file, fingerprint_json
-from ..config import DCASE_LABELS, SplitConfig
+from ..config import DCASE_LABELS, SUBSET_PERCENTS, SplitConfig
 from ..errors import ConfigError, DataError, quote
 
 __all__ = [
@@ -47,8 +47,6 @@ __all__ = [
 META_COLUMNS = ("filename", "scene_label", "identifier", "source_label")
 #: Columns of :func:`read_tau`'s table (``subset_pct`` is added when DCASE 2024 subset files exist).
 TABLE_COLUMNS = ("filename", "scene_label", "label", "identifier", "city", "location", "device", "split")
-#: DCASE 2024 nested training subsets, in percent of the train split.
-SUBSET_PERCENTS = (5, 10, 25, 50, 100)
 
 _AUTO_LABELS = ("auto", "derive", "derived")
 #: A label with fewer clips than this (or in one split only) looks like a typo (:func:`label_anomalies`).
@@ -354,12 +352,20 @@ def carve_validation(table: pd.DataFrame, split: SplitConfig | None = None) -> p
 
     Whole identifiers move, never single clips. The choice is stratified by scene (each identifier counts for its
     most frequent scene) so every scene with at least two train locations keeps one in train and gives at least
-    one to validation. Deterministic for ``split.seed``; independent of the table's row order.
+    one to validation. Deterministic for ``split.seed``; independent of the table's row order. With
+    ``split.subset``, train clips outside that DCASE 2024 subset become ``"excluded"`` first (neither train nor
+    validation), and validation is carved from the subset.
     """
     split = split or SplitConfig()
     if "split" not in table.columns or "identifier" not in table.columns:
         raise DataError("carve_validation needs a table with 'split' and 'identifier' columns (from read_tau)")
     out = table.copy()
+    if split.subset is not None:
+        if "subset_pct" not in out.columns:
+            raise DataError(f"subset {split.subset}: this data set has no DCASE 2024 training subset files "
+                            "(split_setup/split5.csv ... split100.csv)", params=("subset",))
+        outside = (out["split"] == "train") & ~(out["subset_pct"].fillna(10_000) <= split.subset).to_numpy(dtype=bool)
+        out.loc[outside, "split"] = "excluded"
     train = out[out["split"] == "train"]
     if train.empty:
         raise DataError("the data set has no train clips to carve a validation split from")

@@ -52,6 +52,7 @@ from .deployed import (
     score_torch,
     validation_scores,
 )
+from .devices import DeviceSettings, index_device_models, routed_scores, write_device_models
 from .folder import EXPORT_FORMAT, KIND, ONNX_FILE, ONNX_FP32_FILE, REPORT_FILE, STUDENT_YAML, WEIGHTS_FILE
 from .inputs import checkpoint_head, from_checkpoint, load_inputs, retrained
 from .qat import quantisation_aware
@@ -241,11 +242,15 @@ def export_run(
     qat_epochs: int | str = "auto",
     seeds: int | None = None,
     threads: int | None = None,
+    dir_folder: str | os.PathLike[str] | None = None,
+    per_device: DeviceSettings | None = None,
     on_event: OnEvent | None = None,
 ) -> ExportSummary:
     """Export the best trial of run ``run`` (or ``trial_id``) to ``out`` at the budget's precision; ``qat_epochs``
     (int8 only): :mod:`asc_search.export.qat`; ``seeds``: retrain its configuration that many times for a mean ± sd
-    of its test score (``threads`` torch threads each, default all cores). See the module docstring."""
+    of its test score (``threads`` torch threads each, default all cores). ``per_device``: also a fine-tuned model
+    per training device (:mod:`asc_search.export.devices`). ``dir_folder``: where the run's device impulse responses
+    are now (a run that trained with a folder of them, when it moved). See the module docstring."""
     from ..search.space import load_space
     from .qat import parse_qat_epochs
 
@@ -269,14 +274,15 @@ def export_run(
                           f"{spec.budget.param_dtype}", params=("qat_epochs",))
     proposal = trial_proposal(row)
     qat = int8 and qat_epochs != 0
-    inputs = load_inputs(run_dir, spec, proposal, cache_dir, teacher_cache_dir, retrain or bool(seeds), qat,
-                         on_event)
+    inputs = load_inputs(run_dir, spec, proposal, cache_dir, teacher_cache_dir, retrain or bool(seeds),
+                         qat or per_device is not None, on_event, dir_folder)
     head_state = None
     if retrain:
         model, train_cfg, head_state = retrained(proposal, inputs, device, on_event)
     else:
         model, train_cfg = from_checkpoint(run_dir, row, proposal), proposal.train
-        head_state = checkpoint_head(run_dir, row) if qat and proposal.distill.uses_embeddings else None
+        head_state = (checkpoint_head(run_dir, row) if (qat or per_device is not None)
+                      and proposal.distill.uses_embeddings else None)
     calibration = None
     if int8:
         train = inputs.parts["train"][0]
@@ -286,35 +292,40 @@ def export_run(
         model, qat_record = quantisation_aware(
             model, proposal, inputs.parts, tuple(inputs.features.labels), qat_epochs=qat_epochs,
             calibration_x=calibration, seed=proposal.train.seed, device=device,
-            embedding_shape=inputs.embedding_shape, head_state=head_state, on_event=on_event)
+            embedding_shape=inputs.embedding_shape, head_state=head_state, dir_log_gains=inputs.dir_log_gains,
+            on_event=on_event)
     features = inputs.features
     provenance = _provenance(run_dir, row, retrain, inputs, spec, proposal)
     (test, test_table), (val, val_table) = inputs.parts["test"], inputs.parts["val"]
     evidence = _evidence(run_dir, table, row, spec, inputs, seeds, retrain, device, threads, on_event)
-    return write_export(
-        out, model, student_config=proposal.student, profile=features.profile, labels=tuple(features.labels),
+    general = dict(
+        model=model, student_config=proposal.student, profile=features.profile, labels=tuple(features.labels),
         budget=spec.budget, test_x=test.x, test_y=test.y, test_table=test_table, calibration_x=calibration,
         calibration_seed=proposal.train.seed, val=(val.x, val.y, val_table), qat=qat_record,
         distill=proposal.distill.to_dict(), train=train_cfg.to_dict(), provenance=provenance,
         validation={k: row.get(k) for k in ("val_macro_accuracy", "val_macro_accuracy_deployed", "val_log_loss",
                                              "epochs") if k in row},
-        force=force, device=device, evidence=evidence, on_event=on_event,
+        device=device, evidence=evidence, on_event=on_event,
     )
+    if per_device is None:
+        return write_export(out, force=force, **general)
+    return _with_device_models(out, general, per_device, proposal, inputs, spec.budget, qat_epochs, head_state,
+                               device, provenance, on_event)
 
 
-def _provenance(run_dir: Path, row: Mapping[str, Any], retrain: bool, inputs: Any, spec: Any,
-                proposal: Any) -> dict[str, Any]:
-    """What produced an export of ``row`` (student.yaml's ``provenance``, beside the package stamp)."""
+def _provenance(run_dir: Path, row: Mapping[str, Any], retrain: bool, inputs: Any, spec: Any, proposal: Any
+                ) -> dict[str, Any]:
+    """student.yaml's ``provenance`` (before the stamp): the run, trial, data, caches and search file."""
     record = read_run_record(run_dir)
-    features, search_file = inputs.features, run_dir / SEARCH_FILE
+    search_file = run_dir / SEARCH_FILE
     return {
         "run": run_dir.name,
         "run_dir": str(run_dir),
         "trial_id": str(row["trial_id"]),
         "retrained": bool(retrain),
-        "dataset": (record.dataset_root if record is not None else None) or features.meta.get("dataset_root"),
+        "dataset": (record.dataset_root if record is not None else None) or inputs.features.meta.get("dataset_root"),
         "feature_cache": str(inputs.cache_dir.resolve()),
-        "feature_fingerprint": features.fingerprint,
+        "feature_fingerprint": inputs.features.fingerprint,
         "teacher_cache": inputs.teacher_dir,
         "teacher_fingerprints": inputs.teacher_fingerprint,
         "search_file": str(search_file),
@@ -347,7 +358,8 @@ def _evidence(run_dir: Path, table: Any, row: Mapping[str, Any], spec: Any, inpu
         first = int(proposal.train.seed)
         runs = train_seeds(proposal.student, proposal.distill, proposal.train, inputs.parts,
                            list(range(first, first + seeds)), labels=labels, embedding_shape=inputs.embedding_shape,
-                           device=device, threads=threads, task=f"trial {row['trial_id']} over seeds", on_event=on_event)
+                           device=device, threads=threads, task=f"trial {row['trial_id']} over seeds",
+                           dir_log_gains=inputs.dir_log_gains, on_event=on_event)
         weights = (f"retrained on all of train with seed {first}" if retrain else
                    f"the search's own run of trial {row['trial_id']} (seed {first}, its best validation epoch)")
         out["seeds"] = {"seeds": [r["seed"] for r in runs], "runs": runs, **summarise_runs(runs),
@@ -355,3 +367,31 @@ def _evidence(run_dir: Path, table: Any, row: Mapping[str, Any], spec: Any, inpu
                         "how": "each seed trained on the search's train part, epoch chosen on its validation part, "
                                "test split scored once per seed (the float32 model)"}
     return out
+
+
+def _with_device_models(out: Path, general: dict[str, Any], settings: DeviceSettings, proposal: Any, inputs: Any,
+                        budget: Budget, qat_epochs: Any, head_state: Any, device: str, provenance: dict[str, Any],
+                        on_event: OnEvent | None) -> ExportSummary:
+    """The general export and the device models in one folder, written beside ``out`` and renamed into place."""
+    import shutil
+    import uuid
+
+    from .._io import replace_dir
+
+    stage = out.with_name(f".{out.name}.devices-{uuid.uuid4().hex[:8]}")
+    try:
+        summary = write_export(stage, **general)
+        made = write_device_models(stage, general["model"], proposal, inputs, budget, settings,
+                                   qat_epochs=qat_epochs, head_state=head_state, compute=device,
+                                   provenance=provenance, on_event=on_event)
+        test, test_table = inputs.parts["test"]
+        report = routed_scores(stage, made["devices"], test, test_table, tuple(inputs.features.labels),
+                               summary.metrics, made["metrics"], ONNX_FILE)
+        summary.record = index_device_models(stage, made, report, settings)
+        replace_dir(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    summary.out_dir, summary.files = out, [out / f.relative_to(stage) for f in summary.files]
+    summary.extra.update(devices=made["devices"], device_report=report, skipped_devices=made["skipped"])
+    return summary

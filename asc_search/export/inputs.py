@@ -55,10 +55,11 @@ class ExportInputs:
     teacher_dir: str | None
     teacher_fingerprint: str | None
     embedding_shape: tuple[int, ...] | None
+    dir_log_gains: Any = None  # the run's device impulse responses, when training here may use them (dir_p > 0)
 
 
 def load_inputs(run_dir: Path, spec: Any, proposal: Any, cache_dir: Any, teacher_cache_dir: Any, retrain: bool,
-                 qat: bool, on_event: OnEvent | None) -> ExportInputs:
+                 qat: bool, on_event: OnEvent | None, dir_folder: Any = None) -> ExportInputs:
     """The run's feature cache (or ``cache_dir``), checked against the run; its teacher cache when retraining or QAT
     needs it; the splits copied out: test and val; all of train when retraining or QAT may run, else only the
     calibration clips of an int8 export."""
@@ -96,10 +97,15 @@ def load_inputs(run_dir: Path, spec: Any, proposal: Any, cache_dir: Any, teacher
         names = ("val", "test")
     parts = split_tensors(features, spec.split, targets, names=names, subset=subset)
     features.x = None  # the splits it needs are copied out: free the whole-cache tensor
+    gains = None
+    if (retrain or qat) and proposal.train.dir_p > 0:  # the bank the run trained with, checked by its fingerprint
+        from ..data.impulses import ir_bank_from_record
+
+        gains = ir_bank_from_record(record.dir_bank if record is not None else None, spec.profile, dir_folder).log_gains
     return ExportInputs(features=features, parts=parts, cache_dir=Path(cache),
-                        teacher_dir=teacher_dir and str(teacher_dir),
-                   teacher_fingerprint=teacher_fp,
-                   embedding_shape=tuple(targets.embeddings.shape[1:]) if targets is not None else None)
+                        teacher_dir=teacher_dir and str(teacher_dir), teacher_fingerprint=teacher_fp,
+                        embedding_shape=tuple(targets.embeddings.shape[1:]) if targets is not None else None,
+                        dir_log_gains=gains)
 
 
 def retrained(proposal: Any, inputs: ExportInputs, device: str, on_event: OnEvent | None) -> tuple[torch.nn.Module, Any,
@@ -121,6 +127,7 @@ def retrained(proposal: Any, inputs: ExportInputs, device: str, on_event: OnEven
     task = f"retraining on all of train ({len(all_train)} clips, epochs)"
     emit(on_event, "progress", task=task, done=0, total=train_cfg.epochs)
     result = fit(model, all_train, None, train_cfg, distill=proposal.distill, head=head,
+                 dir_log_gains=inputs.dir_log_gains,
                  on_epoch=lambda e, m, s: emit(on_event, "progress", task=task, done=e, total=train_cfg.epochs))
     model.load_state_dict(result.best_state)
     return model, train_cfg, result.head_state

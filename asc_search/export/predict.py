@@ -16,6 +16,12 @@ onnxruntime on the CPU; ``precision="fp32"`` runs the float32 reference (the tor
 weights, on ``device``). An export folder written before the deployed model existed (format 1) runs its float32
 model with one warning.
 
+Device-specific models (``export --per-device``): an export whose ``student.yaml`` lists ``devices`` routes each
+file to its device's model, the device given (``device_id``, for every file) or read from the TAU file-name pattern
+``<scene>-<city>-<location>-<segment>-<index>-<device>.wav``; a file of another device, or whose name does not follow
+the pattern, uses the general model. Each row says which model classified it (``model``: ``general`` or
+``devices/<device>``).
+
 A file that soundfile cannot decode (not audio), an empty file, or one with non-finite samples does not stop the
 others: its row carries the error (a DataError's message naming it) and no scene. A folder is searched recursively
 for ``*.wav`` files; a path that does not exist, or a folder without any, is a NotFoundError.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +44,8 @@ from .._io import atomic_path
 from .._progress import OnEvent, warn
 from ..errors import ConfigError, DataError, NotFoundError
 
-__all__ = ["PREDICT_PRECISIONS", "FilePrediction", "Prediction", "collect_audio", "read_audio", "windows",
-           "predict_files", "write_csv"]
+__all__ = ["PREDICT_PRECISIONS", "GENERAL_MODEL", "FilePrediction", "Prediction", "collect_audio", "read_audio",
+           "windows", "device_from_filename", "predict_files", "write_csv"]
 
 #: What ``predict_files`` can run: the deployed graph, or the float32 reference.
 PREDICT_PRECISIONS = ("deployed", "fp32")
@@ -46,6 +53,10 @@ PREDICT_PRECISIONS = ("deployed", "fp32")
 AUDIO_SUFFIXES = (".wav",)
 #: A trailing remainder at least this fraction of a clip gets its own (end-aligned) window.
 MIN_TAIL_FRACTION = 0.5
+#: ``FilePrediction.model`` of a file the general model classified.
+GENERAL_MODEL = "general"
+#: <scene>-<city>-<location>-<segment>-<index>-<device>.wav (the TAU Urban Acoustic Scenes file names)
+_TAU_NAME = re.compile(r"^[a-z_]+-[A-Za-z]+-\d+-\d+-\d+-(?P<device>[A-Za-z0-9]+)$")
 
 
 @dataclass
@@ -58,6 +69,8 @@ class FilePrediction:
     sample_rate: int
     channels: int
     error: str | None = None  # why the file could not be classified (one line naming it); None when it was
+    device: str | None = None  # the recording device (given, or read from the file name); None when unknown
+    model: str = GENERAL_MODEL  # which model classified it: "general" or "devices/<device>"
 
 
 @dataclass
@@ -121,6 +134,12 @@ def windows(samples: np.ndarray, window: int) -> np.ndarray:
     return np.stack([samples[s : s + window] for s in starts])
 
 
+def device_from_filename(path: str | os.PathLike[str]) -> str | None:
+    """The device of a TAU file name (``airport-lisbon-1000-40000-3-s1.wav`` -> ``s1``), else None."""
+    match = _TAU_NAME.match(Path(path).stem)
+    return match.group("device") if match else None
+
+
 def _probabilities(exported: Any, precision: str, device: str, batch_size: int,
                    on_event: OnEvent | None) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     """(clips [W, 1, F, T] float32 -> class probabilities [W, K], what runs)."""
@@ -163,10 +182,12 @@ def predict_files(
     device: str = "auto",
     batch_size: int = 64,
     precision: str = "deployed",
+    device_id: str | None = None,
     on_event: OnEvent | None = None,
 ) -> Prediction:
     """Scene and class probabilities for every audio file named by ``inputs`` (files or folders), from the deployed
-    graph (``precision="deployed"``) or the float32 reference (``"fp32"``, on ``device``)."""
+    graph (``precision="deployed"``) or the float32 reference (``"fp32"``, on ``device``); routed to device models
+    by ``device_id`` or the file name when the export has them (see the module docstring)."""
     from ..data.features import LogMel
     from .load import load_export
 
@@ -174,7 +195,8 @@ def predict_files(
     files = collect_audio(inputs)
     profile = exported.profile
     front = LogMel(profile)
-    run, ran = _probabilities(exported, precision, device, batch_size, on_event)
+    general, ran = _probabilities(exported, precision, device, batch_size, on_event)
+    route = _router(exported, general, precision, device, batch_size, on_event)
     store = np.float16 if profile.storage_dtype == "float16" else np.float32
     out = Prediction(model_name=str(exported.path), labels=exported.labels, ran=ran)
     for path in files:
@@ -187,6 +209,8 @@ def predict_files(
         clip = int(round(profile.clip_seconds * rate))
         wins = windows(samples, clip)
         spec = front(wins, rate).astype(store).astype(np.float32)  # as the cache stores it
+        dev = device_id if device_id is not None else device_from_filename(path)
+        model, run = route(dev)
         mean = run(np.ascontiguousarray(spec[:, None])).mean(0)  # [W, 1, n_mels, n_frames] -> mean over windows
         label_probs = {label: float(p) for label, p in zip(exported.labels, mean)}
         out.rows.append(
@@ -198,24 +222,55 @@ def predict_files(
                 duration_s=samples.shape[0] / rate,
                 sample_rate=rate,
                 channels=channels,
+                device=dev,
+                model=model,
             )
         )
     return out
 
 
+def _router(exported: Any, general: Callable[[np.ndarray], np.ndarray], precision: str, device: str, batch_size: int,
+            on_event: OnEvent | None) -> Callable[[str | None], tuple[str, Callable[[np.ndarray], np.ndarray]]]:
+    """device id (or None) -> (the model's name, its probabilities function); device models load on first use and
+    must share the general model's labels and feature profile."""
+    from .load import load_export
+
+    index = exported.record.get("devices") or {}
+    if not isinstance(index, dict):
+        raise DataError(f"{exported.path / 'student.yaml'}: devices must map device ids to folders, got "
+                        f"{type(index).__name__}")
+    loaded: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {}
+
+    def route(dev: str | None) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
+        if dev is None or dev not in index:
+            return GENERAL_MODEL, general
+        if dev not in loaded:
+            rel = str(index[dev])
+            own = load_export(exported.path / rel)
+            if own.labels != exported.labels or own.profile != exported.profile:
+                raise DataError(f"{own.path}: the model of device {dev} has other labels or another feature profile "
+                                "than the general model")
+            loaded[dev] = (rel, _probabilities(own, precision, device, batch_size, on_event)[0])
+        return loaded[dev]
+
+    return route
+
+
 def write_csv(prediction: Prediction, path: str | os.PathLike[str]) -> Path:
-    """One row per file: file, scene, windows, duration_s, sample_rate, channels, one column per class, error (empty
+    """One row per file: file, scene, windows, duration_s, sample_rate, channels, one column per class, device, model
+    (which model classified it), error (empty
     for a classified file; for a file that could not be, the reason, and the other columns empty). Written under a
     temporary name, then renamed."""
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["file", "scene", "windows", "duration_s", "sample_rate", "channels", *prediction.labels,
-                         "error"])
+                         "device", "model", "error"])
         for row in prediction.rows:
             if row.error is not None:
-                writer.writerow([str(row.path), *[""] * (5 + len(prediction.labels)), row.error])
+                writer.writerow([str(row.path), *[""] * (7 + len(prediction.labels)), row.error])
                 continue
             writer.writerow([str(row.path), row.scene, row.windows, f"{row.duration_s:.3f}", row.sample_rate,
-                             row.channels, *[f"{row.probabilities[k]:.6f}" for k in prediction.labels], ""])
+                             row.channels, *[f"{row.probabilities[k]:.6f}" for k in prediction.labels],
+                             row.device or "", row.model, ""])
     return path

@@ -76,7 +76,7 @@ def _fp32_scores(model: torch.nn.Module, parts: dict[str, Any], labels: tuple[st
 
 
 def _finetune(model: torch.nn.Module, proposal: Any, parts: dict[str, Any], epochs: int, device: str,
-              embedding_shape: Any, head_state: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
+              embedding_shape: Any, head_state: Any, dir_log_gains: Any = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     from ..models.build import build_student_and_head
     from ..training.qat import qat_finetune
 
@@ -85,7 +85,8 @@ def _finetune(model: torch.nn.Module, proposal: Any, parts: dict[str, Any], epoc
         head.load_state_dict(head_state)
     lr = proposal.train.lr * QAT_LR_FACTOR
     tuned, result, diff = qat_finetune(model, parts["train"][0], parts["val"][0], proposal.train.replace(device=device),
-                                       epochs=epochs, lr=lr, distill=proposal.distill, head=head)
+                                       epochs=epochs, lr=lr, distill=proposal.distill, head=head,
+                                       dir_log_gains=dir_log_gains)
     return tuned, {"epochs": int(epochs), "lr": lr, "best_epoch": result.best_epoch, "fold_back_diff": diff,
                    "head_from_checkpoint": bool(head is not None and head_state)}
 
@@ -102,6 +103,7 @@ def quantisation_aware(
     device: str = "auto",
     embedding_shape: Any = None,
     head_state: Any = None,
+    dir_log_gains: Any = None,
     on_event: OnEvent | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The model to export (the trial's, or its QAT fine-tuning) and the record of what was done (see the module
@@ -126,7 +128,7 @@ def quantisation_aware(
             record.update(variants=variants, seconds=round(time.perf_counter() - started, 2))
             return model, record
         log(on_event, f"quantisation-aware fine-tuning: {run} epoch(s) (PTQ lost {loss:+.4f} on validation)")
-        tuned, info = _finetune(model, proposal, parts, run, device, embedding_shape, head_state)
+        tuned, info = _finetune(model, proposal, parts, run, device, embedding_shape, head_state, dir_log_gains)
         variants["int8_qat"] = _ptq_scores(tuned, Path(work), "qat", calibration_x, seed, parts, labels)
     better = variants["int8_qat"]["val_macro_accuracy"] > variants["int8_ptq"]["val_macro_accuracy"]
     chosen = "int8_qat" if epochs != "auto" or better else "int8_ptq"

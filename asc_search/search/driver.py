@@ -72,7 +72,7 @@ from .runfolder import (
     write_trials_table,
 )
 from .searchdata import SearchData, load_search_data
-from .space import load_space, with_num_samples
+from .space import load_space, with_num_samples, with_subset
 from .spec import SearchSpec
 from .study import open_study
 from .trainable import train_trial
@@ -118,6 +118,8 @@ def run_search(
     num_samples: int | None = None,
     address: str | None = None,
     resume: bool = False,
+    dir_folder: str | os.PathLike[str] | None = None,
+    subset: int | None = None,
     on_event: OnEvent | None = None,
     stopper: Any = None,
     callbacks: list[Any] | None = None,
@@ -132,26 +134,29 @@ def run_search(
     that passes events on, with a ``publish()`` called at the end), e.g.
     :class:`asc_search.results.views.ViewsPublisher`; None: no views.
     ``stopper`` and ``callbacks``: a Tune stopper and Tune callbacks for a new run (the benchmarks use them to
-    share a budget of trial-epochs between methods).
+    share a budget of trial-epochs between methods). ``dir_folder``: WAV device impulse responses for the
+    ``train.dir_p`` augmentation (default: the built-in generic bank; a resumed run rebuilds the bank it recorded).
+    ``subset``: train on the DCASE 2024 training subset of that many percent (the search file's ``split.subset``).
     """
     t_start = time.time()
-    run = _prepare_run(space, name, Path(results_dir), num_samples, resume)  # holds the run's lock from here on
+    run = _prepare_run(space, name, Path(results_dir), num_samples, resume, subset)  # holds the run's lock from here on
     try:
-        return _search(run, Path(cache_dir), teacher_cache, address, on_event, t_start, stopper, callbacks, views)
+        return _search(run, Path(cache_dir), teacher_cache, address, on_event, t_start, stopper, callbacks, views,
+                       dir_folder)
     finally:
         run.lock.release()
 
 
 def _search(run: _Run, cache_dir: Path, teacher_cache: Any, address: str | None, on_event: OnEvent | None,
             t_start: float, stopper: Any = None, callbacks: list[Any] | None = None,
-            views: Callable[[Path, OnEvent | None], Any] | None = None) -> SearchResult:
+            views: Callable[[Path, OnEvent | None], Any] | None = None, dir_folder: Any = None) -> SearchResult:
     """Steps 2-6 for the run of step 1 (whose lock the caller holds)."""
     from ..data.cache import read_manifest
 
     run.spec.check_feasible(n_classes=len(read_manifest(cache_dir)["labels"]))  # before minutes of loading
     log(on_event, f"{run.name}: loading the feature cache {cache_dir}"
         + (" and its teacher cache" if run.spec.needs_teacher else ""))
-    data = _load_data(run, cache_dir, teacher_cache)
+    data = _load_data(run, cache_dir, teacher_cache, dir_folder)
     quiet_ray_env()
     target = address or os.environ.get("RAY_ADDRESS")
     log(on_event, f"{run.name}: joining the Ray cluster at {target}" if target else f"{run.name}: starting a local Ray")
@@ -191,7 +196,8 @@ def _search(run: _Run, cache_dir: Path, teacher_cache: Any, address: str | None,
 # ------------------------------------------------------------------------------------------------ 1. prepare
 
 
-def _prepare_run(space: Any, name: str | None, results_dir: Path, num_samples: int | None, resume: bool) -> _Run:
+def _prepare_run(space: Any, name: str | None, results_dir: Path, num_samples: int | None, resume: bool,
+                 subset: int | None = None) -> _Run:
     """The run to do, its lock held (released again when this step refuses it)."""
     if resume:
         if name is None:
@@ -200,7 +206,11 @@ def _prepare_run(space: Any, name: str | None, results_dir: Path, num_samples: i
         check_run_name(name, results_dir)
         lock = lock_run((results_dir / name).resolve(), name, new=False)
         try:
-            return _resumed_run(space, name, lock, num_samples)
+            resumed = _resumed_run(space, name, lock, num_samples)
+            if subset is not None and subset != resumed.spec.split.subset:
+                raise ConfigError(f"subset {subset}: run {name!r} was started with split.subset "
+                                  f"{resumed.spec.split.subset}; a resumed run keeps its settings", params=("subset",))
+            return resumed
         except BaseException:
             lock.release()
             raise
@@ -211,6 +221,8 @@ def _prepare_run(space: Any, name: str | None, results_dir: Path, num_samples: i
     original_sha = spec.sha256
     if num_samples is not None:
         spec = with_num_samples(spec, num_samples)
+    if subset is not None:
+        spec = with_subset(spec, subset)
     name = name or f"{Path(space).stem}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     check_run_name(name, results_dir)
     lock = lock_run((results_dir / name).resolve(), name, new=True)
@@ -239,9 +251,10 @@ def _resumed_run(space: Any, name: str, lock: RunLock, num_samples: int | None) 
 # ------------------------------------------------------------------------------------------------ 2. data
 
 
-def _load_data(run: _Run, cache_dir: Path, teacher_cache: Any) -> SearchData:
+def _load_data(run: _Run, cache_dir: Path, teacher_cache: Any, dir_folder: Any = None) -> SearchData:
     return load_search_data(run.spec, cache_dir, teacher_cache, name=run.name,
-                            expected_fingerprint=run.record.feature_fingerprint if run.record is not None else None)
+                            expected_fingerprint=run.record.feature_fingerprint if run.record is not None else None,
+                            dir_folder=dir_folder, dir_record=run.record.dir_bank if run.record is not None else None)
 
 
 def _payload_bytes(payload: dict[str, Any]) -> int:
@@ -277,6 +290,7 @@ def _write_record(run: _Run, data: SearchData, cache_dir: Path, address: str | N
             split=dataclasses.asdict(spec.split),
             n_train=len(data.payload["train_y"]),
             n_val=len(data.payload["val_y"]),
+            dir_bank=data.dir_bank,
             budget=spec.budget.to_dict(),
             seed=spec.search.seed,
             num_samples=spec.search.num_samples,

@@ -28,6 +28,7 @@ class SearchData:
     teacher_fingerprint: str | None
     references: list[ReferencePlan]  # every reference, costed; "planned" ones train
     warnings: list[str]  # about the data and the references (caveats.data_caveats, the plans' messages)
+    dir_bank: dict[str, Any] | None = None  # the device impulse-response bank's record (IRBank.to_record())
 
     @property
     def n_references(self) -> int:
@@ -35,11 +36,14 @@ class SearchData:
 
 
 def load_search_data(spec: SearchSpec, cache_dir: Path, teacher_cache: Any, name: str,
-                     expected_fingerprint: str | None = None) -> SearchData:
+                     expected_fingerprint: str | None = None, dir_folder: Any = None,
+                     dir_record: dict[str, Any] | None = None) -> SearchData:
     """The feature cache (of the search file's profile; of ``expected_fingerprint`` when resuming run ``name``) and,
     when anything distils, its teacher cache, as the trials' data (:func:`prepare_trial_data`); the reference arms
-    costed and the data's caveats."""
+    costed and the data's caveats. The ``dir_p`` augmentation's impulse responses: the bank a resumed run recorded
+    (``dir_record``), else the WAV files of ``dir_folder``, else the built-in generic bank."""
     from ..data.cache import load_features
+    from ..data.impulses import build_ir_bank, ir_bank_from_record
 
     features = load_features(cache_dir)
     fp = features.profile
@@ -63,7 +67,9 @@ def load_search_data(spec: SearchSpec, cache_dir: Path, teacher_cache: Any, name
                              "weights; embed the teacher first, or give teacher_cache", params=("teacher_cache",))
         teacher = load_teacher_targets(features, teacher_dir) if teacher_dir.exists() else None
         teacher_dir = teacher_dir if teacher is not None else None  # only references distil: they are skipped
-    payload = prepare_trial_data(features, teacher, spec)
+    bank = (ir_bank_from_record(dir_record, spec.profile, dir_folder) if dir_record is not None
+            else build_ir_bank(spec.profile, dir_folder))
+    payload = prepare_trial_data(features, teacher, spec, bank.log_gains)
     plans = plan_references(spec, len(features.labels), has_teacher=teacher is not None)
     data = SearchData(
         payload=payload,
@@ -75,6 +81,7 @@ def load_search_data(spec: SearchSpec, cache_dir: Path, teacher_cache: Any, name
         references=plans,
         warnings=data_caveats(spec, features.table, features.labels, payload)
         + [p.message for p in plans if p.message],
+        dir_bank=bank.to_record(),
     )
     # The trials get their own copies (``payload``): drop the whole cache's tensors before the copies go to the object
     # store, so the driver's peak memory is about one cache, not two (the full DCASE cache is ~7.7 GB at float16).

@@ -44,7 +44,7 @@ from typing import Any
 import yaml
 
 from .._yaml import MAX_YAML_BYTES, load_yaml
-from ..config import PROFILES, Budget, FeatureProfile, SplitConfig, get_profile
+from ..config import PROFILES, SUBSET_PERCENTS, Budget, FeatureProfile, SplitConfig, get_profile
 from ..errors import ConfigError, quote
 from .references import parse_references
 from .rules import Field, Where, config_fields, fmt
@@ -61,7 +61,7 @@ from .spec import (
 )
 
 __all__ = ["load_space", "resolve_space", "builtin_spaces", "builtin_spaces_dir", "parse_space", "section_keys",
-           "with_num_samples"]
+           "with_num_samples", "with_subset"]
 
 PARAM_TYPES = ("int", "float", "categorical")
 #: TrainConfig fields the search sets itself (per trial) and a file must not set.
@@ -193,8 +193,12 @@ def _parse_split(w: Where, raw: Any) -> SplitConfig:
     rules = config_fields(SplitConfig)
     w.keys(s, "split", tuple(rules))
     seed_rule = Field("int", minimum=0)  # SplitConfig leaves the seed unchecked; numpy wants it >= 0
+    subset = s.get("subset")
+    if subset is not None and (isinstance(subset, bool) or subset not in SUBSET_PERCENTS):
+        raise w.error("split.subset", f"must be one of {', '.join(map(str, SUBSET_PERCENTS))} (the DCASE 2024 "
+                                      f"training subset, percent of train) or null, got {fmt(subset)}")
     return SplitConfig(val_fraction=w.value(s, "val_fraction", "split", rules["val_fraction"], 0.2),
-                       seed=w.value(s, "seed", "split", seed_rule, 0))
+                       seed=w.value(s, "seed", "split", seed_rule, 0), subset=subset)
 
 
 def _parse_budget(w: Where, raw: Any) -> Budget:
@@ -404,11 +408,21 @@ def with_num_samples(spec: SearchSpec, n: int) -> SearchSpec:
     """A copy of ``spec`` with ``search.num_samples`` replaced (its text rewritten so that search.yaml records it)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"num_samples must be a positive integer, got {quote(n)}", params=("num_samples",))
+    return _with_value(spec, "search", "num_samples", n)
+
+
+def with_subset(spec: SearchSpec, percent: int) -> SearchSpec:
+    """A copy of ``spec`` with ``split.subset`` replaced (the DCASE 2024 training subset, in percent; search.yaml
+    records it)."""
+    return _with_value(spec, "split", "subset", SplitConfig(subset=percent).subset)
+
+
+def _with_value(spec: SearchSpec, section: str, key: str, value: Any) -> SearchSpec:
     raw = yaml.safe_load(spec.text) or {}
-    raw["search"] = dict(raw.get("search") or {})
-    raw["search"]["num_samples"] = n
+    raw[section] = dict(raw.get(section) or {})
+    raw[section][key] = value
     text = (
-        f"# search file {spec.source} (sha256 {spec.sha256[:16]}) with search.num_samples set to {n} "
+        f"# search file {spec.source} (sha256 {spec.sha256[:16]}) with {section}.{key} set to {value} "
         "when the run started\n" + yaml.safe_dump(raw, sort_keys=False)
     )
     return parse_space(text, source=spec.source)

@@ -37,13 +37,14 @@ __all__ = ["TRIAL_CALIBRATION_CLIPS", "prepare_trial_data", "fit_proposal", "dep
 TRIAL_CALIBRATION_CLIPS = CALIBRATION_CLIPS
 
 
-def prepare_trial_data(features: Any, teacher: Any, spec: SearchSpec) -> dict[str, Any]:
+def prepare_trial_data(features: Any, teacher: Any, spec: SearchSpec, dir_log_gains: Any = None) -> dict[str, Any]:
     """The train and validation arrays one trial needs (never the test split), as numpy arrays for the object store.
 
     ``features``: a :class:`~asc_search.data.cache.FeatureSet`; ``teacher``:
     :class:`~asc_search.data.teacher_cache.TeacherTargets` aligned to ``features.table`` rows, or None (no
     distillation). Teacher embeddings are stored float16 (half the object store; ``fit`` turns each batch into
-    float32).
+    float32). ``dir_log_gains``: the device impulse responses' [n_irs, n_mels] log-gains (the ``dir_p``
+    augmentation's bank; :func:`asc_search.data.impulses.build_ir_bank`), or None.
     """
     import torch
 
@@ -53,6 +54,7 @@ def prepare_trial_data(features: Any, teacher: Any, spec: SearchSpec) -> dict[st
         "input_shape": list(features.input_shape),
         "profile": features.profile.name,
         "teacher_embedding_shape": list(teacher.embedding_shape) if teacher is not None else None,
+        "dir_log_gains": None if dir_log_gains is None else np.asarray(dir_log_gains, dtype=np.float32),
     }
     for name in ("train", "val"):
         idx, part = parts[name]
@@ -109,7 +111,8 @@ def fit_proposal(
     proposal = Proposal.from_dict(config["proposal"])
     model, head = build_student_and_head(proposal.student, proposal.distill, data.get("teacher_embedding_shape"))
     return fit(model, _tensor_data(data, "train", proposal), _tensor_data(data, "val", proposal), proposal.train,
-               distill=proposal.distill, head=head, on_epoch=on_epoch, start_state=start_state)
+               distill=proposal.distill, head=head, on_epoch=on_epoch, start_state=start_state,
+               dir_log_gains=data.get("dir_log_gains"))
 
 
 def deployed_score(best_state: dict[str, Any], proposal: Proposal, data: dict[str, Any], precision: str,

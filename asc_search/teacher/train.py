@@ -117,6 +117,7 @@ def train_teacher(
     split: SplitConfig | None = None,
     force: bool = False,
     features: Any = None,
+    dir_folder: str | os.PathLike | None = None,
     on_event: OnEvent | None = None,
 ) -> TeacherRun:
     """Train a teacher preset on the train split of the feature cache; see the module docstring.
@@ -125,7 +126,8 @@ def train_teacher(
     of :func:`default_train_config` (built from ``epochs``, ``seed``, ``device`` and ``overrides``, TrainConfig fields
     such as ``{"mixup_alpha": 0.0}``, when it is None). ``split``: how validation is carved (default seeded by
     ``seed``). ``force`` replaces a teacher already in ``out_dir``. ``features`` may pass an already loaded
-    :class:`~asc_search.data.cache.FeatureSet` of ``cache_dir``.
+    :class:`~asc_search.data.cache.FeatureSet` of ``cache_dir``. ``dir_folder``: WAV device impulse responses for
+    the ``dir_p`` augmentation (default: the built-in generic bank); the bank is recorded in teacher.json.
 
     ``on_event`` receives a ``log`` line when training starts and an ``epoch`` event after each epoch
     (``{"task": "teacher", "epoch", "epochs", "train_loss", "val_macro_accuracy", "val_log_loss", "lr",
@@ -157,9 +159,14 @@ def train_teacher(
     model = build_teacher(tcfg)
     complexity = measure(model, (1, *input_shape), dtype="float32")  # also checks the model takes this input
 
+    bank = None
+    if cfg.dir_p > 0 or dir_folder is not None:
+        from ..data.impulses import build_ir_bank
+
+        bank = build_ir_bank(fs.profile, dir_folder)
     (x_tr, y_tr, _), (x_va, y_va, _) = parts["train"], parts["val"]
     result = fit(model, TensorData(x_tr, y_tr), TensorData(x_va, y_va), cfg,
-                 on_epoch=_epoch_reporter(cfg.epochs, on_event))
+                 on_epoch=_epoch_reporter(cfg.epochs, on_event), dir_log_gains=None if bank is None else bank.log_gains)
     model.load_state_dict(result.best_state)
     metrics = _scores(model, parts, fs.labels, cfg.eval_batch_size, dev, result)
     model.cpu()
@@ -173,6 +180,7 @@ def train_teacher(
         "labels": list(fs.labels),
         "train_config": cfg.to_dict(),
         "split": dataclasses.asdict(split),
+        "dir_bank": bank.to_record() if bank is not None else None,
         "seed": cfg.seed,
         "feature_cache": {"dir": str(Path(fs.cache_dir).resolve()), "fingerprint": fs.fingerprint,
                           "profile": fs.profile.name},

@@ -4,7 +4,7 @@ NaN watch), ``losses`` (distillation), ``augment``, ``metrics`` (DCASE scores), 
 forward loop), ``qat`` (quantisation-aware fine-tuning through fit), ``seeds`` (one configuration over seeds:
 mean ± sd, paired differences)."""
 
-from .augment import Masking, freq_mixstyle, mixup, time_roll
+from .augment import Masking, device_ir, freq_mixstyle, mixup, time_roll
 from .config import OPTIMIZERS, TrainConfig, steps_per_epoch
 from .data import TensorData
 from .inference import predict
@@ -30,6 +30,7 @@ __all__ = [
     "EMB_LOSSES",
     "DistillConfig",
     "distill_terms",
+    "device_ir",
     "freq_mixstyle",
     "mixup",
     "time_roll",

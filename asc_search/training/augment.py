@@ -1,5 +1,8 @@
 """Batch augmentations on log-mel spectrograms [B, 1, F, T], the ones that matter for unseen devices.
 
+- :func:`device_ir` (device impulse responses, CP-JKU DCASE 2023): with probability ``p`` per clip, add a random
+  response's log mel-band gains (:mod:`asc_search.data.impulses`) to the clip's log-mel, broadcast over time: the
+  clip as another device would have recorded it (exact for a response short compared with the analysis window).
 - :func:`freq_mixstyle` (Schmid et al., CP-JKU DCASE 2022/2023): with probability ``p`` per batch, normalise each
   clip's per-frequency statistics (mean / std over channel and time) and re-style it with a Beta(alpha, alpha) mix
   of its own and another clip's statistics. Device characteristics live largely in these per-band statistics, so
@@ -15,11 +18,41 @@ which :func:`asc_search.training.fit` seeds), so a seeded run is repeatable.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torchaudio.transforms as AT
 
-__all__ = ["freq_mixstyle", "mixup", "time_roll", "Masking"]
+from ..errors import ConfigError
+
+__all__ = ["device_ir", "dir_bank_tensor", "freq_mixstyle", "mixup", "time_roll", "Masking"]
+
+
+def device_ir(x: torch.Tensor, log_gains: torch.Tensor, p: float, rng: np.random.Generator) -> torch.Tensor:
+    """Add ``log_gains[k]`` ([n_irs, F], one random k per clip) to each clip of ``x`` [B, C, F, T] with probability
+    ``p``; ``p <= 0`` returns ``x`` untouched and draws nothing."""
+    if p <= 0.0:
+        return x
+    b = x.shape[0]
+    chosen = torch.from_numpy(rng.random(b) < p)
+    which = torch.from_numpy(rng.integers(0, log_gains.shape[0], size=b))
+    gains = log_gains.to(x.device, x.dtype)[which.to(x.device)] * chosen.to(x.device, x.dtype)[:, None]  # [B, F]
+    return x + gains[:, None, :, None]
+
+
+def dir_bank_tensor(p: float, gains: Any, n_mels: int) -> torch.Tensor | None:
+    """An IR bank's log-gains as the float32 [n_irs, n_mels] tensor :func:`device_ir` takes when ``p`` > 0 (None when
+    ``p`` is 0); ConfigError when they are missing or of another shape."""
+    if p <= 0:
+        return None
+    if gains is None:
+        raise ConfigError("train.dir_p > 0 needs device impulse responses: pass dir_log_gains (an IR bank's "
+                          "log_gains, asc_search.data.impulses.build_ir_bank)")
+    gains = torch.as_tensor(np.asarray(gains), dtype=torch.float32)
+    if gains.ndim != 2 or gains.shape[0] < 1 or gains.shape[1] != n_mels:
+        raise ConfigError(f"dir_log_gains must have shape [n_irs, {n_mels}] (the mel bins), got {tuple(gains.shape)}")
+    return gains
 
 
 def freq_mixstyle(

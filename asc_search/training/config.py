@@ -45,6 +45,7 @@ class TrainConfig:
     device_data_max_bytes: int = 4 << 30  # on CUDA, keep the training tensors on the GPU when they fit this
     memory_format: str = "channels_last"  # "channels_last" (NHWC, ~2x faster here) or "contiguous" (NCHW)
     # augmentations
+    dir_p: float = 0.0  # probability a clip gets a device impulse response (fit's ir_bank); 0 = off
     mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixup; 0 = off
     mixup_p: float = 1.0  # probability a batch is mixed (when mixup_alpha > 0)
     freq_mixstyle_p: float = 0.0  # probability a batch gets Freq-MixStyle; 0 = off
@@ -81,7 +82,7 @@ class TrainConfig:
         num("freq_mask", 0, integer=True)
         num("time_mask", 0, integer=True)
         num("time_roll", 0, integer=True)
-        for key in ("mixup_p", "freq_mixstyle_p"):
+        for key in ("dir_p", "mixup_p", "freq_mixstyle_p"):
             num(key, 0)
             if getattr(self, key) > 1:
                 raise ConfigError(f"train.{key} must lie in [0, 1], got {quote(getattr(self, key))}")

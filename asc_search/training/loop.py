@@ -12,7 +12,8 @@
   back in the contiguous format.
 - Device "auto" resolves to CUDA when present; there, mixed precision (bf16 autocast where supported, else fp16
   with a GradScaler). CPU otherwise, float32. ``num_threads`` sets torch's intra-op threads for the run.
-- Augmentations (:mod:`asc_search.training.augment`), each switchable: Freq-MixStyle, mixup (labels, teacher logits
+- Augmentations (:mod:`asc_search.training.augment`), each switchable: device impulse responses (``dir_p``, drawn
+  from ``dir_log_gains``, an IR bank's [n_irs, n_mels] log-gains), Freq-MixStyle, mixup (labels, teacher logits
   and teacher embeddings mixed consistently), frequency / time masking, time roll.
 - Distillation: with a :class:`~asc_search.training.losses.DistillConfig` the loss is
   :func:`~asc_search.training.losses.distill_terms`; embedding matching runs the model's ``forward_with_embedding``
@@ -43,7 +44,7 @@ import torch.nn as nn
 from .._runtime import keep_freed_memory, release_freed_memory, resolve_device, torch_threads
 from ..errors import ConfigError
 from . import metrics as M
-from .augment import Masking, freq_mixstyle, mixup, time_roll
+from .augment import Masking, device_ir, dir_bank_tensor, freq_mixstyle, mixup, time_roll
 from .config import OPTIMIZERS, TrainConfig, steps_per_epoch
 from .data import TensorData
 from .inference import amp_setup, autocast, predict
@@ -121,8 +122,9 @@ class _Trainer:
     they live during the run, and the history and best epoch so far."""
 
     def __init__(self, model: nn.Module, train: TensorData, cfg: TrainConfig, distill: DistillConfig,
-                 head: nn.Module | None, device: torch.device) -> None:
+                 head: nn.Module | None, device: torch.device, dir_gains: torch.Tensor | None = None) -> None:
         self.model, self.head, self.cfg, self.distill, self.device = model, head, cfg, distill, device
+        self.dir_gains = dir_gains.to(device) if dir_gains is not None else None
         self.amp_dtype, use_scaler = amp_setup(device, cfg.amp)
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -210,8 +212,11 @@ class _Trainer:
         return xb, yb, tl, te
 
     def _augment(self, xb: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        """The augmentations in order (device style, mixing, masking, roll); returns (x, mixup pairs or None)."""
+        """The augmentations in order (device response, device style, mixing, masking, roll); returns (x, mixup
+        pairs or None)."""
         cfg = self.cfg
+        if self.dir_gains is not None:
+            xb = device_ir(xb, self.dir_gains, cfg.dir_p, self.rng)
         if cfg.freq_mixstyle_p > 0:
             xb = freq_mixstyle(xb, cfg.freq_mixstyle_p, cfg.freq_mixstyle_alpha, self.rng)
         mix = None
@@ -320,6 +325,7 @@ def fit(
     head: nn.Module | None = None,
     on_epoch: OnEpoch | None = None,
     start_state: FitState | Mapping[str, Any] | None = None,
+    dir_log_gains: Any = None,
 ) -> FitResult:
     """Train ``model`` on ``train``, score ``val`` each epoch, keep the best state. See the module docstring.
 
@@ -328,16 +334,18 @@ def fit(
     ``epochs_planned``, ``steps`` (optimiser steps so far), ``train_loss``
     (+ ``train_ce`` / ``train_kd`` / ``train_emb``), ``val_macro_accuracy``, ``val_accuracy``, ``val_log_loss``, ``lr``,
     ``epoch_time_s``; ``state`` is the :class:`FitState` after that epoch. Pass such a state (or its ``to_dict()``)
-    back as ``start_state`` to continue exactly where it was taken.
+    back as ``start_state`` to continue exactly where it was taken. ``dir_log_gains``: the [n_irs, n_mels] bank the
+    ``dir_p`` augmentation draws from (needed when ``cfg.dir_p`` > 0).
     """
     distill = distill or DistillConfig()
     _check_inputs(model, train, cfg, distill, head)
+    dir_gains = dir_bank_tensor(cfg.dir_p, dir_log_gains, train.x.shape[2])
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         keep_freed_memory()
     with torch_threads(cfg.num_threads):
         try:
-            return _run(model, train, val, cfg, distill, head, on_epoch, start_state, device)
+            return _run(model, train, val, cfg, distill, head, on_epoch, start_state, device, dir_gains)
         finally:
             for module in (model, head):
                 if module is not None:
@@ -347,9 +355,9 @@ def fit(
 
 def _run(model: nn.Module, train: TensorData, val: TensorData | None, cfg: TrainConfig, distill: DistillConfig,
          head: nn.Module | None, on_epoch: OnEpoch | None, start_state: FitState | Mapping[str, Any] | None,
-         device: torch.device) -> FitResult:
+         device: torch.device, dir_gains: torch.Tensor | None) -> FitResult:
     """The epochs of :func:`fit` (threads, memory and the caller's model are looked after there)."""
-    trainer = _Trainer(model, train, cfg, distill, head, device)
+    trainer = _Trainer(model, train, cfg, distill, head, device, dir_gains)
     first = 1
     if start_state is not None:
         state = start_state if isinstance(start_state, FitState) else FitState.from_dict(start_state)
@@ -359,7 +367,7 @@ def _run(model: nn.Module, train: TensorData, val: TensorData | None, cfg: Train
     for epoch in range(first, trainer.epochs + 1):
         t0 = time.perf_counter()
         m: dict[str, Any] = {"epoch": epoch, "epochs_planned": trainer.epochs,
-                         "steps": epoch * trainer.steps_per_epoch, **trainer.train_epoch(epoch)}
+                             "steps": epoch * trainer.steps_per_epoch, **trainer.train_epoch(epoch)}
         if val is not None and len(val) > 0:
             m.update(trainer.evaluate(val))
         m["epoch_time_s"] = time.perf_counter() - t0

@@ -164,6 +164,7 @@ def qat_finetune(
     distill: DistillConfig | None = None,
     head: nn.Module | None = None,
     reduce_range: bool = True,
+    dir_log_gains: Any = None,
 ) -> tuple[nn.Module, FitResult, float]:
     """Fine-tune ``model`` (a student, left untouched) for ``epochs`` epochs at peak ``lr`` under int8 fake
     quantisation with :func:`~asc_search.training.loop.fit` and the training settings ``cfg`` (its epochs, lr,
@@ -182,7 +183,8 @@ def qat_finetune(
     run_cfg = cfg.replace(epochs=last, lr=float(lr), warmup_epochs=0.0, amp=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = fit(qat, train, val, run_cfg, distill=distill, head=head, on_epoch=on_epoch)
+        result = fit(qat, train, val, run_cfg, distill=distill, head=head, on_epoch=on_epoch,
+                     dir_log_gains=dir_log_gains)
     qat.load_state_dict(result.best_state)
     folded, diff = fold_back(qat, model, train.x[:16])
     return folded, result, diff

@@ -38,13 +38,15 @@ def train_seeds(
     device: str = "auto",
     threads: int | None = None,
     task: str = "training",
+    dir_log_gains: Any = None,
     on_event: OnEvent | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``student`` (a StudentConfig) with ``distill`` (DistillConfig) and ``train`` (TrainConfig; its seed is
     replaced by each of ``seeds``) on ``parts["train"]``, keep the best epoch on ``parts["val"]`` and score
     ``parts["test"]`` once; ``parts`` maps ``train``/``val``/``test`` to ``(TensorData, table)`` (the table gives the
     devices for seen/unseen). ``threads``: torch threads per run (default: all cores). One row per seed: ``seed``,
-    ``best_epoch``, ``epochs``, and :data:`SEED_METRICS`."""
+    ``best_epoch``, ``epochs``, and :data:`SEED_METRICS`. ``dir_log_gains``: the device impulse responses' bank when
+    ``train.dir_p`` > 0 (:func:`asc_search.data.impulses.build_ir_bank`)."""
     from .._runtime import resolve_device
     from ..models.build import build_student_and_head
     from .inference import predict
@@ -60,7 +62,7 @@ def train_seeds(
         epochs = cfg.planned_epochs(len(tr))
         label = f"{task}, seed {seed} ({k + 1}/{len(seeds)}), epochs"
         emit(on_event, "progress", task=label, done=0, total=epochs)
-        result = fit(model, tr, va, cfg, distill=distill, head=head,
+        result = fit(model, tr, va, cfg, distill=distill, head=head, dir_log_gains=dir_log_gains,
                      on_epoch=lambda e, m, s, label=label: emit(on_event, "progress", task=label, done=e, total=epochs))
         model.load_state_dict(result.best_state)
         logits = predict(model.to(dev), te.x, device=dev)

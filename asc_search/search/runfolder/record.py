@@ -11,7 +11,9 @@ Schema (one JSON object; every key is always written, ``null`` where it does not
     dataset_root              the data set the cache was built from
     teacher_cache_dir         the teacher cache (absolute path, or null without distillation)
     teacher_fingerprint       its teacher fingerprint
-    split                     {val_fraction, seed}; n_train, n_val: clips of the train and validation parts
+    split                     {val_fraction, seed, subset}; n_train, n_val: clips of the train and validation parts
+    dir_bank                  the device impulse responses the ``dir_p`` augmentation draws from: {source ("generic"
+                              or the folder), seed, profile, n_irs, fingerprint} (asc_search.data.impulses.IRBank)
     budget                    {max_param_bytes, param_dtype, max_macs}
     seed, num_samples         search.seed and the trained trials asked for
     created_utc, asc_search_version, versions    the provenance stamp (asc_search._io.provenance)
@@ -62,6 +64,7 @@ class RunRecord:
     split: dict[str, Any] | None = None
     n_train: int | None = None
     n_val: int | None = None
+    dir_bank: dict[str, Any] | None = None
     budget: dict[str, Any] | None = None
     seed: int | None = None
     num_samples: int | None = None
