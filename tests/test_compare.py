@@ -59,6 +59,8 @@ def test_compare_two_seeds_gives_mean_sd_and_paired_differences(quick_cache, tea
                      device="cpu")
     rows = result["rows"]
     assert [r["name"] for r in rows] == ["ce", "kd", "export (trial 4 of r)"]
+    # quick.yaml trains with device impulse responses (dir_p 0.6): the references draw from the generic bank
+    assert _ce_proposal(load_space(space)).train.dir_p == 0.6 and result["dir_bank"]["source"] == "generic"
     assert result["seeds"] == [0, 1] and all([run["seed"] for run in r["runs"]] == [0, 1] for r in rows)
     spec = load_space(space)
     for r in rows:
@@ -72,7 +74,7 @@ def test_compare_two_seeds_gives_mean_sd_and_paired_differences(quick_cache, tea
             assert r["paired_vs_first"][metric]["sd"] == pytest.approx(diffs.std(ddof=1))
         assert all(run["epochs"] == 1 for run in r["runs"])
     ce = rows[0]
-    assert ce["within_budget"] and ce["params"] == spec.cost(_ce_student(spec)).params
+    assert ce["within_budget"] and ce["params"] == spec.cost(_ce_proposal(spec).student).params
     assert rows[1]["distill"]["kd_weight"] == 0.98 and rows[2]["kind"] == "export"
     best_ref = max(rows[:2], key=lambda r: r["summary"]["val_macro_accuracy"]["mean"])["name"]
     assert rows[2]["best_reference"] == best_ref and "paired_vs_best_reference" not in rows[0]
@@ -81,10 +83,10 @@ def test_compare_two_seeds_gives_mean_sd_and_paired_differences(quick_cache, tea
         ce["runs"][0]["test_log_loss"] != ce["runs"][1]["test_log_loss"]
 
 
-def _ce_student(spec):
+def _ce_proposal(spec):
     from asc_search.search.references import reference_proposal
 
-    return reference_proposal(spec, spec.references[0], 10).student
+    return reference_proposal(spec, spec.references[0], 10)
 
 
 def test_cli_compare_prints_mean_sd_and_writes_json(quick_cache, tmp_path, capsys):
