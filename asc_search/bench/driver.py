@@ -251,7 +251,7 @@ def _search(work: Path, proposals: int, every: int, max_seconds: float | None) -
     from ray import tune
 
     from .._runtime import quiet_ray_env, ray_session
-    from ..search.searcher import register_sink, unregister_sink
+    from ..search.channels import register_sink, unregister_sink
     from ..search.space import load_space
     from ..search.study import open_study
 
