@@ -132,11 +132,13 @@ def test_export_run_best_trial(tiny_search_run, tmp_path):
     summary = export_run(tiny_search_run, out, device="cpu")
     assert summary.trial_id == str(best["trial_id"]) and not summary.retrained
     record = yaml.safe_load((out / STUDENT_YAML).read_text())
-    # the exported weights are the trial's best checkpoint
+    # the exported weights are the trial's best checkpoint (unless auto QAT ran and its fine-tuning validated better:
+    # whether PTQ loses more than a point depends on the trial the shared tiny run happened to pick)
     ckpt = torch.load(tiny_search_run / best["checkpoint_path"] / "best.pt", weights_only=True)
     loaded = load_export(out)
-    for key, value in ckpt["best_state"].items():
-        assert torch.equal(loaded.model.state_dict()[key], value), key
+    from_checkpoint = yaml.safe_load((out / STUDENT_YAML).read_text())["deployed"]["qat"]["chosen"] == "int8_ptq"
+    same = [torch.equal(loaded.model.state_dict()[key], value) for key, value in ckpt["best_state"].items()]
+    assert all(same) if from_checkpoint else not all(same)
     # its cost is the one the search recorded, within the run's budget
     assert record["complexity"]["macs"] == int(best["macs"]) and record["complexity"]["passed"]
     assert record["complexity"]["limits"]["max_macs"] == 2_000_000

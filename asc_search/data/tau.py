@@ -135,16 +135,18 @@ def read_meta(root: str | os.PathLike) -> pd.DataFrame:
     return meta[list(META_COLUMNS)]
 
 
-def label_anomalies(table: pd.DataFrame) -> list[str]:
+def label_anomalies(table: pd.DataFrame, declared: Sequence[str] | None = None) -> list[str]:
     """Labels that look like typos, one line each: fewer than :data:`RARE_LABEL_CLIPS` clips, or clips in one split
     only (a model cannot learn a class it never trains on, nor be scored on one it is never tested on). Each line
     names the label, its clips (the first three filenames) and the nearest other label (difflib), e.g.
     ``label 'industy': 1 clip (audio/industy-x.wav), only in train; did you mean 'industry'?``. ``table``: a
-    :func:`read_tau` table or a feature cache's table (``scene_label``, ``split``, ``filename``); its
-    ``attrs["labels"]`` (when set) adds declared labels without any clip. Empty when nothing looks wrong."""
+    :func:`read_tau` table or a feature cache's table (``scene_label``, ``split``, ``filename``). ``declared``
+    (default: the table's ``attrs["labels"]``, when set): the labels in their order, a declared label without any
+    clip included. Empty when nothing looks wrong."""
     import difflib
 
-    labels = list(dict.fromkeys([*table.attrs.get("labels", ()), *sorted(table["scene_label"].unique())]))
+    declared = table.attrs.get("labels", ()) if declared is None else declared
+    labels = list(dict.fromkeys([*declared, *sorted(table["scene_label"].unique())]))
     split = table["split"].replace({"val": "train"}) if "split" in table.columns else None
     lines = []
     for label in labels:

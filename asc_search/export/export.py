@@ -34,15 +34,7 @@ from .._progress import OnEvent, log, warn
 from ..config import Budget, FeatureProfile
 from ..deploy import CALIBRATION_CLIPS, calibration_sample
 from ..errors import ConfigError, NotFoundError
-from ..search.runfolder import (
-    SEARCH_FILE,
-    load_trials,
-    read_run_record,
-    resolve_run,
-    run_budget,
-    select_trial,
-    trial_proposal,
-)
+from ..search.runfolder import SEARCH_FILE, load_trials, resolve_run, run_budget, select_trial, trial_proposal
 from .deployed import (
     check_measured_bytes,
     deployed_record,
@@ -297,7 +289,7 @@ def export_run(
     features = inputs.features
     provenance = _provenance(run_dir, row, retrain, inputs, spec, proposal)
     (test, test_table), (val, val_table) = inputs.parts["test"], inputs.parts["val"]
-    evidence = _evidence(run_dir, table, row, spec, inputs, seeds, retrain, device, threads, on_event)
+    evidence = _evidence(table, row, spec, inputs, seeds, retrain, device, threads, on_event)
     general = dict(
         model=model, student_config=proposal.student, profile=features.profile, labels=tuple(features.labels),
         budget=spec.budget, test_x=test.x, test_y=test.y, test_table=test_table, calibration_x=calibration,
@@ -316,7 +308,7 @@ def export_run(
 def _provenance(run_dir: Path, row: Mapping[str, Any], retrain: bool, inputs: Any, spec: Any, proposal: Any
                 ) -> dict[str, Any]:
     """student.yaml's ``provenance`` (before the stamp): the run, trial, data, caches and search file."""
-    record = read_run_record(run_dir)
+    record = inputs.record
     search_file = run_dir / SEARCH_FILE
     return {
         "run": run_dir.name,
@@ -335,15 +327,14 @@ def _provenance(run_dir: Path, row: Mapping[str, Any], retrain: bool, inputs: An
     }
 
 
-def _evidence(run_dir: Path, table: Any, row: Mapping[str, Any], spec: Any, inputs: Any, seeds: int | None,
-              retrain: bool, device: str, threads: int | None, on_event: OnEvent | None) -> dict[str, Any]:
+def _evidence(table: Any, row: Mapping[str, Any], spec: Any, inputs: Any, seeds: int | None, retrain: bool,
+              device: str, threads: int | None, on_event: OnEvent | None) -> dict[str, Any]:
     """How far to trust the exported trial: against the best reference, the warnings, and (``seeds``) its test
     score over seeds."""
     from ..search.caveats import winner_caveats
     from ..search.runfolder import reference_margin
 
-    labels = tuple(inputs.features.labels)
-    record = read_run_record(run_dir)
+    labels, record = tuple(inputs.features.labels), inputs.record
     margin = reference_margin(table, row, spec.budget)
     if margin is not None:
         log(on_event, f"trial {row['trial_id']}: {margin['text']}")

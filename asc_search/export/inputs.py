@@ -56,6 +56,7 @@ class ExportInputs:
     teacher_fingerprint: str | None
     embedding_shape: tuple[int, ...] | None
     dir_log_gains: Any = None  # the run's device impulse responses, when training here may use them (dir_p > 0)
+    record: Any = None  # the run's run.json (RunRecord), None for a run without one
 
 
 def load_inputs(run_dir: Path, spec: Any, proposal: Any, cache_dir: Any, teacher_cache_dir: Any, retrain: bool,
@@ -105,7 +106,7 @@ def load_inputs(run_dir: Path, spec: Any, proposal: Any, cache_dir: Any, teacher
     return ExportInputs(features=features, parts=parts, cache_dir=Path(cache),
                         teacher_dir=teacher_dir and str(teacher_dir), teacher_fingerprint=teacher_fp,
                         embedding_shape=tuple(targets.embeddings.shape[1:]) if targets is not None else None,
-                        dir_log_gains=gains)
+                        dir_log_gains=gains, record=record)
 
 
 def retrained(proposal: Any, inputs: ExportInputs, device: str, on_event: OnEvent | None) -> tuple[torch.nn.Module, Any,

@@ -109,10 +109,9 @@ def teacher_near_chance(val_logits: Any, val_labels: Any, n_classes: int) -> lis
 def label_typos(table: Any, labels: Sequence[str]) -> list[str]:
     """One line per class of ``labels`` that looks like a label typo in ``table`` (a feature cache's table)."""
     present = set(table["scene_label"].unique())
-    table = table.copy()
-    table.attrs["labels"] = tuple(label for label in labels if label in present)  # a declared class without clips
+    declared = [label for label in labels if label in present]  # in the cache's order; a class without clips is no typo
     return [f"{line}: a likely label typo in meta.csv (a class the model can hardly learn or be scored on)"
-            for line in label_anomalies(table)]
+            for line in label_anomalies(table, declared)]
 
 
 def winner_caveats(best: Mapping[str, Any] | None, n_classes: int) -> list[str]:
