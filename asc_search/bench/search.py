@@ -50,8 +50,10 @@ def _teacher_embedding_width(preset: str, input_shape: tuple[int, ...]) -> tuple
 
 
 def synthetic_trial_data(n_train: int, profile: str = "quick", seed: int = 0) -> dict[str, Any]:
-    """A payload shaped like :func:`asc_search.search.trainable.prepare_trial_data` output, of random spectrograms/targets."""
+    """A payload shaped like :func:`asc_search.search.trainable.prepare_trial_data` output, of random spectrograms/targets
+    (and the built-in device-response bank, for search files that train with it)."""
     from ..config import get_profile
+    from ..data.impulses import build_ir_bank
 
     prof = get_profile(profile)
     shape = (1, 1, *prof.shape)
@@ -59,7 +61,7 @@ def synthetic_trial_data(n_train: int, profile: str = "quick", seed: int = 0) ->
     rng = np.random.default_rng(seed)
     n_val = max(10, n_train // 5)
     out: dict[str, Any] = {"input_shape": list(shape), "teacher_embedding_shape": list(emb), "profile": profile,
-                           "labels": [str(i) for i in range(10)]}
+                           "labels": [str(i) for i in range(10)], "dir_log_gains": np.asarray(build_ir_bank(prof).log_gains, dtype=np.float32)}
     for name, n in (("train", n_train), ("val", n_val)):
         out[f"{name}_x"] = rng.standard_normal((n, *shape[1:]), dtype=np.float32).astype(np.float16)
         out[f"{name}_y"] = rng.integers(0, 10, n).astype(np.int64)
@@ -137,6 +139,13 @@ def _tune_trial(config: dict[str, Any], data: dict[str, Any], configs: list[dict
     Path(timings, f"{config['index']}.json").write_text(json.dumps(out), encoding="utf-8")
 
 
+def _planned_epochs(config: dict[str, Any], data: dict[str, Any]) -> int:
+    """The epochs a trial of ``config`` trains on ``data`` (its epochs, raised to reach ``train.min_steps``)."""
+    from ..search.proposal import Proposal
+
+    return Proposal.from_dict(config["proposal"]).train.planned_epochs(len(data["train_y"]))
+
+
 def bench_tune(data: dict[str, Any], workdir: Path, n_trials: int = 4) -> dict[str, Any]:
     """``n_trials`` feasible quick proposals through Tune (2 at a time) vs one after the other in-process."""
     from ray import tune
@@ -178,7 +187,7 @@ def bench_tune(data: dict[str, Any], workdir: Path, n_trials: int = 4) -> dict[s
     inside = sum(t["trial_s"] for t in per_trial)
     return {
         "trials": n_trials,
-        "epochs_per_trial": configs[0]["proposal"]["train"]["epochs"],
+        "epochs_per_trial": _planned_epochs(configs[0], data),
         "tune_2_at_a_time_s": tune_s,
         "ray_init_s": init_s,
         "sequential_one_process_s": sequential_s,
