@@ -7,6 +7,8 @@
 * :func:`keep_freed_memory` / :func:`release_freed_memory`: glibc's allocator keeps freed memory for reuse during
   CPU training (instead of returning every large activation to the OS and page-faulting it back in at the next
   step), and gives it back at the end.
+* :func:`steady_cwd` keeps a driver's current folder valid while Ray works (a Ray job's working folder can be
+  replaced under it).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .errors import ConfigError
 
 __all__ = ["DEVICES", "CONNECT_TIMEOUT_S", "TOKEN_HINT", "torch_threads", "resolve_device", "check_reachable",
            "check_trial_resources", "local_object_store_bytes", "connect_ray", "ray_session", "quiet_ray_env",
-           "keep_freed_memory", "release_freed_memory"]
+           "keep_freed_memory", "release_freed_memory", "steady_cwd"]
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -99,6 +101,30 @@ def resolve_device(device: str = "auto") -> Any:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(device)
+
+
+@contextlib.contextmanager
+def steady_cwd(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Work in ``folder`` (absolute, one that stays put) inside the block, then go back to the folder the process
+    was in, by its path.
+
+    A driver started by ``ray job submit --working-dir`` runs in Ray's copy of that folder. When a trial or task
+    first lands on another node that shares the head's Ray temporary folder (two nodes on one machine, both with
+    the default ``/tmp/ray``), that node's runtime-env agent deletes the copy and unpacks it again at the same
+    path (Ray 2.60, ``working_dir`` set up with ``overwrite=True``): the driver's current folder is then a deleted
+    one, and every ``os.getcwd()`` raises FileNotFoundError (Tune calls it at the end of ``Tuner.fit``). Going back
+    by path enters the new copy, so paths relative to the job's folder still resolve after the block."""
+    try:
+        before: str | None = os.getcwd()
+    except FileNotFoundError:  # already gone: there is nothing to go back to
+        before = None
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        if before is not None:
+            with contextlib.suppress(OSError):  # removed for good: stay in ``folder`` rather than in a deleted one
+                os.chdir(before)
 
 
 def quiet_ray_env() -> None:

@@ -97,3 +97,29 @@ def test_a_local_ray_gets_an_object_store_sized_to_its_data_not_to_the_machine(m
     monkeypatch.setattr(ray, "init", lambda **kw: seen.append(kw))
     assert connect_ray(None, local_store_bytes=300 * 2**20) is True
     assert seen[-1]["object_store_memory"] == 300 * 2**20 and seen[-1]["address"] == "local"
+
+
+def test_steady_cwd_outlives_the_folder_it_left_being_replaced_or_removed(tmp_path, monkeypatch):
+    """A Ray job's working folder can be deleted and unpacked again under its driver (issue 13, `ray job submit`
+    on two nodes of one machine): the block runs elsewhere and comes back to the new copy by its path."""
+    from asc_search._runtime import steady_cwd
+
+    job, run = tmp_path / "job", tmp_path / "run"
+    job.mkdir()
+    run.mkdir()
+    monkeypatch.chdir(job)
+    with steady_cwd(run):
+        assert os.getcwd() == str(run)
+        job.rmdir()
+        job.mkdir()  # the same path, a new folder: a process left in the old one could no longer call os.getcwd()
+    assert os.getcwd() == str(job) and os.stat(".").st_ino == job.stat().st_ino
+    with steady_cwd(run):
+        job.rmdir()  # gone for good: stay in the block's folder rather than in a deleted one
+    assert os.getcwd() == str(run)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    os.chdir(gone)
+    gone.rmdir()
+    with steady_cwd(run):  # entered from a folder already deleted
+        assert os.getcwd() == str(run)
+    assert os.getcwd() == str(run)

@@ -4,6 +4,8 @@ trials table, and that the test split never reaches a trial."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +155,47 @@ def test_search_joins_multinode_cluster_by_address(quick_cache, teacher_cache, r
     assert not ray.is_initialized()  # it joined, and left again (the cluster itself stays up for the fixture)
     _check_run(result.run_dir, load_space(space), n_trained=2)
     assert json.loads((result.run_dir / "run.json").read_text())["address"] == ray_multinode
+
+
+def _replacing_callback(folder: Path):
+    """A Tune callback doing to ``folder`` what Ray 2.60 does to a job's working folder when a trial first lands on a
+    second node sharing the head's Ray temporary folder (the README's recipe on one machine): delete it under the
+    running driver and unpack it again at the same path."""
+    from ray.tune import Callback
+
+    class Replace(Callback):
+        replaced = 0
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            if not self.replaced:
+                copy = {p.name: p.read_bytes() for p in folder.iterdir()}
+                shutil.rmtree(folder)
+                folder.mkdir()
+                for name, data in copy.items():
+                    (folder / name).write_bytes(data)
+                self.replaced += 1
+
+    return Replace()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_search_survives_its_working_folder_replaced_under_it(quick_cache, teacher_cache, ray_local, tmp_path,
+                                                                monkeypatch):
+    """`ray job submit --working-dir . -- asc-search search ...` on two nodes of one machine: the driver's current
+    folder is deleted and unpacked again mid-search; Tune's os.getcwd() at the end of fit used to fail with
+    FileNotFoundError (run.json left 'running'). Paths relative to the job's folder still resolve afterwards."""
+    job = tmp_path / "job"
+    job.mkdir()
+    tiny_space(job, **{"train.epochs": 1, "search.num_samples": 1, "search.asha": {"enabled": False}})
+    monkeypatch.chdir(job)
+    replace = _replacing_callback(job)
+    result = run_search(quick_cache, "tiny.yaml", teacher_cache=teacher_cache, name="job", results_dir=tmp_path / "r",
+                        callbacks=[replace])
+    assert replace.replaced == 1  # the folder was replaced during the search
+    assert result.counts["trained"] == 1 and not result.interrupted
+    assert json.loads((result.run_dir / "run.json").read_text())["status"] == "finished"
+    assert os.getcwd() == str(job) and Path("tiny.yaml").is_file()  # back in the job's (new) folder, by its path
 
 
 @pytest.mark.slow

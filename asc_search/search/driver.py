@@ -45,7 +45,7 @@ from typing import Any
 
 from .._io import now_utc, provenance, write_text_atomic
 from .._progress import OnEvent, emit, log, warn
-from .._runtime import check_trial_resources, connect_ray, local_object_store_bytes, quiet_ray_env
+from .._runtime import check_trial_resources, connect_ray, local_object_store_bytes, quiet_ray_env, steady_cwd
 from ..errors import BudgetError, ConfigError, NotFoundError
 from .caveats import winner_caveats
 from .references import enqueue_references
@@ -178,7 +178,8 @@ def _search(run: _Run, cache_dir: Path, teacher_cache: Any, address: str | None,
         del data
         if on_event is not None:
             _announce(run, on_event)
-        with warnings.catch_warnings():
+        # Tune runs from the run folder: a Ray job's working folder (this process's) can be replaced under it
+        with warnings.catch_warnings(), steady_cwd(run.run_dir):
             warnings.simplefilter("ignore")
             tuner.fit()
     finally:
