@@ -240,19 +240,22 @@ def connect_ray(address: str | None = None, *, local_store_bytes: int | None = N
     Returns True when this call started/joined Ray (the caller shuts it down again). Inside ``ray job submit``
     (``RAY_ADDRESS`` is set) a missing ``address`` means that cluster. ``init_kwargs`` go to ``ray.init`` (e.g.
     ``num_cpus`` for a local instance); ``local_store_bytes``: the object store of a local instance this call starts
-    (:func:`local_object_store_bytes`; ignored when joining a cluster, whose nodes size their own). Before joining, the address must accept a TCP connection (else a
-    ConfigError at once); with a token at hand (see :data:`TOKEN_HINT`) and ``RAY_AUTH_MODE`` unset, token
-    authentication is switched on for this process, as ``ray.init`` does only for clusters it finds itself.
+    (:func:`local_object_store_bytes`; ignored when joining a cluster, whose nodes size their own). Before joining,
+    the address must accept a TCP connection (else a ConfigError at once). With ``RAY_AUTH_MODE`` unset and a token
+    at hand (see :data:`TOKEN_HINT`), a cluster that refuses the join is joined again with token authentication
+    switched on for this process (``ray.init`` does that only for clusters it finds itself). Not the other way
+    round: a process in token mode joins a cluster without authentication, but that cluster's workers are then
+    refused when they fetch the driver's objects (OwnerDiedError at the first task), so the plain join comes first.
     """
     import sys
 
     if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         return False
     target = address or os.environ.get("RAY_ADDRESS") or "local"
+    token_next = False  # join again in token mode when the plain join is refused
     if target != "local":
         check_reachable(target)
-        if "RAY_AUTH_MODE" not in os.environ and _token_available():
-            _enable_token_auth()
+        token_next = "RAY_AUTH_MODE" not in os.environ and _token_available()
     import ray
 
     if ray.is_initialized():
@@ -263,7 +266,15 @@ def connect_ray(address: str | None = None, *, local_store_bytes: int | None = N
         if local_store_bytes is not None:
             kwargs.setdefault("object_store_memory", int(local_store_bytes))
     try:
-        ray.init(address=target, **kwargs)
+        try:
+            ray.init(address=target, **kwargs)
+        except Exception:  # noqa: BLE001 - refused (a token cluster refuses a plain join after ~20 s of retries)
+            if not token_next:
+                raise
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            _enable_token_auth()
+            ray.init(address=target, **kwargs)
     except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError/RuntimeError/ValueError/AuthenticationError
         if target == "local":
             raise
