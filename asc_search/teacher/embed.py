@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .._io import fingerprint_json, provenance
 from .._progress import OnEvent, emit, progress
-from .._runtime import ray_session, resolve_device, torch_threads
+from .._runtime import ray_session, resolve_device, steady_cwd, torch_threads
 from ..data.cache import load_features
 from ..data.teacher_cache import DEFAULT_SHARD_ROWS, import_teacher_cache, teacher_cache_path, write_teacher_cache
 from ..errors import CacheError, ConfigError
@@ -132,7 +132,8 @@ def embed_features(
     if address is None:
         results = _embed_local(payload, fs.x, shards, num_threads, on_event)
     else:
-        results = _embed_ray(payload, fs.x, shards, address, on_event)
+        with steady_cwd(Path(fs.cache_dir).resolve()):  # a Ray job's working folder can be replaced meanwhile
+            results = _embed_ray(payload, fs.x, shards, address, on_event)
     logits = np.concatenate([r[0] for r in results]) if results else np.zeros((0, len(fs.labels)), np.float32)
     embs = np.concatenate([r[1] for r in results]) if results else np.zeros((0, 1, 1, 1), np.float32)
     meta = _cache_meta(teachers, fs, embedding, pool, {"address": address, "device": payload["device"],
