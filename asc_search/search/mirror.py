@@ -1,0 +1,148 @@
+"""The searcher's working copy of the run's study: sampling reads (and proposals are drawn) in memory; every trial
+is written to the run's SQLite study once it is decided, in one transaction where it can.
+
+Why: through Optuna's RDB storage a proposal cost ~130 SQL statements in ~25 commits (one per suggested value and
+attribute, plus re-reading the running trials on every ask), most of a rejected proposal's time. Here the
+searcher asks, samples, costs and tells in an in-memory Optuna study (the same sampler, seeded as before, seeing the
+same trials), and :meth:`StudyMirror.sync` then writes the trial to SQLite:
+
+* a trial SQLite does not hold yet (every sampled proposal, rejected or handed to Tune) is inserted whole, with its
+  parameters, attributes, values and state, by ``create_new_trial(template_trial=...)``: ONE transaction;
+* a trial SQLite already holds (an enqueued reference arm; a trial handed to Tune, when it ends) gets what changed,
+  attribute by attribute (a few commits: these are the trained minority).
+
+What readers rely on is unchanged: optuna-dashboard, the run folder's tables and a resumed search read the SQLite
+study, which holds every decided proposal with the same attributes as before; a trial handed to Tune is in SQLite
+(RUNNING, with its config) before Tune hears of it, so a resumed search re-issues it. A driver killed between ask
+and sync loses only the proposal it was drawing (never handed out, never shown). On open, the memory copy is
+loaded from SQLite (the trials of a resumed run, the enqueued references): trial numbers agree in both.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .spec import SearchSpec
+from .study import make_sampler, make_storage, open_study
+
+__all__ = ["StudyMirror"]
+
+
+class StudyMirror:
+    """The run's study in SQLite (:attr:`disk`) and its working copy in memory (:attr:`memory`, with the sampler)."""
+
+    def __init__(self, spec: SearchSpec, storage_url: str, study_name: str) -> None:
+        self._rdb = make_storage(storage_url)
+        self.disk = open_study(spec, storage_url, study_name, storage=self._rdb)
+        self.memory = optuna.create_study(directions=spec.search.directions, sampler=make_sampler(spec))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.memory.set_metric_names(list(spec.search.objectives))
+        self._disk_storage = self.disk._storage
+        self._disk_study_id = self.disk._study_id
+        trials = self.disk.get_trials(deepcopy=False)
+        for t in trials:
+            self.memory._storage.create_new_trial(self.memory._study_id, template_trial=t)
+        self._on_disk = len(trials)  # trials 0 .. _on_disk-1 are in SQLite
+
+    # ------------------------------------------------------------------ ids
+    def memory_id(self, number: int) -> int:
+        return self.memory._storage.get_trial_id_from_study_id_trial_number(self.memory._study_id, number)
+
+    def disk_id(self, number: int) -> int:
+        return self._disk_storage.get_trial_id_from_study_id_trial_number(self._disk_study_id, number)
+
+    def trial(self, number: int) -> FrozenTrial:
+        """The memory copy of trial ``number`` (what the searcher decided; SQLite follows on :meth:`sync`)."""
+        return self.memory._storage.get_trial(self.memory_id(number))
+
+    # ------------------------------------------------------------------ writes
+    def set_user_attr(self, number: int, key: str, value: Any) -> None:
+        """Set a trial's user attribute in memory (written to SQLite by the next :meth:`sync`)."""
+        self.memory._storage.set_trial_user_attr(self.memory_id(number), key, value)
+
+    def set_intermediate_value(self, number: int, step: int, value: float) -> None:
+        """An epoch's score: in memory (TPE ranks pruned trials by it) and in SQLite at once (dashboard curves)."""
+        self.memory._storage.set_trial_intermediate_value(self.memory_id(number), step, value)
+        self._disk_storage.set_trial_intermediate_value(self.disk_id(number), step, value)
+
+    def set_study_user_attr(self, key: str, value: Any) -> None:
+        self.memory.set_user_attr(key, value)
+        self.disk.set_user_attr(key, value)
+
+    def sync(self, number: int) -> None:
+        """Write trial ``number`` as it stands in memory to SQLite (see the module docstring)."""
+        t = self.trial(number)
+        if number >= self._on_disk:
+            if number != self._on_disk:
+                raise RuntimeError(f"trial {number} would be written after {self._on_disk - 1}: trials out of order")
+            self._insert(t)
+            self._on_disk += 1
+            return
+        self._update(number, t)
+
+    def _insert(self, t: FrozenTrial) -> None:
+        """Insert a whole trial in one transaction, a few multi-row INSERTs (Optuna's own
+        ``create_new_trial(template_trial=...)`` makes ~80 single-row statements of it, as many as before).
+
+        Through Optuna's ORM models of its schema (``optuna.storages._rdb.models``: not public API, the schema
+        itself is versioned by Optuna with alembic; tests/test_mirror.py reads every field back through Optuna)."""
+        import sqlalchemy.orm
+        from optuna.distributions import distribution_to_json
+        from optuna.storages._rdb import models
+
+        with sqlalchemy.orm.Session(self._rdb.engine) as session, session.begin():
+            row = models.TrialModel(study_id=self._disk_study_id, number=t.number, state=t.state,
+                                    datetime_start=t.datetime_start, datetime_complete=t.datetime_complete)
+            session.add(row)
+            session.flush()
+            if row.count_past_trials(session) != t.number:  # the run lock keeps a second driver out
+                raise RuntimeError(f"trial {t.number} would not be trial {t.number} in {self._rdb.url}: another "
+                                   "process added trials to the study")
+            tid = row.trial_id
+            rows: list[Any] = []
+            for objective, value in enumerate(t.values or []):
+                stored, kind = models.TrialValueModel.value_to_stored_repr(value)
+                rows.append(models.TrialValueModel(trial_id=tid, objective=objective, value=stored, value_type=kind))
+            for name, value in t.params.items():
+                dist = t.distributions[name]
+                rows.append(models.TrialParamModel(trial_id=tid, param_name=name, param_value=dist.to_internal_repr(value),
+                                                   distribution_json=distribution_to_json(dist)))
+            rows += [models.TrialUserAttributeModel(trial_id=tid, key=k, value_json=json.dumps(v))
+                     for k, v in t.user_attrs.items()]
+            rows += [models.TrialSystemAttributeModel(trial_id=tid, key=k, value_json=json.dumps(v))
+                     for k, v in t.system_attrs.items()]
+            for step, value in t.intermediate_values.items():
+                stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+                rows.append(models.TrialIntermediateValueModel(trial_id=tid, step=step, intermediate_value=stored,
+                                                               intermediate_value_type=kind))
+            session.add_all(rows)
+
+    def _update(self, number: int, t: FrozenTrial) -> None:
+        """Bring a trial SQLite already holds up to its memory copy, field by field."""
+        storage, tid = self._disk_storage, self.disk_id(number)
+        d = storage.get_trial(tid)
+        if d.state.is_finished():
+            return
+        if d.state == TrialState.WAITING and t.state != TrialState.WAITING:
+            storage.set_trial_state_values(tid, TrialState.RUNNING)
+        for name, value in t.params.items():
+            if name not in d.params:
+                dist = t.distributions[name]
+                storage.set_trial_param(tid, name, dist.to_internal_repr(value), dist)
+        for key, value in t.user_attrs.items():
+            if d.user_attrs.get(key, _MISSING) != value:
+                storage.set_trial_user_attr(tid, key, value)
+        for key, value in t.system_attrs.items():
+            if d.system_attrs.get(key, _MISSING) != value:
+                storage.set_trial_system_attr(tid, key, value)
+        if t.state.is_finished():
+            storage.set_trial_state_values(tid, t.state, t.values)
+
+
+_MISSING = object()
