@@ -217,7 +217,8 @@ def plot(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
 
 
 def run(proposals: int = 10_000, every: int = 250, out: str | os.PathLike[str] | None = None, quick: bool = False,
-        max_seconds: float | None = 600.0, work_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        max_seconds: float | None = 1500.0, work_dir: str | os.PathLike[str] | None = None,
+        sampler_sizes: tuple[int, ...] = (1000, 5000, 10000)) -> dict[str, Any]:
     """One long benchmark search (see the module docstring); ``quick``: 300 proposals, windows of 50. The plot goes
     to ``out``, else to ``work_dir`` when given (``asc-search bench --work-dir DIR``: DIR/driver/driver_scale.png)."""
     if out is None and work_dir is not None:
@@ -256,6 +257,11 @@ def run(proposals: int = 10_000, every: int = 250, out: str | os.PathLike[str] |
         "windows": windows,
         "samples": samples,
     }
+    if sampler_sizes:
+        from . import sampler_scaling
+
+        result["sampler_scaling"] = sampler_scaling.run(sizes=(200, 400) if quick else sampler_sizes,
+                                                        asks=3 if quick else 10)
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         result["plot"] = str(plot(result, Path(out) / "driver_scale.png"))
@@ -268,7 +274,7 @@ def _search(work: Path, proposals: int, every: int, max_seconds: float | None) -
     from ray import tune
 
     from .._runtime import quiet_ray_env, ray_session
-    from ..search.searcher import register_sink, unregister_sink
+    from ..search.channels import register_sink, unregister_sink
     from ..search.space import load_space
     from ..search.study import open_study
 
@@ -311,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--proposals", type=int, default=10_000, help="proposals in all (default 10,000)")
     p.add_argument("--every", type=int, default=250, help="record every K proposals (default 250)")
     p.add_argument("--out", default=None, help="folder for driver_scale.png (default: no plot)")
-    p.add_argument("--max-seconds", type=float, default=600.0, help="stop after this wall time (default 600; 0: none)")
+    p.add_argument("--max-seconds", type=float, default=1500.0, help="stop after this wall time (default 1500; 0: none)")
     p.add_argument("--quick", action="store_true", help="300 proposals, windows of 50")
     a = p.parse_args(argv)
     json.dump(run(proposals=a.proposals, every=a.every, out=a.out, quick=a.quick, max_seconds=a.max_seconds or None),
