@@ -20,12 +20,13 @@ loaded from SQLite (the trials of a resumed run, the enqueued references): trial
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import warnings
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from .spec import SearchSpec
 from .study import make_sampler, make_storage, open_study
@@ -91,79 +92,78 @@ class StudyMirror:
         self._update(number, t)
 
     def _insert(self, t: FrozenTrial) -> None:
-        """Insert a whole trial in one transaction, a few multi-row INSERTs (Optuna's own
+        """Insert a whole trial in one transaction of a few multi-row INSERTs (Optuna's own
         ``create_new_trial(template_trial=...)`` makes ~80 single-row statements of it, as many as before).
 
         Through Optuna's ORM models of its schema (``optuna.storages._rdb.models``: not public API, the schema
         itself is versioned by Optuna with alembic; tests/test_mirror.py reads every field back through Optuna)."""
+        import sqlalchemy as sa
         import sqlalchemy.orm
         from optuna.storages._rdb import models
 
+        trials = models.TrialModel.__table__
         with sqlalchemy.orm.Session(self._rdb.engine) as session, session.begin():
-            row = models.TrialModel(study_id=self._disk_study_id, number=t.number, state=t.state,
-                                    datetime_start=t.datetime_start, datetime_complete=t.datetime_complete)
-            session.add(row)
-            session.flush()
-            if row.count_past_trials(session) != t.number:  # the run lock keeps a second driver out
+            tid = session.execute(sa.insert(trials).values(
+                study_id=self._disk_study_id, number=t.number, state=t.state.name,
+                datetime_start=_utc(t.datetime_start), datetime_complete=_utc(t.datetime_complete),
+            )).inserted_primary_key[0]
+            before = session.scalar(sa.select(sa.func.count()).select_from(trials).where(
+                trials.c.study_id == self._disk_study_id, trials.c.trial_id < tid))
+            if before != t.number:  # the run lock keeps a second driver out
                 raise RuntimeError(f"trial {t.number} would not be trial {t.number} in {self._rdb.url}: another "
                                    "process added trials to the study")
-            tid = row.trial_id
-            rows: list[Any] = self._value_rows(tid, t) + self._param_rows(tid, t)
-            rows += [models.TrialUserAttributeModel(trial_id=tid, key=k, value_json=json.dumps(v))
-                     for k, v in t.user_attrs.items()]
-            rows += [models.TrialSystemAttributeModel(trial_id=tid, key=k, value_json=json.dumps(v))
-                     for k, v in t.system_attrs.items()]
-            for step, value in t.intermediate_values.items():
-                stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
-                rows.append(models.TrialIntermediateValueModel(trial_id=tid, step=step, intermediate_value=stored,
-                                                               intermediate_value_type=kind))
-            session.add_all(rows)
+            for model, rows in self._child_rows(tid, t):
+                if rows:
+                    session.execute(sa.insert(model.__table__), rows)
         self._disk_ids[t.number] = tid  # committed
 
+    @staticmethod
+    def _child_rows(tid: int, t: FrozenTrial) -> list[tuple[Any, list[dict[str, Any]]]]:
+        """A trial's rows in Optuna's tables other than ``trials``, as column dicts, per model."""
+        from optuna.distributions import distribution_to_json
+        from optuna.storages._rdb import models
+
+        values, intermediate = [], []
+        for objective, value in enumerate(t.values or []):
+            stored, kind = models.TrialValueModel.value_to_stored_repr(value)
+            values.append({"trial_id": tid, "objective": objective, "value": stored, "value_type": kind.name})
+        for step, value in t.intermediate_values.items():
+            stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+            intermediate.append({"trial_id": tid, "step": step, "intermediate_value": stored,
+                                 "intermediate_value_type": kind.name})
+        params = [{"trial_id": tid, "param_name": name, "param_value": t.distributions[name].to_internal_repr(value),
+                   "distribution_json": distribution_to_json(t.distributions[name])}
+                  for name, value in t.params.items()]
+        return [(models.TrialValueModel, values), (models.TrialIntermediateValueModel, intermediate),
+                (models.TrialParamModel, params),
+                (models.TrialUserAttributeModel, [{"trial_id": tid, "key": k, "value_json": json.dumps(v)}
+                                                  for k, v in t.user_attrs.items()]),
+                (models.TrialSystemAttributeModel, [{"trial_id": tid, "key": k, "value_json": json.dumps(v)}
+                                                    for k, v in t.system_attrs.items()])]
+
     def _update(self, number: int, t: FrozenTrial) -> None:
-        """Bring a trial SQLite already holds up to its memory copy, in one transaction: its state (and start or
-        end), the parameters it lacks, every attribute (rewritten) and, once finished, its values."""
+        """Bring a trial SQLite already holds up to its memory copy (the truth) in one transaction: its state, start
+        and end, and its other rows (values, epochs' scores, parameters, attributes) rewritten."""
         import sqlalchemy as sa
         import sqlalchemy.orm
         from optuna.storages._rdb import models
 
         tid = self.disk_id(number)
+        trials = models.TrialModel.__table__
         with sqlalchemy.orm.Session(self._rdb.engine) as session, session.begin():
-            row = session.get(models.TrialModel, tid)
-            if row is None or row.state.is_finished():
+            state = session.scalar(sa.select(trials.c.state).where(trials.c.trial_id == tid))
+            if state is None or TrialState[str(getattr(state, "name", state))].is_finished():
                 return
-            row.state = t.state
-            row.datetime_start = t.datetime_start
-            row.datetime_complete = t.datetime_complete
-            have = set(session.scalars(sa.select(models.TrialParamModel.param_name)
-                                       .where(models.TrialParamModel.trial_id == tid)))
-            rows = self._param_rows(tid, t, skip=have)
-            for model, attrs in ((models.TrialUserAttributeModel, t.user_attrs),
-                                 (models.TrialSystemAttributeModel, t.system_attrs)):
-                session.execute(sa.delete(model).where(model.trial_id == tid))
-                rows += [model(trial_id=tid, key=k, value_json=json.dumps(v)) for k, v in attrs.items()]
-            if t.state.is_finished():
-                session.execute(sa.delete(models.TrialValueModel).where(models.TrialValueModel.trial_id == tid))
-                rows += self._value_rows(tid, t)
-            session.add_all(rows)
+            session.execute(sa.update(trials).where(trials.c.trial_id == tid).values(
+                state=t.state.name, datetime_start=_utc(t.datetime_start),
+                datetime_complete=_utc(t.datetime_complete)))
+            for model, rows in self._child_rows(tid, t):
+                table = model.__table__
+                session.execute(sa.delete(table).where(table.c.trial_id == tid))
+                if rows:
+                    session.execute(sa.insert(table), rows)
 
-    @staticmethod
-    def _param_rows(tid: int, t: FrozenTrial, skip: set[str] = frozenset()) -> list[Any]:  # type: ignore[assignment]
-        from optuna.distributions import distribution_to_json
-        from optuna.storages._rdb import models
 
-        return [models.TrialParamModel(trial_id=tid, param_name=name, param_value=t.distributions[name]
-                                       .to_internal_repr(value), distribution_json=distribution_to_json(
-                                           t.distributions[name]))
-                for name, value in t.params.items() if name not in skip]
-
-    @staticmethod
-    def _value_rows(tid: int, t: FrozenTrial) -> list[Any]:
-        from optuna.storages._rdb import models
-
-        rows = []
-        for objective, value in enumerate(t.values or []):
-            stored, kind = models.TrialValueModel.value_to_stored_repr(value)
-            rows.append(models.TrialValueModel(trial_id=tid, objective=objective, value=stored, value_type=kind))
-        return rows
-
+def _utc(moment: Any) -> Any:
+    """A local naive datetime as the naive UTC Optuna's RDB schema stores (its TrialModel setters do the same)."""
+    return None if moment is None else moment.astimezone(_dt.timezone.utc).replace(tzinfo=None)

@@ -31,8 +31,8 @@ from optuna.trial import FrozenTrial, TrialState
 __all__ = ["BoundedTPESampler", "KEEP_BEST", "KEEP_RECENT"]
 
 #: Defaults: the best feasible complete trials and the most recent others TPE sees (see the module docstring).
-KEEP_BEST = 50
-KEEP_RECENT = 250
+KEEP_BEST = 30
+KEEP_RECENT = 150
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
