@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -350,6 +351,29 @@ def student_cost_from_config(
 COUNTERS = ("auto", "analytic", "torchinfo")
 
 
+#: torchinfo's counts by architecture (LRU, 4,096 entries): proposals differ in their float ranges but channels are
+#: rounded to multiples of 8, so a long search confirms the same few hundred networks again and again (~20-100 ms each).
+_CONFIRMED: OrderedDict[tuple, Complexity] = OrderedDict()
+
+
+def _torchinfo_count(config: Any, shape: tuple[int, ...], dtype: str) -> Complexity:
+    """:func:`measure` of the student ``config`` builds (weights do not change the count), cached by architecture:
+    widths, every block's channels, expansion and stride, classes, input channels, exposed block, input, dtype."""
+    key = (config.stage_channels, config.block_specs(), config.n_classes, config.in_channels,
+           config.resolved_embed_block, tuple(shape), dtype)
+    if key in _CONFIRMED:
+        _CONFIRMED.move_to_end(key)
+        return _CONFIRMED[key]
+    from .models.student import build_student
+
+    with torch.device("cpu"):
+        model = build_student(config, init_weights=False)
+    _CONFIRMED[key] = found = measure(model, shape, dtype=dtype)
+    if len(_CONFIRMED) > 4096:
+        _CONFIRMED.popitem(last=False)
+    return found
+
+
 def cost_student(
     config: Any,
     input_shape: Sequence[int] = (1, 1, 256, 65),
@@ -376,11 +400,7 @@ def cost_student(
         analytic = check_budget(student_cost_from_config(config, shape, dtype=budget.param_dtype), budget)
         if counter == "analytic" or not analytic.passed:
             return analytic
-    from .models.student import build_student
-
-    with torch.device("cpu"):
-        model = build_student(config, init_weights=False)  # weights do not change the count
-    confirmed = check_budget(measure(model, shape, dtype=budget.param_dtype), budget)
+    confirmed = check_budget(_torchinfo_count(config, shape, budget.param_dtype), budget)
     if analytic is not None:
         a, c = analytic.complexity, confirmed.complexity
         if (a.params, a.macs, a.deployed_param_bytes) != (c.params, c.macs, c.deployed_param_bytes):

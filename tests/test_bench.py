@@ -123,14 +123,18 @@ def test_training_bench_runs_each_variant_in_its_own_process():
 def test_driver_bench_counts_every_proposal_and_plots(ray_local, tmp_path):
     from asc_search.bench import driver as D
 
-    out = D.run(proposals=24, every=8, out=tmp_path / "plot", work_dir=tmp_path / "work", max_seconds=None)
-    assert out["proposals"] == out["study_trials"] == 24 and not out["stopped_by_time_cap"]
-    assert out["trained"] + out["rejected"] == 24 and out["trained"] > 0 and out["trial_errors"] == 0
-    assert [s["proposals"] for s in out["samples"]] == [0, 8, 16, 24]
+    # 20 random startup proposals (~2 % of them fit the budget), then TPE finds the feasible edge
+    out = D.run(proposals=64, every=16, out=tmp_path / "plot", work_dir=tmp_path / "work", max_seconds=None,
+                sampler_sizes=(40, 80))
+    assert out["proposals"] == out["study_trials"] == 64 and not out["stopped_by_time_cap"]
+    assert out["trained"] + out["rejected"] == 64 and out["trained"] > 0 and out["trial_errors"] == 0
+    assert [s["proposals"] for s in out["samples"]] == [0, 16, 32, 48, 64]
+    scaling = out["sampler_scaling"]["sizes"]
+    assert [r["trials"] for r in scaling] == [40, 80] and all(r["bounded_tpe_ms_median"] > 0 for r in scaling)
     assert all(w["proposals_per_s"] > 0 and 0 < w["searcher_ms_per_proposal"] <= w["ms_per_proposal"]
                for w in out["windows"])
     assert out["rss_mb_max"] > 0 and (tmp_path / "plot" / "driver_scale.png").read_bytes()[:4] == b"\x89PNG"
-    capped = D.run(proposals=1000, every=5, work_dir=tmp_path / "capped", max_seconds=0.0)
+    capped = D.run(proposals=1000, every=5, work_dir=tmp_path / "capped", max_seconds=0.0, sampler_sizes=())
     assert capped["stopped_by_time_cap"] and capped["proposals"] < 1000
 
 

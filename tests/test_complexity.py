@@ -337,6 +337,9 @@ def test_over_budget_student_is_rejected_without_building_a_model(monkeypatch):
 
 
 def test_feasible_student_is_confirmed_by_torchinfo(monkeypatch):
+    from collections import OrderedDict
+
+    monkeypatch.setattr(complexity_module, "_CONFIRMED", OrderedDict())  # nothing confirmed yet
     built = []
     real_build = student_module.build_student
     monkeypatch.setattr(student_module, "build_student", lambda *a, **k: built.append(1) or real_build(*a, **k))
@@ -349,6 +352,13 @@ def test_feasible_student_is_confirmed_by_torchinfo(monkeypatch):
     assert built == [1]
     forced = cost_student(StudentConfig(base_channels=64, expansion_rate=3.0), (1, 1, 40, 51), counter="torchinfo")
     assert forced.counter == "torchinfo" and built == [1, 1]
+    # the same network again (other floats, the same widths after rounding to 8): torchinfo's count is reused
+    again = cost_student(StudentConfig(base_channels=64, expansion_rate=3.01), (1, 1, 40, 51), counter="torchinfo")
+    assert again.complexity == forced.complexity and built == [1, 1]
+    wider = cost_student(StudentConfig(base_channels=64, expansion_rate=3.2), (1, 1, 40, 51), counter="torchinfo")
+    assert wider.complexity.params > forced.complexity.params and built == [1, 1, 1]
+    other_input = cost_student(StudentConfig(base_channels=64, expansion_rate=3.0), (1, 1, 40, 60), counter="torchinfo")
+    assert other_input.complexity.macs > forced.complexity.macs and built == [1, 1, 1, 1]
     with pytest.raises(ConfigError, match="valid counters: auto, analytic, torchinfo"):
         cost_student(DCASE2024_BASELINE, counter="fast")
 

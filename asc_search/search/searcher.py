@@ -46,10 +46,11 @@ from ray.tune.search import Searcher
 from .._progress import emit
 from ..errors import AscSearchError, BudgetError, ConfigError
 from .channels import sink_for
+from .mirror import StudyMirror
 from .references import REFERENCE, SEARCH, reference_proposal
 from .runfolder import Status, trial_dirname
 from .spec import Cost, Proposal, SearchSpec
-from .study import open_study, set_constraints, set_trial_config, trial_config
+from .study import set_constraints, set_trial_config, trial_config
 
 __all__ = ["BudgetedSearcher"]
 
@@ -88,30 +89,25 @@ class BudgetedSearcher(Searcher):
         self._consecutive_rejections = 0
         self.exhausted: str | None = None  # why the searcher gave up (too many rejections in a row, broken space)
         self.exhausted_error: type[AscSearchError] = BudgetError
-        self._study: optuna.Study | None = None
-        self._study_id: int | None = None
+        self._mirror: StudyMirror | None = None
 
     # ------------------------------------------------------------------ plumbing
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_study"] = None
-        state["_study_id"] = None
+        state["_mirror"] = None
         return state
 
     @property
-    def study(self) -> optuna.Study:
-        if self._study is None:
-            self._study = open_study(self.spec, self.storage_url, self.study_name)
-            self._study_id = self._study._storage.get_study_id_from_name(self.study_name)
-        return self._study
+    def mirror(self) -> StudyMirror:
+        """The run's study in SQLite and the in-memory copy the searcher works on (:mod:`.mirror`)."""
+        if self._mirror is None:
+            self._mirror = StudyMirror(self.spec, self.storage_url, self.study_name)
+        return self._mirror
 
     @property
-    def _storage(self) -> optuna.storages.BaseStorage:
-        return self.study._storage
-
-    def _tid(self, number: int) -> int:
-        self.study  # noqa: B018 - connects
-        return self._storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+    def study(self) -> optuna.Study:
+        """The in-memory study the searcher asks and tells (every decided trial is also in SQLite)."""
+        return self.mirror.memory
 
     def _emit(self, event: str, **info: Any) -> None:
         emit(sink_for(self.channel), event, **info)
@@ -143,8 +139,9 @@ class BudgetedSearcher(Searcher):
     def _reissue_one(self, ray_trial_id: str) -> dict:
         """Hand out again a feasible proposal Tune never heard of (found by :meth:`_reconcile`)."""
         number = self._reissue.pop(0)
-        frozen = self._storage.get_trial(self._tid(number))
-        self._storage.set_trial_user_attr(self._tid(number), "ray_trial_id", ray_trial_id)
+        frozen = self.mirror.trial(number)
+        self.mirror.set_user_attr(number, "ray_trial_id", ray_trial_id)
+        self.mirror.sync(number)
         self._live[ray_trial_id] = self._handed[ray_trial_id] = number
         kind = frozen.user_attrs.get("kind", SEARCH)
         self._emit("started", trial_id=number, ray_trial_id=ray_trial_id, reissued=True, kind=kind,
@@ -180,6 +177,7 @@ class BudgetedSearcher(Searcher):
             trial.set_user_attr("status", Status.FAILED.value)
             trial.set_user_attr("error", f"proposal could not be built: {exc}"[:500])
             self.study.tell(trial, state=TrialState.FAIL)
+            self.mirror.sync(trial.number)
             self._stop(f"{self.spec.source}: proposal {trial.number} could not be built: {exc}", ConfigError)
             self._emit("error", trial_id=trial.number, message=self.exhausted)
             return None
@@ -196,6 +194,7 @@ class BudgetedSearcher(Searcher):
         """Tell an over-budget proposal (infeasible); True when the consecutive-rejection cap is reached."""
         trial.set_user_attr("status", Status.REJECTED.value)
         self.study.tell(trial, values=self._placeholder_values(cost), state=TrialState.COMPLETE)
+        self.mirror.sync(trial.number)  # one SQLite transaction
         reference = trial.user_attrs.get("reference") if trial.user_attrs.get("kind") == REFERENCE else None
         if reference is None:  # a reference over budget is reported by the driver, never counted here
             self._consecutive_rejections += 1
@@ -223,6 +222,7 @@ class BudgetedSearcher(Searcher):
         trial.set_user_attr("status", Status.RUNNING.value)
         trial.set_user_attr("ray_trial_id", ray_trial_id)
         trial.set_user_attr("started_at", time.time())
+        self.mirror.sync(trial.number)  # in SQLite (RUNNING, with its config) before Tune hears of it
         self._live[ray_trial_id] = self._handed[ray_trial_id] = trial.number
         kind = trial.user_attrs.get("kind", SEARCH)
         self._emit("started", trial_id=trial.number, ray_trial_id=ray_trial_id, params=cost.params, macs=cost.macs,
@@ -237,8 +237,8 @@ class BudgetedSearcher(Searcher):
     def _stop(self, reason: str, error: type[AscSearchError]) -> None:
         """Stop proposing; keep why in the study itself (the driver reads it after Tune returns)."""
         self.exhausted, self.exhausted_error = reason, error
-        self.study.set_user_attr("stop_reason", reason)
-        self.study.set_user_attr("stop_error", error.__name__)
+        self.mirror.set_study_user_attr("stop_reason", reason)
+        self.mirror.set_study_user_attr("stop_error", error.__name__)
 
     def _trial_config(self, number: int, config: dict, figures: dict, kind: str = SEARCH) -> dict:
         """The config Tune carries to the trainable (see :mod:`asc_search.search.trainable`)."""
@@ -261,7 +261,7 @@ class BudgetedSearcher(Searcher):
             # Intermediate values for the Optuna record (dashboard curves, PRUNED trial scores). Written through
             # the storage so that a resumed trial may report an epoch again.
             try:
-                self._storage.set_trial_intermediate_value(self._tid(number), int(epoch), acc)
+                self.mirror.set_intermediate_value(number, int(epoch), acc)
             except Exception:  # noqa: BLE001 - e.g. the trial was told meanwhile
                 pass
         self._emit("result", trial_id=number, epoch=epoch, epochs_planned=result.get("epochs_planned"),
@@ -271,8 +271,7 @@ class BudgetedSearcher(Searcher):
         number = self._live.pop(trial_id, None)
         if number is None:
             return
-        tid = self._tid(number)
-        frozen = self._storage.get_trial(tid)
+        frozen = self.mirror.trial(number)
         if frozen.state.is_finished():  # told before the driver stopped (a resumed copy finishing again)
             return
         result = result or {}
@@ -285,10 +284,11 @@ class BudgetedSearcher(Searcher):
                       for obj in self.spec.search.objectives]
         for key, value in attrs.items():
             if value is not None:
-                self._storage.set_trial_user_attr(tid, key, value.value if isinstance(value, Status) else value)
+                self.mirror.set_user_attr(number, key, value.value if isinstance(value, Status) else value)
         state = {Status.COMPLETED: TrialState.COMPLETE, Status.EARLY_STOPPED: TrialState.PRUNED}.get(status,
                                                                                                    TrialState.FAIL)
         self.study.tell(number, values=values, state=state)
+        self.mirror.sync(number)
         self._emit(status.value, trial_id=number, val_macro_accuracy=attrs["val_macro_accuracy"],
                    val_macro_accuracy_deployed=attrs["val_macro_accuracy_deployed"], epochs=attrs["epochs"],
                    params=frozen.user_attrs.get("params"), macs=frozen.user_attrs.get("macs"), error=attrs.get("error"),
@@ -371,6 +371,7 @@ class BudgetedSearcher(Searcher):
             if frozen.user_attrs.get("status") == Status.RUNNING and trial_config(frozen) is not None:
                 self._reissue.append(frozen.number)  # feasible, asked after Tune's last checkpoint
             else:  # interrupted between ask and tell: never judged, never shown
-                self._storage.set_trial_user_attr(self._tid(frozen.number), "status", Status.DISCARDED.value)
+                self.mirror.set_user_attr(frozen.number, "status", Status.DISCARDED.value)
                 self.study.tell(frozen.number, state=TrialState.FAIL)
+                self.mirror.sync(frozen.number)
         self._reissue.sort()

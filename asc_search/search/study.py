@@ -8,6 +8,7 @@ from typing import Any
 
 import optuna
 
+from .sampler import BoundedTPESampler
 from .spec import SearchSpec
 
 __all__ = ["CONFIG_KEY", "DASHBOARD_CONSTRAINTS_KEY", "make_sampler", "make_storage", "open_study", "load_study",
@@ -33,7 +34,8 @@ def make_sampler(spec: SearchSpec) -> optuna.samplers.BaseSampler:
             return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=s.population_size)
         # multivariate + group handle the conditional (define-by-run) space; constant_liar keeps concurrent
         # workers from being handed the same region while their trials run.
-        return optuna.samplers.TPESampler(
+        # BoundedTPESampler: Optuna's TPE reading a bounded view of the study, so that an ask does not grow with it
+        return BoundedTPESampler(
             seed=s.seed,
             n_startup_trials=s.n_startup_trials,
             multivariate=True,
@@ -45,8 +47,8 @@ def make_sampler(spec: SearchSpec) -> optuna.samplers.BaseSampler:
 def make_storage(storage_url: str) -> optuna.storages.RDBStorage:
     """An RDBStorage; for SQLite with write-ahead logging and ``synchronous=NORMAL``.
 
-    A proposal costs ~25 small commits (one per suggested value and attribute); with SQLite's default rollback
-    journal each one waits for an fsync (~10 ms here), which made a rejected proposal cost more than its costing.
+    The searcher writes a decided proposal in one transaction (:mod:`.mirror`), a trained one's ending in a few;
+    with SQLite's default rollback journal each commit waits for an fsync (~10 ms here).
     WAL + NORMAL is still safe when the process is killed (only an OS crash may lose the last commits), and readers
     (optuna-dashboard) never block the writer.
     """
@@ -65,12 +67,14 @@ def make_storage(storage_url: str) -> optuna.storages.RDBStorage:
     return storage
 
 
-def open_study(spec: SearchSpec, storage_url: str, study_name: str, create: bool = True) -> optuna.Study:
-    """Create (or load) the run's study in ``storage_url`` with the spec's directions and sampler; its objectives
-    carry their names (``val_macro_accuracy``, ``macs``, ``param_bytes``: what optuna-dashboard shows)."""
+def open_study(spec: SearchSpec, storage_url: str, study_name: str, create: bool = True,
+               storage: optuna.storages.RDBStorage | None = None) -> optuna.Study:
+    """Create (or load) the run's study in ``storage_url`` (or in ``storage``, made by :func:`make_storage`) with the
+    spec's directions and sampler; its objectives carry their names (``val_macro_accuracy``, ``macs``,
+    ``param_bytes``: what optuna-dashboard shows)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        storage=make_storage(storage_url),
+        storage=storage if storage is not None else make_storage(storage_url),
         study_name=study_name,
         directions=spec.search.directions,
         sampler=make_sampler(spec),
