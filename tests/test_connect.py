@@ -56,6 +56,9 @@ def test_a_refused_join_is_tried_again_in_token_mode_when_a_token_is_at_hand(tmp
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
     monkeypatch.setattr(_runtime, "check_reachable", lambda target: None)
+    # token mode through monkeypatch: the real switch also refreshes Ray's process-wide configuration, which would
+    # stay in token mode for the Ray clusters later tests start
+    monkeypatch.setattr(_runtime, "_enable_token_auth", lambda: monkeypatch.setenv("RAY_AUTH_MODE", "token"))
     with pytest.raises(ConfigError) as err:
         connect_ray("10.0.0.5:6379")
     # plain first (a cluster without authentication breaks later for a driver in token mode), then with the token
