@@ -140,14 +140,7 @@ def test_embed_refuses_a_teacher_of_another_profile(teacher_dir, tmp_path, quick
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_embed_on_a_multinode_ray_cluster_equals_the_local_run(ray_multinode, teacher_dir, teacher_cache, quick_cache, tmp_path,
-                                                               monkeypatch):
-    # a Ray token at hand (e.g. from another cluster) must not switch token mode on for this cluster without one:
-    # its workers would be refused when they fetch the driver's objects (OwnerDiedError)
-    (tmp_path / "token").write_text("0123456789abcdef" * 4)
-    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "token"))
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+def test_embed_on_a_multinode_ray_cluster_equals_the_local_run(ray_multinode, teacher_dir, teacher_cache, quick_cache, tmp_path):
     out = embed_features(quick_cache, [teacher_dir], tmp_path / "ray", address=ray_multinode, shard_rows=100)
     names_a, emb_a, log_a, meta_a = read_teacher_cache(teacher_cache)
     names_b, emb_b, log_b, meta_b = read_teacher_cache(out)
