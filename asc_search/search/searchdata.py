@@ -43,7 +43,7 @@ def load_search_data(spec: SearchSpec, cache_dir: Path, teacher_cache: Any, name
     costed and the data's caveats. The ``dir_p`` augmentation's impulse responses: the bank a resumed run recorded
     (``dir_record``), else the WAV files of ``dir_folder``, else the built-in generic bank."""
     from ..data.cache import load_features
-    from ..data.impulses import build_ir_bank, ir_bank_from_record
+    from ..data.impulses import ir_bank_from_record
 
     features = load_features(cache_dir)
     fp = features.profile
@@ -67,8 +67,7 @@ def load_search_data(spec: SearchSpec, cache_dir: Path, teacher_cache: Any, name
                              "weights; embed the teacher first, or give teacher_cache", params=("teacher_cache",))
         teacher = load_teacher_targets(features, teacher_dir) if teacher_dir.exists() else None
         teacher_dir = teacher_dir if teacher is not None else None  # only references distil: they are skipped
-    bank = (ir_bank_from_record(dir_record, spec.profile, dir_folder) if dir_record is not None
-            else build_ir_bank(spec.profile, dir_folder))
+    bank = ir_bank_from_record(dir_record, spec.profile, dir_folder)  # no record: dir_folder's, or the generic bank
     payload = prepare_trial_data(features, teacher, spec, bank.log_gains)
     plans = plan_references(spec, len(features.labels), has_teacher=teacher is not None)
     data = SearchData(
