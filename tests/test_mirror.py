@@ -45,6 +45,17 @@ def test_sqlite_holds_every_decided_trial_as_the_searcher_decided_it(tmp_path):
     assert disk[0].user_attrs["kind"] == "reference" and disk[0].state != TrialState.WAITING
 
 
+def test_a_trial_another_process_added_to_the_sqlite_study_stops_the_writes(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    s = BudgetedSearcher(_spec("random"), url, "x", n_classes=10, channel=None)
+    s.suggest("a")
+    n = len(s.study.get_trials(deepcopy=False))
+    optuna.load_study(study_name="x", storage=url).ask()  # a second writer, which the run lock normally keeps out
+    with pytest.raises(RuntimeError, match=f"trial {n} would not be trial {n} in .*another process added trials"):
+        s.suggest("b")
+    assert len(optuna.load_study(study_name="x", storage=url).trials) == n + 1  # nothing of ours half-written
+
+
 def test_a_proposal_costs_one_transaction(tmp_path):
     s = BudgetedSearcher(_spec("random"), f"sqlite:///{tmp_path / 'study.db'}", "t", n_classes=10, channel=None)
     s.study  # noqa: B018 - opens (and creates) the study first
@@ -108,3 +119,62 @@ def test_bounded_tpe_is_optunas_tpe_on_a_small_study():
         assert draws(BoundedTPESampler(**kwargs)) == draws(optuna.samplers.TPESampler(**kwargs))
     with pytest.raises(ValueError, match="keep_best must be >= 25"):
         BoundedTPESampler(keep_best=10)
+
+
+def _draws(sampler, n, seed_scores=0):
+    """``n`` proposals of the driver benchmark's conditional space (4 parameter groups) told as the searcher tells them
+    (constraints; a placeholder score when over budget), one trial kept RUNNING across each next ask (constant liar)."""
+    from asc_search.bench.driver import SPACE, instant_score
+    from asc_search.complexity import cost_student
+    from asc_search.search.study import set_constraints
+
+    spec = parse_space(SPACE, source="driver-bench.yaml")
+    study = optuna.create_study(directions=spec.search.directions, sampler=sampler)
+    pending, out = None, []
+    for _ in range(n):
+        trial = study.ask()
+        proposal = spec.sample(trial, n_classes=10, trial_seed=trial.number)
+        c = cost_student(proposal.student, spec.input_shape, spec.budget, counter="analytic").complexity
+        b = spec.budget
+        cons = {"param_bytes": c.param_bytes / b.max_param_bytes - 1.0, "macs": c.macs / b.max_macs - 1.0}
+        set_constraints(trial, cons)
+        score = instant_score({"proposal": proposal.to_dict(), "cost": {"param_bytes": c.param_bytes, "macs": c.macs}})
+        out.append(dict(trial.params))
+        if pending is not None:
+            study.tell(pending[0], values=[pending[1]])
+        pending = (trial, score if max(cons.values()) <= 0 else 0.0)
+    return out
+
+
+def test_bounded_tpe_draws_what_optunas_tpe_draws_on_a_conditional_space_with_constraints():
+    """Below its bound the sampler is Optuna's TPE, draw for draw, with its once-per-proposal split and its converted
+    parameters (4 parameter groups, infeasible trials, a RUNNING trial at every ask)."""
+    import warnings
+
+    kwargs = dict(seed=5, n_startup_trials=10, multivariate=True, group=True, constant_liar=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ours = _draws(BoundedTPESampler(**kwargs), 60)
+        assert ours == _draws(optuna.samplers.TPESampler(**kwargs), 60)
+    assert len({tuple(sorted(p.items())) for p in ours}) == 60
+
+
+def test_bounded_tpe_caches_change_no_draw_past_the_bound():
+    """Past the bound (and past the size at which the converted parameters are dropped and made again), the caches
+    draw exactly what Optuna's own split and conversion draw on the same bounded view."""
+    import warnings
+
+    class Uncached(BoundedTPESampler):
+        _sample = optuna.samplers.TPESampler._sample
+        _get_internal_repr = optuna.samplers.TPESampler._get_internal_repr
+
+    kwargs = dict(keep_best=25, keep_recent=5, seed=2, n_startup_trials=10, multivariate=True, group=True,
+                  constant_liar=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = BoundedTPESampler(**kwargs)
+        ours = _draws(sampler, 230)
+        assert ours == _draws(Uncached(**kwargs), 230)
+    # every finished trial passed through the bounded view, so the converted rows were dropped at least once
+    bound = 4 * (25 + 5) + 64
+    assert sampler._n_finished > bound + 10 and max(len(rows) for rows in sampler._reprs.values()) <= bound

@@ -102,14 +102,16 @@ class StudyMirror:
         from optuna.storages._rdb import models
 
         trials = models.TrialModel.__table__
+        previous = self.disk_id(t.number - 1) if t.number else None
         with sqlalchemy.orm.Session(self._rdb.engine) as session, session.begin():
             tid = session.execute(sa.insert(trials).values(
                 study_id=self._disk_study_id, number=t.number, state=t.state.name,
                 datetime_start=_utc(t.datetime_start), datetime_complete=_utc(t.datetime_complete),
             )).inserted_primary_key[0]
-            before = session.scalar(sa.select(sa.func.count()).select_from(trials).where(
+            # the row just before it in the study must be the previous trial's (one index step, not a count)
+            before = session.scalar(sa.select(sa.func.max(trials.c.trial_id)).where(
                 trials.c.study_id == self._disk_study_id, trials.c.trial_id < tid))
-            if before != t.number:  # the run lock keeps a second driver out
+            if before != previous:  # the run lock keeps a second driver out
                 raise RuntimeError(f"trial {t.number} would not be trial {t.number} in {self._rdb.url}: another "
                                    "process added trials to the study")
             for model, rows in self._child_rows(tid, t):
