@@ -166,3 +166,10 @@ def test_tune_bench_accounts_for_imports_checkpoints_and_overhead(ray_local, tmp
     assert out["checkpoints"] == 2 * out["epochs_per_trial"]  # one checkpoint per epoch and trial
     assert 0 < out["checkpoint_write_s"] < out["trials_inside_s"]
     assert 1 <= out["workers"] <= 2 and out["tune_over_sequential"] == pytest.approx(1 / out["speedup"])
+    # the slots' time line: each worker's first trial after fit() began, the other trials after one ended on it
+    assert len(out["until_first_trial_s"]) == out["workers"] and len(out["between_trials_s"]) == 2 - out["workers"]
+    assert all(0 < s < out["tune_2_at_a_time_s"] for s in out["until_first_trial_s"])
+    assert 0 <= out["after_last_trial_s"] < out["tune_2_at_a_time_s"]
+    # the machine's own ceiling: the same 2 trials in 2 plain processes
+    assert 0 < out["two_processes_s"] and out["two_processes_trials_inside_s"] <= 2 * out["two_processes_s"]
+    assert out["two_processes_over_sequential"] == pytest.approx(out["two_processes_s"] / out["sequential_one_process_s"])

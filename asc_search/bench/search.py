@@ -11,7 +11,11 @@
   trial (:func:`asc_search.search.trainable.fit_proposal` of a feasible proposal, the space's epochs, 1 thread as in a trial).
 * ``tune``: wall time of ``trials`` feasible quick proposals run through Ray Tune, 2 at a time (1 CPU each, FIFO,
   per-epoch checkpoints as in a search), against the same proposals one after the other in this process (same
-  settings: 1 torch thread each). ``ray_init_s`` (starting a local Ray) is reported apart from the Tune wall time.
+  settings: 1 torch thread each), and against the same 2 at a time in 2 plain started processes without Ray (the
+  machine's own ceiling for 2 trials at a time). ``ray_init_s`` (starting a local Ray) is reported apart from the
+  Tune wall time; where the slots' time went (worker start, between trials, after the last one) beside it. Tune
+  starts one worker per slot once (reused actors: ~4.5 s here, half of it Tune's own start with a trivial trainable,
+  the rest imports), so the more trials per slot, the less it weighs: 8 trials (4 per slot) by default.
 * ``teacher``: one student epoch with cached teacher targets (KD + embedding matching read from memory) against the
   same epoch plus the teacher forward pass over every training batch (what distilling online would add; the extra
   work is exactly that forward, measured over the epoch's batches with the teacher in eval mode, no grad), for the
@@ -120,6 +124,7 @@ def _tune_trial(config: dict[str, Any], data: dict[str, Any], configs: list[dict
     """One trial as the search runs it, plus its time and its checkpoint writes (to ``timings``/<index>.json)."""
     from ..search import trainable
 
+    started = time.time()
     t1 = time.perf_counter()
     write = trainable.write_checkpoint
     spent = {"checkpoint_s": 0.0, "epochs": 0}
@@ -135,8 +140,46 @@ def _tune_trial(config: dict[str, Any], data: dict[str, Any], configs: list[dict
         trainable.train_trial(configs[config["index"]], data)
     finally:
         trainable.write_checkpoint = write
-    out = {"pid": os.getpid(), "trial_s": time.perf_counter() - t1, **spent}
+    out = {"pid": os.getpid(), "trial_s": time.perf_counter() - t1, "started": started, "ended": time.time(), **spent}
     Path(timings, f"{config['index']}.json").write_text(json.dumps(out), encoding="utf-8")
+
+
+_POOL_DATA: dict[str, Any] = {}
+
+
+def _pool_init(data: dict[str, Any]) -> None:
+    """A plain worker process of :func:`two_processes`: the trial data, and the imports a trial needs."""
+    from ..search import trainable  # noqa: F401 - imported before the clock starts, as a Tune worker's are not
+
+    _POOL_DATA.update(data)
+
+
+def _pool_ready(wait_s: float) -> int:
+    time.sleep(wait_s)
+    return os.getpid()
+
+
+def _pool_fit(config: dict[str, Any]) -> float:
+    from ..search.trainable import fit_proposal
+
+    t0 = time.perf_counter()
+    fit_proposal(config, _POOL_DATA)
+    return time.perf_counter() - t0
+
+
+def two_processes(configs: list[dict], data: dict[str, Any]) -> dict[str, Any]:
+    """The same trials 2 at a time in 2 plain worker processes (no Ray): what 2 trials at a time can gain on this
+    machine at all. The workers are started and have imported the trial code before the clock starts."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")  # torch's thread pools do not survive a fork
+    with ProcessPoolExecutor(max_workers=2, mp_context=ctx, initializer=_pool_init, initargs=(data,)) as pool:
+        pids = set(pool.map(_pool_ready, [1.0, 1.0]))  # both workers up (each sleeps while the other starts)
+        t0 = time.perf_counter()
+        inside = list(pool.map(_pool_fit, configs))
+        wall = time.perf_counter() - t0
+    return {"wall_s": wall, "trials_inside_s": sum(inside), "workers": len(pids)}
 
 
 def _planned_epochs(config: dict[str, Any], data: dict[str, Any]) -> int:
@@ -146,7 +189,7 @@ def _planned_epochs(config: dict[str, Any], data: dict[str, Any]) -> int:
     return Proposal.from_dict(config["proposal"]).train.planned_epochs(len(data["train_y"]))
 
 
-def bench_tune(data: dict[str, Any], workdir: Path, n_trials: int = 4) -> dict[str, Any]:
+def bench_tune(data: dict[str, Any], workdir: Path, n_trials: int = 8) -> dict[str, Any]:
     """``n_trials`` feasible quick proposals through Tune (2 at a time) vs one after the other in-process."""
     from ray import tune
 
@@ -164,6 +207,8 @@ def bench_tune(data: dict[str, Any], workdir: Path, n_trials: int = 4) -> dict[s
         fit_proposal(cfg, data)
     sequential_s = time.perf_counter() - t0
 
+    pool = two_processes(configs, data)
+
     quiet_ray_env()  # also: no experiment banner on stdout (it carries the JSON)
     t0 = time.perf_counter()
     with ray_session("local", num_cpus=2):
@@ -179,12 +224,17 @@ def bench_tune(data: dict[str, Any], workdir: Path, n_trials: int = 4) -> dict[s
             run_config=tune.RunConfig(name="bench", storage_path=str(workdir / "ray"), verbose=0,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
-        t0 = time.perf_counter()
+        t0, fit_started = time.perf_counter(), time.time()
         grid = tuner.fit()
         tune_s = time.perf_counter() - t0
         errors = len(grid.errors)
     per_trial = [json.loads(f.read_text(encoding="utf-8")) for f in sorted(timings.glob("*.json"))]
     inside = sum(t["trial_s"] for t in per_trial)
+    by_worker: dict[int, list[dict]] = {}
+    for t in sorted(per_trial, key=lambda t: t["started"]):
+        by_worker.setdefault(t["pid"], []).append(t)
+    first_starts = [ts[0]["started"] - fit_started for ts in by_worker.values()]
+    between = [b["started"] - a["ended"] for ts in by_worker.values() for a, b in zip(ts, ts[1:])]
     return {
         "trials": n_trials,
         "epochs_per_trial": _planned_epochs(configs[0], data),
@@ -201,6 +251,17 @@ def bench_tune(data: dict[str, Any], workdir: Path, n_trials: int = 4) -> dict[s
         "checkpoint_write_s": sum(t["checkpoint_s"] for t in per_trial),
         "checkpoints": sum(t["epochs"] for t in per_trial),
         "tune_overhead_slot_s": max(0.0, 2 * tune_s - inside),
+        # the slots' time, by when it went: from Tuner.fit() to each worker's first trial (worker start, imports,
+        # the trial data), between two trials of one worker (actor reuse), after the last trial ended until fit()
+        # returned (results, experiment state, shutdown of the workers)
+        "until_first_trial_s": first_starts,
+        "between_trials_s": between,
+        "after_last_trial_s": fit_started + tune_s - max((t["ended"] for t in per_trial), default=fit_started),
+        # the machine's own ceiling: the same trials 2 at a time in 2 started plain processes, without Ray
+        "two_processes_s": pool["wall_s"],
+        "two_processes_over_sequential": pool["wall_s"] / sequential_s,
+        "two_processes_trials_inside_s": pool["trials_inside_s"],
+        "tune_over_two_processes": tune_s / pool["wall_s"],
     }
 
 
@@ -252,7 +313,7 @@ def bench_teacher_cache(profile: str, n_train: int, batch_size: int = 64, thread
     }
 
 
-def run(clips: int = 1280, trials: int = 4, tune: bool = True, dcase: bool = True, dcase_clips: int = 256) -> dict[str, Any]:
+def run(clips: int = 1280, trials: int = 8, tune: bool = True, dcase: bool = True, dcase_clips: int = 256) -> dict[str, Any]:
     """All Phase II figures; see the module docstring. ``clips``: quick training clips (the demo has ~1,300)."""
     from .. import __version__
 
@@ -280,7 +341,7 @@ def run(clips: int = 1280, trials: int = 4, tune: bool = True, dcase: bool = Tru
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m asc_search.bench.search", description=__doc__.splitlines()[0])
     p.add_argument("--clips", type=int, default=1280, help="quick training clips (default 1280, the demo's)")
-    p.add_argument("--trials", type=int, default=4, help="quick trials for the Tune comparison (default 4)")
+    p.add_argument("--trials", type=int, default=8, help="quick trials for the Tune comparison (default 8: 4 per slot)")
     p.add_argument("--no-tune", action="store_true", help="skip the Tune vs sequential comparison")
     p.add_argument("--no-dcase", action="store_true", help="skip the dcase-profile teacher comparison")
     a = p.parse_args(argv)
