@@ -121,28 +121,22 @@ def test_bounded_tpe_is_optunas_tpe_on_a_small_study():
         BoundedTPESampler(keep_best=10)
 
 
-def _draws(sampler, n, seed_scores=0):
+def _draws(sampler, n):
     """``n`` proposals of the driver benchmark's conditional space (4 parameter groups) told as the searcher tells them
     (constraints; a placeholder score when over budget), one trial kept RUNNING across each next ask (constant liar)."""
-    from asc_search.bench.driver import SPACE, instant_score
-    from asc_search.complexity import cost_student
-    from asc_search.search.study import set_constraints
+    from asc_search.bench.driver import SPACE
+    from asc_search.bench.sampler_scaling import told_value
 
     spec = parse_space(SPACE, source="driver-bench.yaml")
     study = optuna.create_study(directions=spec.search.directions, sampler=sampler)
     pending, out = None, []
     for _ in range(n):
         trial = study.ask()
-        proposal = spec.sample(trial, n_classes=10, trial_seed=trial.number)
-        c = cost_student(proposal.student, spec.input_shape, spec.budget, counter="analytic").complexity
-        b = spec.budget
-        cons = {"param_bytes": c.param_bytes / b.max_param_bytes - 1.0, "macs": c.macs / b.max_macs - 1.0}
-        set_constraints(trial, cons)
-        score = instant_score({"proposal": proposal.to_dict(), "cost": {"param_bytes": c.param_bytes, "macs": c.macs}})
+        value = told_value(spec, trial)
         out.append(dict(trial.params))
         if pending is not None:
-            study.tell(pending[0], values=[pending[1]])
-        pending = (trial, score if max(cons.values()) <= 0 else 0.0)
+            study.tell(*pending)
+        pending = (trial, [value])
     return out
 
 

@@ -3,8 +3,8 @@
 
 ``run()`` returns a dict (no printing); the driver benchmark (:mod:`asc_search.bench.driver`) reports it as
 ``sampler_scaling``. The studies hold synthetic proposals of the driver benchmark's space (drawn at random, costed
-by the analytic counter, told as the search tells them: rejected ones with their constraints and a placeholder
-score, feasible ones with the instant trials' score); both samplers (same settings: multivariate, group,
+as the searcher costs them, told as it tells them: rejected ones with their constraints and a placeholder score,
+feasible ones with the instant trials' score); both samplers (same settings: multivariate, group,
 constant_liar, ``n_startup_trials``, seed) then make ``asks`` proposals on a copy of each study, timed from ask to
 the last suggested value. In memory: no storage cost, only the sampler's.
 """
@@ -15,28 +15,32 @@ import statistics
 import time
 from typing import Any
 
-__all__ = ["run"]
+__all__ = ["run", "told_value"]
+
+
+def told_value(spec: Any, trial: Any) -> float:
+    """Sample ``trial`` from ``spec``, cost the proposal and set its constraints as the searcher does
+    (:meth:`~asc_search.search.spec.SearchSpec.cost`); the value to tell: the instant trials' score when it fits the
+    budget, the searcher's placeholder 0.0 when it does not."""
+    from ..search.study import set_constraints
+    from .driver import instant_score
+
+    proposal = spec.sample(trial, n_classes=10, trial_seed=trial.number)
+    cost = spec.cost(proposal.student)
+    set_constraints(trial, cost.constraints)
+    if not cost.passed:
+        return 0.0
+    return instant_score({"proposal": proposal.to_dict(), "cost": {"param_bytes": cost.param_bytes, "macs": cost.macs}})
 
 
 def _synthetic_trials(spec: Any, n: int, seed: int = 0) -> list[Any]:
     """``n`` finished trials of random proposals of ``spec``, told as the searcher tells them."""
     import optuna
 
-    from ..complexity import cost_student
-    from ..search.study import set_constraints
-    from .driver import instant_score
-
     study = optuna.create_study(directions=spec.search.directions, sampler=optuna.samplers.RandomSampler(seed=seed))
-    b = spec.budget
     for _ in range(n):
         trial = study.ask()
-        proposal = spec.sample(trial, n_classes=10, trial_seed=trial.number)
-        c = cost_student(proposal.student, spec.input_shape, b, counter="analytic").complexity
-        constraints = {"param_bytes": c.param_bytes / b.max_param_bytes - 1.0, "macs": c.macs / b.max_macs - 1.0}
-        set_constraints(trial, constraints)
-        feasible = all(v <= 0 for v in constraints.values())
-        score = instant_score({"proposal": proposal.to_dict(), "cost": {"param_bytes": c.param_bytes, "macs": c.macs}})
-        study.tell(trial, values=[score if feasible else 0.0])
+        study.tell(trial, values=[told_value(spec, trial)])
     return study.get_trials(deepcopy=False)
 
 

@@ -7,9 +7,10 @@ searcher asks, samples, costs and tells in an in-memory Optuna study (the same s
 same trials), and :meth:`StudyMirror.sync` then writes the trial to SQLite:
 
 * a trial SQLite does not hold yet (every sampled proposal, rejected or handed to Tune) is inserted whole, with its
-  parameters, attributes, values and state, by ``create_new_trial(template_trial=...)``: ONE transaction;
+  parameters, attributes, values and state: ONE transaction of a few multi-row INSERTs;
 * a trial SQLite already holds (an enqueued reference arm; a trial handed to Tune, when it ends) is brought up to
-  date in one transaction too (its state, the parameters it lacks, its attributes rewritten, its values).
+  date in one transaction too (its state and times; its values, epochs' scores, parameters and attributes
+  rewritten).
 
 What readers rely on is unchanged: optuna-dashboard, the run folder's tables and a resumed search read the SQLite
 study, which holds every decided proposal with the same attributes as before; a trial handed to Tune is in SQLite
