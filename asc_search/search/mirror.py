@@ -99,25 +99,24 @@ class StudyMirror:
         Through Optuna's ORM models of its schema (``optuna.storages._rdb.models``: not public API, the schema
         itself is versioned by Optuna with alembic; tests/test_mirror.py reads every field back through Optuna)."""
         import sqlalchemy as sa
-        import sqlalchemy.orm
         from optuna.storages._rdb import models
 
         trials = models.TrialModel.__table__
         previous = self.disk_id(t.number - 1) if t.number else None
-        with sqlalchemy.orm.Session(self._rdb.engine) as session, session.begin():
-            tid = session.execute(sa.insert(trials).values(
-                study_id=self._disk_study_id, number=t.number, state=t.state.name,
-                datetime_start=_utc(t.datetime_start), datetime_complete=_utc(t.datetime_complete),
-            )).inserted_primary_key[0]
+        with self._rdb.engine.begin() as conn:  # one transaction, committed on leaving the block
+            tid = conn.execute(sa.insert(trials), {
+                "study_id": self._disk_study_id, "number": t.number, "state": t.state.name,
+                "datetime_start": _utc(t.datetime_start), "datetime_complete": _utc(t.datetime_complete),
+            }).inserted_primary_key[0]
             # the row just before it in the study must be the previous trial's (one index step, not a count)
-            before = session.scalar(sa.select(sa.func.max(trials.c.trial_id)).where(
+            before = conn.scalar(sa.select(sa.func.max(trials.c.trial_id)).where(
                 trials.c.study_id == self._disk_study_id, trials.c.trial_id < tid))
             if before != previous:  # the run lock keeps a second driver out
                 raise RuntimeError(f"trial {t.number} would not be trial {t.number} in {self._rdb.url}: another "
                                    "process added trials to the study")
             for model, rows in self._child_rows(tid, t):
                 if rows:
-                    session.execute(sa.insert(model.__table__), rows)
+                    conn.execute(sa.insert(model.__table__), rows)
         self._disk_ids[t.number] = tid  # committed
 
     @staticmethod
@@ -148,23 +147,22 @@ class StudyMirror:
         """Bring a trial SQLite already holds up to its memory copy (the truth) in one transaction: its state, start
         and end, and its other rows (values, epochs' scores, parameters, attributes) rewritten."""
         import sqlalchemy as sa
-        import sqlalchemy.orm
         from optuna.storages._rdb import models
 
         tid = self.disk_id(number)
         trials = models.TrialModel.__table__
-        with sqlalchemy.orm.Session(self._rdb.engine) as session, session.begin():
-            state = session.scalar(sa.select(trials.c.state).where(trials.c.trial_id == tid))
+        with self._rdb.engine.begin() as conn:
+            state = conn.scalar(sa.select(trials.c.state).where(trials.c.trial_id == tid))
             if state is None or TrialState[str(getattr(state, "name", state))].is_finished():
                 return
-            session.execute(sa.update(trials).where(trials.c.trial_id == tid).values(
+            conn.execute(sa.update(trials).where(trials.c.trial_id == tid).values(
                 state=t.state.name, datetime_start=_utc(t.datetime_start),
                 datetime_complete=_utc(t.datetime_complete)))
             for model, rows in self._child_rows(tid, t):
                 table = model.__table__
-                session.execute(sa.delete(table).where(table.c.trial_id == tid))
+                conn.execute(sa.delete(table).where(table.c.trial_id == tid))
                 if rows:
-                    session.execute(sa.insert(table), rows)
+                    conn.execute(sa.insert(table), rows)
 
 
 def _utc(moment: Any) -> Any:
