@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 
 import pytest
@@ -133,6 +134,15 @@ def test_driver_bench_counts_every_proposal_and_plots(ray_local, tmp_path):
     assert [r["trials"] for r in scaling] == [40, 80] and all(r["bounded_tpe_ms_median"] > 0 for r in scaling)
     assert all(w["proposals_per_s"] > 0 and 0 < w["searcher_ms_per_proposal"] <= w["ms_per_proposal"]
                for w in out["windows"])
+    assert all(0 <= w["gc_ms_per_proposal"] <= w["ms_per_proposal"] for w in out["windows"])
+    assert 0 <= out["gc_share_of_wall"] < 1
+    recorder = D._Recorder(every=1)  # a collection's duration is counted
+    gc.callbacks.append(recorder.gc_callback)
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.remove(recorder.gc_callback)
+    assert recorder.gc_s > 0 and recorder._gc_since is None
     assert out["rss_mb_max"] > 0 and (tmp_path / "plot" / "driver_scale.png").read_bytes()[:4] == b"\x89PNG"
     capped = D.run(proposals=1000, every=5, work_dir=tmp_path / "capped", max_seconds=0.0, sampler_sizes=())
     assert capped["stopped_by_time_cap"] and capped["proposals"] < 1000

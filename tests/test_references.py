@@ -178,3 +178,57 @@ def test_min_steps_raises_epochs_and_asha_can_count_steps():
     assert sched._time_attr == "steps" and sched._brackets[0]._rungs[-1][0] == 80
     epochs = _quick(**{"unit: steps, grace_period: 80": "grace_period: 2"})
     assert make_scheduler(epochs, 200)._time_attr == "epoch"
+
+
+class _Controller:
+    """The two views of a Tune run a scheduler reads: every trial in Tune's order, and the live (not TERMINATED) ones."""
+
+    def __init__(self) -> None:
+        self.trials: list = []
+
+    def get_trials(self) -> list:
+        return self.trials
+
+    def get_live_trials(self) -> set:
+        return {t for t in self.trials if t.status != "TERMINATED"}
+
+
+def test_schedulers_choose_from_live_trials_what_rays_fifo_scan_chooses():
+    """LiveTrialsFIFO (and ASHA built on it) picks the trial Ray's FIFOScheduler picks (first PENDING in Tune's
+    order, else first PAUSED, else none) through a run's changes of state, with a trial re-queued at the end (as
+    Tune does after an error), while only looking at the live trials."""
+    import random
+
+    from ray.tune.schedulers import FIFOScheduler
+
+    from asc_search.search.scheduler import LiveTrialsFIFO
+
+    rng = random.Random(0)
+    ray_fifo = FIFOScheduler()
+    for sched in (LiveTrialsFIFO(), make_scheduler(load_space("quick"), 200)):
+        assert isinstance(sched, LiveTrialsFIFO)
+        run = _Controller()
+        for step in range(300):
+            if rng.random() < 0.3 or not run.trials:  # Tune adds a trial at the end of its list
+                t = _Trial(f"t{step}", "search")
+                t.status = "PENDING"
+                run.trials.append(t)
+                sched.on_trial_add(run, t)
+            elif rng.random() < 0.1:  # Tune re-queues a trial after an error: to the end, added again
+                t = rng.choice(run.trials)
+                t.status = "PENDING"
+                run.trials.remove(t)
+                run.trials.append(t)
+                sched.on_trial_add(run, t)
+            else:
+                rng.choice(run.trials).status = rng.choice(["RUNNING", "PAUSED", "TERMINATED", "PENDING"])
+            assert sched.choose_trial_to_run(run) is ray_fifo.choose_trial_to_run(run)
+        assert {t.status for t in run.trials} >= {"PENDING", "PAUSED", "TERMINATED"}
+    # a waiting trial the scheduler never saw added: Ray's scan decides
+    run = _Controller()
+    a, b = _Trial("a", "search"), _Trial("b", "search")
+    a.status, b.status = "PAUSED", "PENDING"
+    run.trials = [a, b]
+    sched = LiveTrialsFIFO()
+    sched.on_trial_add(run, a)
+    assert sched.choose_trial_to_run(run) is b

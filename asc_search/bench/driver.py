@@ -4,8 +4,8 @@
 
 ``run()`` returns a dict (no printing). It runs the real driver machinery of ``asc-search search``: the
 :class:`~asc_search.search.searcher.BudgetedSearcher` (TPE with the search file's settings, SQLite study with the
-same pragmas, analytic + torchinfo costing) inside a Ray Tune run with the driver's Tune settings (reused actors,
-one checkpoint kept, Tune's auto-loggers off as :func:`asc_search._runtime.quiet_ray_env` sets them), on the DCASE
+same pragmas, analytic + torchinfo costing) inside a Ray Tune run with the driver's Tune settings (its scheduler,
+reused actors, one checkpoint kept, Tune's auto-loggers off as :func:`asc_search._runtime.quiet_ray_env` sets them), on the DCASE
 space under a budget most proposals exceed (:data:`SPACE`). Feasible proposals become **instant trials** (a
 trainable that reports one epoch at once, with a score that grows with the share of the budget used), so what is
 measured is the driver: asking, sampling, costing, recording, telling, and Tune's bookkeeping per trial. Then
@@ -14,16 +14,17 @@ trials, Optuna's against the search's bounded one.
 
 Every ``every`` proposals it records the proposal count, the wall time, the trained trials so far, the time spent
 inside the searcher (``suggest`` + ``on_trial_complete``: Optuna ask/tell, SQLite, sampling, costing; the rest is
-Tune's own bookkeeping and the instant trials) and the driver's resident memory (RSS). The search stops after
-``proposals`` proposals or, when ``max_seconds`` is given, at the first proposal after that much wall time
-(``stopped_by_time_cap`` says which). Reported: proposals/s over each window and over the whole run (the lowest window is what
-"keeps N proposals/s from start to end" means), the RSS at the start and the largest, and a PNG plot of both against
-the number of proposals (``out`` folder, when given).
+Tune's own bookkeeping and the instant trials), the time in Python's garbage collector and the driver's resident
+memory (RSS). The search stops after ``proposals`` proposals or, when ``max_seconds`` is given, at the first proposal
+after that much wall time (``stopped_by_time_cap`` says which). Reported: proposals/s over each window and over the
+whole run (the lowest window is what "keeps N proposals/s from start to end" means), the RSS at the start and the
+largest, and a PNG plot of both against the number of proposals (``out`` folder, when given).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -117,6 +118,8 @@ class _Recorder:
         self.every = every
         self.proposals = self.trained = 0
         self.searcher_s = 0.0  # wall time inside the searcher's suggest / on_trial_complete (finished calls)
+        self.gc_s = 0.0  # time in Python's garbage collector (any part of the driver process's main thread)
+        self._gc_since: float | None = None
         self.call_since: float | None = None  # start of the searcher call in progress (samples are taken inside it)
         self.t0 = time.perf_counter()
         self.samples: list[dict[str, float]] = [self._sample()]
@@ -125,7 +128,15 @@ class _Recorder:
         now = time.perf_counter()
         running = now - self.call_since if self.call_since is not None else 0.0
         return {"proposals": self.proposals, "trained": self.trained, "t": now - self.t0,
-                "searcher_s": self.searcher_s + running, "rss_mb": driver_rss_mb()}
+                "searcher_s": self.searcher_s + running, "gc_s": self.gc_s, "rss_mb": driver_rss_mb()}
+
+    def gc_callback(self, phase: str, info: dict[str, Any]) -> None:
+        """For ``gc.callbacks``: adds each collection's duration to ``gc_s``."""
+        if phase == "start":
+            self._gc_since = time.perf_counter()
+        elif self._gc_since is not None:
+            self.gc_s += time.perf_counter() - self._gc_since
+            self._gc_since = None
 
     def timed(self, call: Any, *args: Any) -> Any:
         """``call(*args)``, its wall time added to ``searcher_s`` (also while it runs, for samples taken inside)."""
@@ -187,6 +198,7 @@ def _windows(samples: list[dict[str, float]]) -> list[dict[str, float]]:
             out.append({"proposals": b["proposals"], "proposals_per_s": n / dt,
                         "ms_per_proposal": 1000 * dt / n,
                         "searcher_ms_per_proposal": 1000 * (b["searcher_s"] - a["searcher_s"]) / n,
+                        "gc_ms_per_proposal": 1000 * (b["gc_s"] - a["gc_s"]) / n,
                         "rss_mb": b["rss_mb"], "trained": b["trained"]})
     return out
 
@@ -254,6 +266,7 @@ def run(proposals: int = 10_000, every: int = 250, out: str | os.PathLike[str] |
         "proposals_per_s_first_window": rates[0] if rates else None,
         "proposals_per_s_last_window": rates[-1] if rates else None,
         "searcher_share_of_wall": recorder.searcher_s / total_s if total_s > 0 else None,
+        "gc_share_of_wall": recorder.gc_s / total_s if total_s > 0 else None,
         "rss_mb_after_ray_init": init_rss,
         "rss_mb_max": max(s["rss_mb"] for s in samples),
         "windows": windows,
@@ -277,6 +290,7 @@ def _search(work: Path, proposals: int, every: int, max_seconds: float | None) -
 
     from .._runtime import quiet_ray_env, ray_session
     from ..search.channels import register_sink, unregister_sink
+    from ..search.scheduler import make_scheduler
     from ..search.space import load_space
     from ..search.study import open_study
 
@@ -292,6 +306,7 @@ def _search(work: Path, proposals: int, every: int, max_seconds: float | None) -
     recorder = _Recorder(every)
     channel = f"driver-bench-{os.getpid()}"
     register_sink(channel, recorder)
+    gc.callbacks.append(recorder.gc_callback)
     try:
         with ray_session("local", num_cpus=2):
             init_rss = driver_rss_mb()
@@ -299,6 +314,7 @@ def _search(work: Path, proposals: int, every: int, max_seconds: float | None) -
             tuner = tune.Tuner(
                 tune.with_resources(_instant_trial, {"cpu": 1}),
                 tune_config=tune.TuneConfig(search_alg=searcher, num_samples=proposals,
+                                            scheduler=make_scheduler(spec, n_train=1000),  # the search's (FIFO here)
                                             max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True),
                 run_config=tune.RunConfig(name="ray", storage_path=str(work), verbose=0,
                                           checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
@@ -309,6 +325,7 @@ def _search(work: Path, proposals: int, every: int, max_seconds: float | None) -
             recorder.finish()
             errors = len(grid.errors)
     finally:
+        gc.callbacks.remove(recorder.gc_callback)
         unregister_sink(channel)
     study_trials = len(optuna.load_study(study_name="driver-bench", storage=f"sqlite:///{db}").trials)
     return recorder, searcher, errors, init_rss, study_trials

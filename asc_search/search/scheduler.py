@@ -6,22 +6,54 @@ the check that the cluster can give each trial what it asks for.
 alike on 255 clips (4 steps an epoch) and on 3,000 (50 steps an epoch). Reference trials (trial config
 ``kind: reference``) are never stopped: their results still set the rungs (:meth:`on_trial_result` calls ASHA
 first), so the sampled trials are judged against them.
+
+Both schedulers choose the next trial to start from the run's live trials (:class:`LiveTrialsFIFO`), not from
+every trial it ever had: Ray's ``FIFOScheduler.choose_trial_to_run`` scans the whole run, twice, on every step of
+Tune's loop, which grew with the run (a 10,000-proposal search hands Tune thousands of trials).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from ..training.config import TrainConfig, steps_per_epoch
 from .references import REFERENCE
 from .spec import SearchSpec
 
-__all__ = ["ReferenceAwareASHA", "make_scheduler", "time_horizon"]
+__all__ = ["LiveTrialsFIFO", "ReferenceAwareASHA", "make_scheduler", "time_horizon"]
 
 
-class ReferenceAwareASHA(ASHAScheduler):
+class LiveTrialsFIFO(FIFOScheduler):
+    """Ray's FIFO choice, from the live trials only: the PENDING trial added first, else the PAUSED one added first
+    (the order of ``on_trial_add``; a trial Tune re-queues after an error is added again, at the end, as Ray's list
+    has it). Trials that are not live are TERMINATED, never chosen by Ray's scan either; should a PENDING or
+    PAUSED trial not have been seen added, Ray's own scan decides."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._added: dict[str, int] = {}  # trial id -> its place in the order trials were (last) added
+        self._n_added = 0
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(tune_controller, trial)
+        self._added[trial.trial_id] = self._n_added
+        self._n_added += 1
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        live = tune_controller.get_live_trials()
+        for status in (Trial.PENDING, Trial.PAUSED):
+            waiting = [t for t in live if t.status == status]
+            if waiting:
+                if any(t.trial_id not in self._added for t in waiting):
+                    return super().choose_trial_to_run(tune_controller)
+                return min(waiting, key=lambda t: self._added[t.trial_id])
+        return None
+
+
+class ReferenceAwareASHA(LiveTrialsFIFO, ASHAScheduler):
     """:class:`ray.tune.schedulers.ASHAScheduler` that lets reference trials run to their last epoch."""
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
@@ -49,7 +81,7 @@ def make_scheduler(spec: SearchSpec, n_train: int) -> Any:
     """ASHA as the search file sets it (never stopping references), or FIFO when ``search.asha.enabled`` is false."""
     s = spec.search
     if not s.asha_enabled:
-        return FIFOScheduler()
+        return LiveTrialsFIFO()
     horizon = time_horizon(spec, n_train)
     # stop_last_trials=False: a trial ends itself after its planned epochs (min_steps may make them more than
     # train.epochs), never because it reached the horizon
