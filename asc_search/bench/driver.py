@@ -218,7 +218,7 @@ def plot(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     ax1.plot(x, [r["proposals_per_s"] for r in w], marker=".")
     ax1.axhline(20, color="grey", ls="--", lw=1, label="20 proposals/s")
     ax1.set_ylabel(f"proposals/s (windows of {result['every']})")
-    ax1.legend(loc="lower left")
+    ax1.legend(loc="upper right")
     ax2.plot([s["proposals"] for s in result["samples"]], [s["rss_mb"] for s in result["samples"]], marker=".")
     ax2.set_ylabel("driver RSS (MB)")
     ax2.set_xlabel("proposals (rejected + trained)")
