@@ -181,7 +181,7 @@ def test_min_steps_raises_epochs_and_asha_can_count_steps():
 
 
 class _Controller:
-    """The two views of a Tune run a scheduler reads: every trial in Tune's order, and the live (not TERMINATED) ones."""
+    """What a scheduler reads of a Tune run: every trial in Tune's order, and the live (not TERMINATED) ones."""
 
     def __init__(self) -> None:
         self.trials: list = []

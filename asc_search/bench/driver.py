@@ -5,10 +5,10 @@
 ``run()`` returns a dict (no printing). It runs the real driver machinery of ``asc-search search``: the
 :class:`~asc_search.search.searcher.BudgetedSearcher` (TPE with the search file's settings, SQLite study with the
 same pragmas, analytic + torchinfo costing) inside a Ray Tune run with the driver's Tune settings (its scheduler,
-reused actors, one checkpoint kept, Tune's auto-loggers off as :func:`asc_search._runtime.quiet_ray_env` sets them), on the DCASE
-space under a budget most proposals exceed (:data:`SPACE`). Feasible proposals become **instant trials** (a
-trainable that reports one epoch at once, with a score that grows with the share of the budget used), so what is
-measured is the driver: asking, sampling, costing, recording, telling, and Tune's bookkeeping per trial. Then
+reused actors, one checkpoint kept, Tune's auto-loggers off as :func:`asc_search._runtime.quiet_ray_env` sets
+them), on the DCASE space under a budget most proposals exceed (:data:`SPACE`). Feasible proposals become **instant
+trials** (a trainable that reports one epoch at once, with a score that grows with the share of the budget used), so
+what is measured is the driver: asking, sampling, costing, recording, telling, and Tune's bookkeeping per trial. Then
 (``sampler_sizes``) :mod:`asc_search.bench.sampler_scaling`: TPE's cost per proposal at 1,000 / 5,000 / 10,000
 trials, Optuna's against the search's bounded one.
 
