@@ -195,12 +195,14 @@ class BoundedTPESampler(optuna.samplers.TPESampler):
             cache.clear()  # rows of trials that left the view: made again if one comes back
         rows = []
         for t in trials:
-            row = cache.get(t.number) if t.state.is_finished() else None
-            if row is None and (t.number not in cache or not t.state.is_finished()):
+            finished = t.state.is_finished()
+            if finished and t.number in cache:
+                row = cache[t.number]  # None: the trial lacks a parameter of this group
+            else:
                 params = self._get_params(t, study)
                 row = (tuple(d.to_internal_repr(params[name]) for name, d in search_space.items())
                        if search_space.keys() <= params.keys() else None)
-                if t.state.is_finished():
+                if finished:
                     cache[t.number] = row
             if row is not None:
                 rows.append(row)
