@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 
 import pytest
 
@@ -136,6 +137,9 @@ def test_driver_bench_counts_every_proposal_and_plots(ray_local, tmp_path):
                for w in out["windows"])
     assert all(0 <= w["gc_ms_per_proposal"] <= w["ms_per_proposal"] for w in out["windows"])
     assert 0 <= out["gc_share_of_wall"] < 1
+    # the driver's CPU time: positive in every window, at most the machine's cores' worth
+    assert all(w["cpu_ms_per_proposal"] > 0 and 0 < w["cpu_busy"] <= os.cpu_count() for w in out["windows"])
+    assert 0 < out["cpu_busy"] <= os.cpu_count() and out["cpu_ms_per_proposal"] > 0
     recorder = D._Recorder(every=1)  # a collection's duration is counted
     gc.callbacks.append(recorder.gc_callback)
     try:

@@ -14,8 +14,9 @@ trials, Optuna's against the search's bounded one.
 
 Every ``every`` proposals it records the proposal count, the wall time, the trained trials so far, the time spent
 inside the searcher (``suggest`` + ``on_trial_complete``: Optuna ask/tell, SQLite, sampling, costing; the rest is
-Tune's own bookkeeping and the instant trials), the time in Python's garbage collector and the driver's resident
-memory (RSS). The search stops after ``proposals`` proposals or, when ``max_seconds`` is given, at the first proposal
+Tune's own bookkeeping and the instant trials), the time in Python's garbage collector, the driver process's CPU
+time (all its threads: ``cpu_ms_per_proposal``, and ``cpu_busy``, the cores' worth it kept busy; with the wall time
+this tells the driver's own work from waiting for a core or for the trials) and its resident memory (RSS). The search stops after ``proposals`` proposals or, when ``max_seconds`` is given, at the first proposal
 after that much wall time (``stopped_by_time_cap`` says which). Reported: proposals/s over each window and over the
 whole run (the lowest window is what "keeps N proposals/s from start to end" means), the RSS at the start and the
 largest, and a PNG plot of both against the number of proposals (``out`` folder, when given).
@@ -128,7 +129,8 @@ class _Recorder:
         now = time.perf_counter()
         running = now - self.call_since if self.call_since is not None else 0.0
         return {"proposals": self.proposals, "trained": self.trained, "t": now - self.t0,
-                "searcher_s": self.searcher_s + running, "gc_s": self.gc_s, "rss_mb": driver_rss_mb()}
+                "searcher_s": self.searcher_s + running, "gc_s": self.gc_s, "cpu_s": time.process_time(),
+                "rss_mb": driver_rss_mb()}
 
     def gc_callback(self, phase: str, info: dict[str, Any]) -> None:
         """For ``gc.callbacks``: adds each collection's duration to ``gc_s``."""
@@ -199,6 +201,8 @@ def _windows(samples: list[dict[str, float]]) -> list[dict[str, float]]:
                         "ms_per_proposal": 1000 * dt / n,
                         "searcher_ms_per_proposal": 1000 * (b["searcher_s"] - a["searcher_s"]) / n,
                         "gc_ms_per_proposal": 1000 * (b["gc_s"] - a["gc_s"]) / n,
+                        "cpu_ms_per_proposal": 1000 * (b["cpu_s"] - a["cpu_s"]) / n,
+                        "cpu_busy": (b["cpu_s"] - a["cpu_s"]) / dt,
                         "rss_mb": b["rss_mb"], "trained": b["trained"]})
     return out
 
@@ -267,6 +271,9 @@ def run(proposals: int = 10_000, every: int = 250, out: str | os.PathLike[str] |
         "proposals_per_s_last_window": rates[-1] if rates else None,
         "searcher_share_of_wall": recorder.searcher_s / total_s if total_s > 0 else None,
         "gc_share_of_wall": recorder.gc_s / total_s if total_s > 0 else None,
+        "cpu_ms_per_proposal": (1000 * (samples[-1]["cpu_s"] - samples[0]["cpu_s"]) / recorder.proposals
+                                if recorder.proposals else None),
+        "cpu_busy": (samples[-1]["cpu_s"] - samples[0]["cpu_s"]) / total_s if total_s > 0 else None,
         "rss_mb_after_ray_init": init_rss,
         "rss_mb_max": max(s["rss_mb"] for s in samples),
         "windows": windows,
