@@ -208,7 +208,8 @@ def _windows(samples: list[dict[str, float]]) -> list[dict[str, float]]:
 
 
 def plot(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """proposals/s and driver RSS against the number of proposals, one PNG (written atomically)."""
+    """proposals/s, the driver's CPU and searcher time per proposal, and driver RSS against the number of proposals,
+    one PNG (written atomically)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -218,11 +219,17 @@ def plot(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
 
     w = result["windows"]
     x = [r["proposals"] for r in w]
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    fig, (ax1, ax3, ax2) = plt.subplots(3, 1, figsize=(7, 8), sharex=True)
     ax1.plot(x, [r["proposals_per_s"] for r in w], marker=".")
     ax1.axhline(20, color="grey", ls="--", lw=1, label="20 proposals/s")
     ax1.set_ylabel(f"proposals/s (windows of {result['every']})")
     ax1.legend(loc="upper right")
+    # what a proposal cost the driver: its CPU time, and the wall time inside the searcher (the same work throughout)
+    ax3.plot(x, [r["cpu_ms_per_proposal"] for r in w], marker=".", label="driver CPU time")
+    ax3.plot(x, [r["searcher_ms_per_proposal"] for r in w], marker=".", label="inside the searcher (wall)")
+    ax3.set_ylabel("ms per proposal")
+    ax3.set_ylim(bottom=0)
+    ax3.legend(loc="lower right")
     ax2.plot([s["proposals"] for s in result["samples"]], [s["rss_mb"] for s in result["samples"]], marker=".")
     ax2.set_ylabel("driver RSS (MB)")
     ax2.set_xlabel("proposals (rejected + trained)")
