@@ -16,10 +16,12 @@ Every ``every`` proposals it records the proposal count, the wall time, the trai
 inside the searcher (``suggest`` + ``on_trial_complete``: Optuna ask/tell, SQLite, sampling, costing; the rest is
 Tune's own bookkeeping and the instant trials), the time in Python's garbage collector, the driver process's CPU
 time (all its threads: ``cpu_ms_per_proposal``, and ``cpu_busy``, the cores' worth it kept busy; with the wall time
-this tells the driver's own work from waiting for a core or for the trials) and its resident memory (RSS). The search stops after ``proposals`` proposals or, when ``max_seconds`` is given, at the first proposal
-after that much wall time (``stopped_by_time_cap`` says which). Reported: proposals/s over each window and over the
-whole run (the lowest window is what "keeps N proposals/s from start to end" means), the RSS at the start and the
-largest, and a PNG plot of both against the number of proposals (``out`` folder, when given).
+this tells the driver's own work from waiting for a core or for the trials) and its resident memory (RSS). The
+search stops after ``proposals`` proposals or, when ``max_seconds`` is given, at the first proposal after that much
+wall time (``stopped_by_time_cap`` says which). Reported: proposals/s over each window and over the whole run (the
+lowest window is what "keeps N proposals/s from start to end" means), the RSS at the start and the largest, and a
+PNG plot of the rate, the CPU and searcher time per proposal and the RSS against the number of proposals (``out``
+folder, when given).
 """
 
 from __future__ import annotations
